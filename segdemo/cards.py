@@ -1,0 +1,91 @@
+"""Model cards: the JSON beside each model file that says what the model is (classes, colours, input size,
+architecture, training recipe and data, measured metrics). The legend, the class dropdown, the About view
+and evaluation all read it; nothing repeats its facts in code."""
+
+import json
+from pathlib import Path
+
+CARD_SUFFIX = ".json"
+MODEL_SUFFIX = ".keras"
+
+# Distinct colours for classes without colours of their own (class 0 first).
+DEFAULT_COLORS = [
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
+    (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0),
+]
+
+
+def card_path(model_path):
+    return Path(model_path).with_suffix(CARD_SUFFIX)
+
+
+def markdown_path(model_path):
+    return Path(model_path).with_suffix(".md")
+
+
+def load_card(model_path):
+    """The card of a model file (x.keras -> x.json); raises FileNotFoundError when there is none."""
+    return json.loads(card_path(model_path).read_text())
+
+
+def save_card(card, model_path):
+    """Write the JSON card and its markdown rendering beside the model file."""
+    card_path(model_path).write_text(json.dumps(card, indent=2) + "\n")
+    markdown_path(model_path).write_text(card_markdown(card))
+
+
+def class_colors(card):
+    """(num_classes, 3) colours of a card, falling back to `DEFAULT_COLORS`."""
+    colors = card.get("colors") or []
+    count = len(card["classes"])
+    return [tuple(colors[i]) if i < len(colors) else DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count)]
+
+
+def format_metrics_table(metrics, class_names):
+    """Markdown table of per-class IoU and Dice."""
+    rows = ["| class | IoU | Dice |", "|---|---|---|"]
+    for name in class_names:
+        iou = metrics.get("per_class_iou", {}).get(name)
+        dice = metrics.get("per_class_dice", {}).get(name)
+        rows.append(f"| {name} | {fmt(iou)} | {fmt(dice)} |")
+    return "\n".join(rows)
+
+
+def fmt(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def card_markdown(card):
+    """A short human-readable model card."""
+    lines = [f"# {card.get('title', card['name'])}", "", card.get("description", ""), ""]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| classes | {', '.join(card['classes'])} |",
+        f"| colours | {', '.join(str(tuple(c)) for c in class_colors(card))} |",
+        f"| input size | {card['input_size']}x{card['input_size']} (images are resized to it; "
+        "predictions are resized back to the original resolution) |",
+        f"| architecture | {card['architecture']} {json.dumps(card.get('architecture_args', {}))} |",
+        f"| input normalisation | {card.get('normalisation', '')} |",
+        f"| date | {card.get('date', '')} |",
+    ]
+    training = card.get("training", {})
+    if training:
+        lines += ["", "## Training", ""]
+        lines += [f"- **{key}**: {value}" for key, value in training.items() if key != "command"]
+        if training.get("command"):
+            lines += ["", "```", training["command"], "```"]
+    for label, metrics in card.get("metrics", {}).items():
+        lines += ["", f"## Metrics: {label}", ""]
+        lines += [
+            f"pixel accuracy {fmt(metrics.get('pixel_acc'))}, mean IoU {fmt(metrics.get('miou'))}, "
+            f"mean Dice {fmt(metrics.get('mdice'))} on {metrics.get('images')} images",
+            "",
+            format_metrics_table(metrics, card["classes"]),
+        ]
+        if metrics.get("command"):
+            lines += ["", "```", metrics["command"], "```"]
+    for note in card.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"

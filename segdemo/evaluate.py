@@ -1,0 +1,67 @@
+"""Evaluate a model on a dataset at each image's original resolution.
+
+    python -m segdemo.evaluate --model pets --data ../shared/datasets/oxford-pets-subset --split test
+
+Prints one JSON object as the last line of stdout: pixel_acc, miou, mdice, per-class IoU and Dice,
+images, seconds. Predictions go through the same `Segmenter` the app serves with.
+"""
+
+import argparse
+import json
+import shlex
+import sys
+import time
+
+import numpy as np
+
+from segdemo.data import find_pairs, load_pair
+from segdemo.metrics import confusion_matrix, metrics_from_confusion
+
+
+def evaluate(segmenter, pairs):
+    """Metrics of `segmenter` over `pairs` (confusion matrix accumulated over all pixels)."""
+    started = time.perf_counter()
+    num_classes = len(segmenter.classes)
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for pair in pairs:
+        image, mask = load_pair(pair, num_classes)
+        matrix += confusion_matrix(mask, segmenter.predict(image).labels, num_classes)
+    result = metrics_from_confusion(matrix, segmenter.classes)
+    result.update(images=len(pairs), seconds=round(time.perf_counter() - started, 1))
+    return result
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="bundled model name or path to a .keras file")
+    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument("--split", default=None, help="split name, e.g. test")
+    parser.add_argument("--tta", action="store_true", help="average with the mirrored image's prediction")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs")
+    parser.add_argument("--update-card", action="store_true", help="store the result in the model's card")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from segdemo import cards
+    from segdemo.registry import get_segmenter, resolve_model_path
+
+    segmenter = get_segmenter(args.model, tta=args.tta)
+    pairs = find_pairs(args.data, args.split).pairs
+    if args.limit:
+        pairs = pairs[: args.limit]
+    result = {"model": args.model, "data": args.data, "split": args.split, "tta": args.tta}
+    result.update(evaluate(segmenter, pairs))
+    if args.update_card:
+        path = resolve_model_path(args.model)
+        card = cards.load_card(path)
+        label = f"{args.split or 'all'}{' (flip TTA)' if args.tta else ''}"
+        command = "python -m segdemo.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
+        card.setdefault("metrics", {})[label] = {**result, "command": command.replace(" --update-card", "")}
+        cards.save_card(card, path)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Serving: the `Segmenter` (resize to the model's size -> one compiled `tf.function` -> probabilities resized
+back to the original resolution -> argmax) and the rendering of its result (colour mask, probability map,
+overlay, class areas)."""
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from segdemo.cards import class_colors
+from segdemo.data import resize_image
+
+
+@dataclass
+class Prediction:
+    """One image's segmentation: full-resolution class indices and model-resolution probabilities."""
+
+    labels: np.ndarray  # (H, W) uint8 class index per pixel, at the input's resolution
+    probs: np.ndarray  # (S, S, C) float32 softmax at the model's input size
+    seconds: dict  # time per step: preprocess, model (incl. resize back + argmax)
+
+    @property
+    def size(self):
+        return self.labels.shape[1], self.labels.shape[0]
+
+
+class Segmenter:
+    """Predicts with a Keras segmentation model described by its card.
+
+    Every call goes through one `tf.function` traced once for the fixed input shape (1, S, S, 3) and a
+    dynamic output size, so no request retraces. `tta` averages the prediction with that of the mirrored
+    image (two forward passes)."""
+
+    def __init__(self, model, card, tta=False):
+        self.model, self.card, self.tta = model, card, tta
+        self.size = int(card["input_size"])
+        self.classes = list(card["classes"])
+        self.palette = palette_lut(class_colors(card))
+        self._compiled = tf.function(
+            self._forward,
+            input_signature=[tf.TensorSpec([1, self.size, self.size, 3], tf.float32), tf.TensorSpec([2], tf.int32)],
+        )
+
+    def _forward(self, batch, out_size):
+        if self.tta:
+            logits = self.model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
+            probs = (tf.nn.softmax(logits[0]) + tf.reverse(tf.nn.softmax(logits[1]), axis=[1])) / 2.0
+        else:
+            probs = tf.nn.softmax(self.model(batch, training=False)[0])
+        full = tf.image.resize(probs, out_size, method="bilinear")  # probabilities first, then argmax
+        return probs, tf.cast(tf.argmax(full, axis=-1), tf.uint8)
+
+    def warm_up(self):
+        """Trace and run once so the first user does not pay for it."""
+        self.predict(np.zeros((self.size, self.size, 3), np.uint8))
+        return self
+
+    def predict(self, image):
+        """Segment an HxWx3 uint8 RGB image of any size."""
+        started = time.perf_counter()
+        height, width = image.shape[:2]
+        resized = image if (height, width) == (self.size, self.size) else resize_image(image, self.size)
+        batch = tf.convert_to_tensor(resized[None].astype(np.float32))
+        prepared = time.perf_counter()
+        probs, labels = self._compiled(batch, tf.constant([height, width], tf.int32))
+        labels, probs = labels.numpy(), probs.numpy()
+        done = time.perf_counter()
+        return Prediction(labels, probs, {"preprocess": prepared - started, "model": done - prepared})
+
+
+def palette_lut(colors):
+    """(256, 3) uint8 lookup: class index -> colour; indices without a class (e.g. 255) are grey."""
+    lut = np.full((256, 3), 128, np.uint8)
+    lut[: len(colors)] = np.asarray(colors, np.uint8)
+    return lut
+
+
+def colorize(labels, lut):
+    """Class indices -> RGB colour mask by table lookup (vectorised, one pass)."""
+    return lut[labels]
+
+
+def probability_map(probs, class_index, size):
+    """Grayscale (0 black = 0.0, 255 white = 1.0) map of one class's probability at `size` (w, h)."""
+    channel = (probs[:, :, class_index] * 255.0).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(channel).resize(size, Image.BILINEAR))
+
+
+def overlay(image, color_mask, opacity):
+    """Blend the colour mask over the image; opacity 0 shows the image, 1 the mask."""
+    opacity = float(np.clip(opacity, 0.0, 1.0))
+    blended = image.astype(np.float32) * (1.0 - opacity) + color_mask.astype(np.float32) * opacity
+    return blended.round().astype(np.uint8)
+
+
+def class_areas(labels, classes):
+    """Share of the image each class covers, {name: fraction}."""
+    counts = np.bincount(labels.reshape(-1), minlength=len(classes))[: len(classes)]
+    total = max(int(labels.size), 1)
+    return {name: float(count) / total for name, count in zip(classes, counts)}
+
+
+def describe_device():
+    """'GPU: <name>' when TensorFlow sees a GPU, else 'CPU (<n> threads)'."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU: {details.get('device_name', gpus[0].name)}"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def enable_gpu_memory_growth():
+    """Let TensorFlow allocate GPU memory as needed instead of grabbing the whole card."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised
+            pass

@@ -1,0 +1,54 @@
+"""Models by name: the bundled ones in weights/ (each `<name>.keras` with its `<name>.json` card), or any
+`.keras` path with a card beside it. Each model is loaded once, lazily, and warmed up."""
+
+import functools
+import logging
+from pathlib import Path
+
+from segdemo.cards import MODEL_SUFFIX, card_path, load_card
+from segdemo.data import InputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_MODEL = "pets"
+LOADED_MODELS_CACHE = 4  # models kept in memory at once (each ~15-60 MB of weights + traced graph)
+
+log = logging.getLogger(__name__)
+
+
+def bundled_models():
+    """{name: path} of the models in weights/ that have a card, sorted by name."""
+    return {path.stem: path for path in sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}")) if card_path(path).exists()}
+
+
+def resolve_model_path(name_or_path):
+    """A bundled model's name, or a path to a `.keras` file with a card beside it."""
+    models = bundled_models()
+    if name_or_path in models:
+        return models[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix == MODEL_SUFFIX and path.is_file():
+        if not card_path(path).exists():
+            raise InputError(f"{path} has no model card {card_path(path).name} beside it")
+        return path
+    raise InputError(f"unknown model {name_or_path!r}; bundled models: {', '.join(models) or 'none'}")
+
+
+def load_keras_model(path):
+    """Load a `.keras` file in Keras safe mode (no arbitrary code from Lambda layers)."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # corrupt zip, wrong format, unsafe layer ...  # noqa: BLE001
+        raise InputError(f"{Path(path).name} is not a loadable Keras model ({type(error).__name__}: {error})") from None
+
+
+@functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
+def get_segmenter(name_or_path, tta=False):
+    """The warmed-up `Segmenter` of a model (cached)."""
+    from segdemo.inference import Segmenter
+
+    path = resolve_model_path(name_or_path)
+    segmenter = Segmenter(load_keras_model(path), load_card(path), tta=tta).warm_up()
+    log.info("loaded model %s from %s", name_or_path, path)
+    return segmenter

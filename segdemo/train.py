@@ -1,0 +1,175 @@
+"""Train a bundled model from a dataset folder and write it with its model card.
+
+    python -m segdemo.train --data ../shared/datasets/oxford-pets-subset --split trainval --name pets \
+        --classes pet background border --out weights/pets.keras
+
+Training runs in two stages: the pretrained encoder frozen (decoder warm-up), then everything trained at a
+lower rate. Checkpoints go to runs/<name>/ after every epoch; running the same command again resumes there.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segdemo import cards
+from segdemo.data import find_pairs, load_resized_pairs
+from segdemo.losses import LOSSES
+
+CACHE_DIR = Path("cache")
+RUNS_DIR = Path("runs")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="dataset folder (see segdemo.data.find_pairs)")
+    parser.add_argument("--split", default=None, help="split name, e.g. trainval")
+    parser.add_argument("--name", required=True, help="model name (also the run folder)")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--description", default="")
+    parser.add_argument("--classes", nargs="+", required=True, help="class names, index order")
+    parser.add_argument("--colors", nargs="*", default=None, help="class colours as r,g,b")
+    parser.add_argument("--default-class", default=None, help="class shown in the probability map first")
+    parser.add_argument("--architecture", default="mobilenet_unet", choices=["mobilenet_unet", "unet"])
+    parser.add_argument("--encoder-weights", default=None, help="MobileNetV2 .h5 to initialise the encoder")
+    parser.add_argument("--depth", type=int, default=4, help="classic U-Net levels")
+    parser.add_argument("--base-filters", type=int, default=32, help="classic U-Net first-level filters")
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--input-size", type=int, default=192)
+    parser.add_argument("--frozen-epochs", type=int, default=5, help="epochs with the encoder frozen")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs with everything trainable")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate, frozen stage")
+    parser.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate, full stage")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--loss", default="ce_dice", choices=LOSSES)
+    parser.add_argument("--val-share", type=float, default=0.1, help="share of pairs held out for selection")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="bound TensorFlow CPU threads (0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, help="output .keras path; the card is written beside it")
+    return parser.parse_args(argv)
+
+
+def cached_arrays(pairs, size, num_classes):
+    """Decoded, resized pairs, cached in cache/ so repeated runs skip JPEG decoding."""
+    key = hashlib.sha1(json.dumps([[str(p.image), str(p.mask), p.encoding] for p in pairs] + [size]).encode())
+    path = CACHE_DIR / f"pairs_{key.hexdigest()[:16]}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            return stored["images"], stored["masks"]
+    images, masks = load_resized_pairs(pairs, size, num_classes)
+    CACHE_DIR.mkdir(exist_ok=True)
+    np.savez(path, images=images, masks=masks)
+    return images, masks
+
+
+def split_indices(count, val_share, seed):
+    """Deterministic (train, val) index arrays; at least one of each when possible."""
+    order = np.random.default_rng(seed).permutation(count)
+    val_count = min(max(1, round(count * val_share)), count - 1) if val_share > 0 and count > 1 else 0
+    return np.sort(order[val_count:]), np.sort(order[:val_count])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from segdemo.training import limit_threads
+
+    limit_threads(args.threads)
+    import keras
+
+    from segdemo.models import build_model, set_encoder_trainable
+    from segdemo.training import EpochState, fit
+
+    keras.utils.set_random_seed(args.seed)
+    started = time.time()
+    pairs = find_pairs(args.data, args.split).pairs
+    num_classes = len(args.classes)
+    images, masks = cached_arrays(pairs, args.input_size, num_classes)
+    train_idx, val_idx = split_indices(len(pairs), args.val_share, args.seed)
+    train_data = (images[train_idx], masks[train_idx])
+    val_data = (images[val_idx], masks[val_idx]) if len(val_idx) else None
+    print(f"{len(pairs)} pairs: {len(train_idx)} train, {len(val_idx)} validation; loaded in "
+          f"{time.time() - started:.0f}s", flush=True)
+
+    arch_args = {"dropout": args.dropout}
+    if args.architecture == "unet":
+        arch_args.update(depth=args.depth, base_filters=args.base_filters)
+    model = build_model(args.architecture, num_classes, encoder_weights=args.encoder_weights, **arch_args) \
+        if args.architecture == "mobilenet_unet" else build_model(args.architecture, num_classes, **arch_args)
+
+    run_dir = RUNS_DIR / args.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path, last_path, best_path = run_dir / "state.json", run_dir / "last.weights.h5", run_dir / "best.weights.h5"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"stage": None, "epoch": 0}
+    if state["stage"] and last_path.exists():
+        model.load_weights(last_path)
+        print(f"resuming after {state['stage']} epoch {state['epoch']}", flush=True)
+
+    save_last = keras.callbacks.ModelCheckpoint(last_path, save_weights_only=True)
+    stages = [("frozen", args.frozen_epochs, args.lr, False), ("full", args.epochs, args.finetune_lr, True)]
+    if args.architecture == "unet":
+        stages = [("full", args.epochs, args.lr, True)]
+    done_stages = {"frozen": [], "full": ["frozen"]}.get(state["stage"], [])
+    for stage, epochs, learning_rate, trainable in stages:
+        if stage in done_stages or epochs == 0:
+            continue
+        initial = state["epoch"] if state["stage"] == stage else 0
+        if initial >= epochs:
+            continue
+        set_encoder_trainable(model, trainable)
+        callbacks = [save_last, EpochState(state_path, stage)]
+        if stage == "full" and val_data is not None:
+            callbacks.append(keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
+                                                             save_weights_only=True))
+        print(f"stage {stage}: {epochs} epochs at lr {learning_rate}", flush=True)
+        fit(model, train_data, val_data, epochs, learning_rate, loss=args.loss, batch_size=args.batch_size,
+            augment=not args.no_augment, callbacks=callbacks, initial_epoch=initial,
+            warmup_epochs=1 if stage == "full" and args.architecture == "mobilenet_unet" else 0)
+
+    if best_path.exists():
+        model.load_weights(best_path)
+    set_encoder_trainable(model, True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    log = json.loads(state_path.read_text())["log"] if state_path.exists() else []
+    wall = sum(max(0.0, b["time"] - a["time"]) for a, b in zip(log, log[1:]) if b["time"] - a["time"] < 3600)
+    card = {
+        "name": args.name,
+        "title": args.title or args.name,
+        "description": args.description,
+        "classes": args.classes,
+        "colors": [[int(v) for v in c.split(",")] for c in args.colors] if args.colors else None,
+        "default_class": args.default_class or args.classes[0],
+        "input_size": args.input_size,
+        "architecture": args.architecture,
+        "architecture_args": arch_args,
+        "normalisation": "inside the model: RGB 0..255 -> [-1, 1] (Rescaling layer)",
+        "ignore_index": 255,
+        "date": datetime.date.today().isoformat(),
+        "training": {
+            "command": "python -m segdemo.train " + shlex.join(sys.argv[1:] if argv is None else argv),
+            "data": f"{args.data} split {args.split or 'all'}: {len(train_idx)} train, {len(val_idx)} validation",
+            "encoder_init": args.encoder_weights or "random",
+            "recipe": f"{args.frozen_epochs if args.architecture != 'unet' else 0} epochs encoder frozen "
+                      f"(Adam {args.lr}), {args.epochs} epochs all layers (Adam, cosine from "
+                      f"{args.finetune_lr if args.architecture != 'unet' else args.lr}), loss {args.loss}, "
+                      f"batch {args.batch_size}, augmentation "
+                      f"{'off' if args.no_augment else 'flip/rotate/zoom/shift + colour jitter'}; "
+                      "weights with the best validation loss kept",
+            "wall_time_minutes": round(wall / 60, 1),
+        },
+        "metrics": {},
+    }
+    cards.save_card(card, out)
+    print(json.dumps({"model": str(out), "wall_time_minutes": card["training"]["wall_time_minutes"]}))
+
+
+if __name__ == "__main__":
+    main()

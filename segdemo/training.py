@@ -1,0 +1,109 @@
+"""The one training loop: `tf.data` pipelines with paired augmentation, `fit` with a cosine learning-rate
+schedule, checkpoints for resuming, and the callbacks the CLI and the UI share."""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from segdemo.augment import augment_batch
+from segdemo.losses import make_loss
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def train_dataset(images, masks, batch_size, augment=True, seed=0):
+    """Shuffled, augmented batches of (float32 images in [0, 255], uint8 masks)."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=len(images) >= 2 * batch_size)
+    if augment:
+        dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE)
+    else:
+        dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return dataset.prefetch(AUTOTUNE)
+
+
+def eval_dataset(images, masks, batch_size):
+    dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size)
+    return dataset.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(AUTOTUNE)
+
+
+def cosine_schedule(learning_rate, epochs, warmup_epochs=0, final_fraction=0.02):
+    """Per-epoch learning rate: linear warm-up, then cosine decay to `final_fraction` of the peak."""
+
+    def rate(epoch, _current=None):
+        if epoch < warmup_epochs:
+            return learning_rate * (epoch + 1) / (warmup_epochs + 1)
+        progress = (epoch - warmup_epochs) / max(epochs - warmup_epochs, 1)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return learning_rate * (final_fraction + (1.0 - final_fraction) * cosine)
+
+    return rate
+
+
+def compile_model(model, learning_rate, loss="ce_dice", class_weights=None):
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=make_loss(loss, class_weights),
+        metrics=[PixelAccuracy()],
+    )
+
+
+class PixelAccuracy(keras.metrics.Mean):
+    """Share of counted pixels (label != 255) whose argmax is right."""
+
+    def __init__(self, name="pixel_acc", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        from segdemo.losses import valid_labels
+
+        labels, valid = valid_labels(y_true)
+        right = keras.ops.cast(keras.ops.equal(keras.ops.argmax(y_pred, axis=-1), labels), "float32")
+        super().update_state(right, sample_weight=valid)
+
+
+class EpochState(keras.callbacks.Callback):
+    """Writes {stage, epoch} after each epoch so an interrupted run knows where to resume."""
+
+    def __init__(self, path, stage):
+        super().__init__()
+        self.path, self.stage = Path(path), stage
+
+    def on_epoch_end(self, epoch, logs=None):
+        history = json.loads(self.path.read_text()) if self.path.exists() else {"log": []}
+        history.update(stage=self.stage, epoch=epoch + 1)
+        history["log"].append({"stage": self.stage, "epoch": epoch + 1, "time": time.time(),
+                               **{k: float(v) for k, v in (logs or {}).items()}})
+        self.path.write_text(json.dumps(history, indent=1))
+
+
+def fit(model, train_data, val_data, epochs, learning_rate, loss="ce_dice", class_weights=None, batch_size=8,
+        augment=True, callbacks=(), initial_epoch=0, warmup_epochs=0, verbose=2):
+    """Compile and train `model` on (images, masks) arrays; `val_data` may be None. Returns the History."""
+    compile_model(model, learning_rate, loss, class_weights)
+    train = train_dataset(*train_data, batch_size, augment=augment)
+    val = eval_dataset(*val_data, batch_size) if val_data is not None else None
+    schedule = keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs, warmup_epochs))
+    return model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
+                     callbacks=[schedule, *callbacks], verbose=verbose)
+
+
+def limit_threads(threads):
+    """Bound TensorFlow's CPU threads (call before any op runs) so training leaves cores for serving."""
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def class_pixel_counts(masks, num_classes):
+    """Pixels of each class over an array of masks (255 = ignore is not counted)."""
+    counts = np.bincount(masks.reshape(-1), minlength=256)
+    return counts[:num_classes]

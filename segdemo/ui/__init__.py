@@ -1,0 +1,30 @@
+"""The Gradio app: `build_demo()` assembles one module per tab."""
+
+import logging
+
+import gradio as gr
+
+from segdemo.inference import describe_device, enable_gpu_memory_growth
+from segdemo.ui.about_tab import build_about_tab
+from segdemo.ui.segment_tab import build_segment_tab
+
+TITLE = "segdemo: U-Net semantic segmentation"
+INTRO = ("Drop a photo of a cat or dog: the U-Net labels every pixel as pet, background or the border between "
+         "them. Outputs: the class mask, the probability map of one class, and an overlay.")
+QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
+
+log = logging.getLogger(__name__)
+
+
+def build_demo():
+    """The whole app as a `gr.Blocks`, queued."""
+    enable_gpu_memory_growth()
+    log.info("segdemo starting on %s", describe_device())
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        with gr.Tab("Segment"):
+            build_segment_tab(demo)
+        with gr.Tab("About"):
+            build_about_tab()
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    return demo

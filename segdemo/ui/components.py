@@ -1,0 +1,29 @@
+"""Gradio components adapted to segdemo's needs."""
+
+import gradio as gr
+
+from segdemo.data import InputError, open_image
+
+
+class ImageUpload(gr.Image):
+    """An image input that turns unreadable uploads into a clear message instead of Gradio's generic
+    preprocessing error. Use it with type="filepath", image_mode=None: the handler then gets the uploaded
+    file untouched, and segdemo's reader applies EXIF orientation and converts every mode.
+
+    (No __init__ of its own: Gradio builds the frontend config from the constructor's signature.)"""
+
+    is_template = True  # rendered by the frontend as a plain Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:  # noqa: BLE001 - any decoder failure becomes a user message
+            name = getattr(payload, "orig_name", None) or "the upload"
+            try:
+                open_image(payload.path)
+            except InputError as error:
+                raise gr.Error(str(error).replace(payload.path, name)) from None
+            raise gr.Error(f"{name} could not be read as an image; accepted: JPEG, PNG, BMP, GIF, TIFF, WebP") \
+                from None

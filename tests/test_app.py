@@ -1,0 +1,66 @@
+"""The launched app through `gradio_client`: the named `segment` endpoint and its error messages."""
+
+import io
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_api_lists_segment(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert "/segment" in endpoints
+    parameters = [p["parameter_name"] for p in endpoints["/segment"]["parameters"]]
+    assert parameters == ["image", "model_name", "probability_class", "opacity"]
+
+
+def test_segment_returns_pngs_with_class_colours(client):
+    color_path, prob_path, overlay_path, areas, info, mask_path = client.predict(
+        handle_file("examples/chelsea_cat.png"), "pets", "pet", 0.5, api_name="/segment")
+    for path in (color_path, prob_path, overlay_path, mask_path):
+        assert path.endswith(".png")  # lossless: class colours survive
+    color_mask = np.asarray(Image.open(color_path).convert("RGB"))
+    classes = np.asarray(Image.open(mask_path))
+    assert color_mask.shape[:2] == classes.shape == (300, 451)
+    assert Image.open(prob_path).mode == "L"
+    # every pixel carries exactly its class's colour (pets card: pet red, background black, border yellow)
+    palette = np.array([[230, 25, 75], [0, 0, 0], [255, 225, 25]], np.uint8)
+    assert np.array_equal(color_mask, palette[classes])
+    shares = {item["label"]: item["confidence"] for item in areas["confidences"]}
+    assert set(shares) == {"pet", "background", "border"} and shares["pet"] > 0.5
+    assert "CPU" in info or "GPU" in info
+
+
+def test_odd_image_through_the_api(client, tmp_path):
+    path = tmp_path / "tall.png"
+    Image.new("LA", (1, 300), (128, 200)).save(path)
+    *_, mask_path = client.predict(handle_file(str(path)), "pets", "border", 1.0, api_name="/segment")
+    assert Image.open(mask_path).size == (1, 300)
+
+
+@pytest.mark.parametrize("payload,message", [
+    (b"this is text, not a picture", "not a readable image"),
+    (b"", "not a readable image"),
+])
+def test_bad_upload_gives_a_clear_message(client, tmp_path, payload, message):
+    path = tmp_path / "upload.png"
+    path.write_bytes(payload)
+    with pytest.raises(Exception, match=message):
+        client.predict(handle_file(str(path)), "pets", "pet", 0.5, api_name="/segment")
+    # and the server still serves
+    assert client.predict(handle_file("examples/coffee_cup.png"), "pets", "pet", 0.5, api_name="/segment")
+
+
+def test_decompression_bomb_refused(client, tmp_path):
+    path = tmp_path / "bomb.png"
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(Exception, match="too large"):
+        client.predict(handle_file(str(path)), "pets", "pet", 0.5, api_name="/segment")
