@@ -19,15 +19,23 @@ from segdemo.metrics import confusion_matrix, metrics_from_confusion
 
 
 def evaluate(segmenter, pairs):
-    """Metrics of `segmenter` over `pairs` (confusion matrix accumulated over all pixels)."""
+    """Metrics of `segmenter` over `pairs` on disk (read one at a time)."""
+    num_classes = len(segmenter.classes)
+    return evaluate_arrays(segmenter, (load_pair(pair, num_classes) for pair in pairs))
+
+
+def evaluate_arrays(segmenter, images_and_masks):
+    """Metrics over (HxWx3 image, HxW class-index mask) items at their own resolution, from one confusion
+    matrix accumulated over all pixels."""
     started = time.perf_counter()
     num_classes = len(segmenter.classes)
     matrix = np.zeros((num_classes, num_classes), np.int64)
-    for pair in pairs:
-        image, mask = load_pair(pair, num_classes)
+    count = 0
+    for image, mask in images_and_masks:
         matrix += confusion_matrix(mask, segmenter.predict(image).labels, num_classes)
+        count += 1
     result = metrics_from_confusion(matrix, segmenter.classes)
-    result.update(images=len(pairs), seconds=round(time.perf_counter() - started, 1))
+    result.update(images=count, seconds=round(time.perf_counter() - started, 1))
     return result
 
 

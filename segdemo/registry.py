@@ -43,6 +43,16 @@ def load_keras_model(path):
         raise InputError(f"{Path(path).name} is not a loadable Keras model ({type(error).__name__}: {error})") from None
 
 
+def save_keras_model(model, path):
+    """Save weights and architecture only: a compiled model would also store its optimizer state
+    (Adam's two moments triple the file)."""
+    import keras
+
+    clean = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer, no loss
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
 @functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
 def get_segmenter(name_or_path, tta=False):
     """The warmed-up `Segmenter` of a model (cached)."""

@@ -84,6 +84,7 @@ def main(argv=None):
     import keras
 
     from segdemo.models import build_model, set_encoder_trainable
+    from segdemo.registry import save_keras_model
     from segdemo.training import EpochState, fit
 
     keras.utils.set_random_seed(args.seed)
@@ -137,7 +138,7 @@ def main(argv=None):
     set_encoder_trainable(model, True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    save_keras_model(model, out)
     log = json.loads(state_path.read_text())["log"] if state_path.exists() else []
     wall = sum(max(0.0, b["time"] - a["time"]) for a, b in zip(log, log[1:]) if b["time"] - a["time"] < 3600)
     card = {
