@@ -241,6 +241,8 @@ def match_by_stem(images, masks, encoding="auto"):
     """Pair image and mask files by stem (a mask may add a suffix such as _mask). Returns the pairs and the
     unmatched files of each side. When a mask could match two images (x.jpg and x.png), the first wins."""
     masks_by_stem = {}
+    for mask in masks:  # an exact stem match first (x_mask.jpg with x_mask.png), then x.jpg with x_mask.png
+        masks_by_stem.setdefault(mask.stem, mask)
     for mask in masks:
         masks_by_stem.setdefault(mask_stem(mask), mask)
     pairs, unpaired_images, used = [], [], set()

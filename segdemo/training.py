@@ -17,11 +17,20 @@ from segdemo.losses import make_loss
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def drops_remainder(count, batch_size):
+    """Drop the last partial batch (noisy BatchNorm statistics) unless that loses too much of a tiny set."""
+    return count >= 2 * batch_size
+
+
+def steps_per_epoch(count, batch_size):
+    return count // batch_size if drops_remainder(count, batch_size) else math.ceil(count / batch_size)
+
+
 def train_dataset(images, masks, batch_size, augment=True, seed=0):
     """Shuffled, augmented batches of (float32 images in [0, 255], uint8 masks)."""
     dataset = tf.data.Dataset.from_tensor_slices((images, masks))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=len(images) >= 2 * batch_size)
+    dataset = dataset.batch(batch_size, drop_remainder=drops_remainder(len(images), batch_size))
     if augment:
         dataset = dataset.map(augment_batch, num_parallel_calls=AUTOTUNE)
     else:
@@ -69,6 +78,27 @@ class PixelAccuracy(keras.metrics.Mean):
         super().update_state(right, sample_weight=valid)
 
 
+class ValidationIoU(keras.callbacks.Callback):
+    """Adds val_miou and val_mdice (from a confusion matrix over the validation arrays) to each epoch's logs;
+    list it before callbacks that read them."""
+
+    def __init__(self, images, masks, num_classes, batch_size=8):
+        super().__init__()
+        self.images, self.masks, self.num_classes, self.batch_size = images, masks, num_classes, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        from segdemo.metrics import confusion_matrix, metrics_from_confusion
+
+        matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
+        for start in range(0, len(self.images), self.batch_size):
+            batch = self.images[start: start + self.batch_size].astype(np.float32)
+            predicted = np.asarray(self.model(batch, training=False)).argmax(-1)
+            matrix += confusion_matrix(self.masks[start: start + self.batch_size], predicted, self.num_classes)
+        metrics = metrics_from_confusion(matrix)
+        if logs is not None:
+            logs["val_miou"], logs["val_mdice"] = metrics["miou"], metrics["mdice"]
+
+
 class EpochState(keras.callbacks.Callback):
     """Writes {stage, epoch} after each epoch so an interrupted run knows where to resume."""
 
@@ -91,7 +121,7 @@ def fit(model, train_data, val_data, epochs, learning_rate, loss="ce_dice", clas
     train = train_dataset(*train_data, batch_size, augment=augment)
     val = eval_dataset(*val_data, batch_size) if val_data is not None else None
     schedule = keras.callbacks.LearningRateScheduler(cosine_schedule(learning_rate, epochs, warmup_epochs))
-    return model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
+    return model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch, shuffle=False,
                      callbacks=[schedule, *callbacks], verbose=verbose)
 
 

@@ -51,3 +51,32 @@ def test_bad_upload_shows_a_message_and_keeps_serving(page, tmp_path):
     bad.write_text("plain text")
     page.locator("#input-image input[type=file]").set_input_files(str(bad))
     page.get_by_text("not a readable image").first.wait_for(timeout=30_000)
+
+
+def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
+    from tests.test_app_finetune import png
+    from tests.test_training import square_pairs
+
+    import zipfile
+
+    import numpy as np
+
+    images, masks = square_pairs(6, 64, np.random.default_rng(5))
+    archive = tmp_path / "pairs.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for index, (image, mask) in enumerate(zip(images, masks)):
+            handle.writestr(f"images/p{index}.jpg", png(image, "JPEG"))
+            handle.writestr(f"masks/p{index}.png", png((1 - mask).astype(np.uint8)))
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#finetune-files input[type=file]").set_input_files(str(archive))
+    page.locator("#pairs-report").get_by_text("6 pairs ready").wait_for(timeout=60_000)
+    page.locator("#pairs-table span", has_text="p0.jpg").first.wait_for()
+    page.locator("#train-button").click()
+    page.locator("#finetune-status").get_by_text("Epoch").first.wait_for(timeout=120_000)
+    page.locator("#loss-curve canvas, #loss-curve svg").first.wait_for(timeout=60_000)
+    page.wait_for_function("document.querySelector('#sample-prediction img')?.naturalWidth > 0", timeout=60_000)
+    page.locator("#metrics-table").get_by_text("mean IoU").wait_for(timeout=240_000)
+    page.locator("#finetune-status").get_by_text("Done").wait_for()
+    screenshot = os.environ.get("SEGDEMO_FINETUNE_SCREENSHOT")
+    if screenshot:
+        page.screenshot(path=screenshot, full_page=True)

@@ -6,11 +6,13 @@ import gradio as gr
 
 from segdemo.inference import describe_device, enable_gpu_memory_growth
 from segdemo.ui.about_tab import build_about_tab
+from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.segment_tab import build_segment_tab
 
 TITLE = "segdemo: U-Net semantic segmentation"
 INTRO = ("Drop a photo of a cat or dog: the U-Net labels every pixel as pet, background or the border between "
-         "them. Outputs: the class mask, the probability map of one class, and an overlay.")
+         "them. Outputs: the class mask, the probability map of one class, and an overlay. In **Fine-tune**, "
+         "upload a few labelled images of your own and adapt the model to them, for this session only.")
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,9 @@ def build_demo():
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):
-            build_segment_tab(demo)
+            model_choice = build_segment_tab(demo)
+        with gr.Tab("Fine-tune"):
+            build_finetune_tab(model_choice)
         with gr.Tab("About"):
             build_about_tab()
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)

@@ -5,9 +5,7 @@ import functools
 import logging
 import shutil
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from segdemo.data import InputError, load_image, resize_image, resize_mask
 from segdemo.inference import class_areas, colorize, describe_device, overlay, probability_map
 from segdemo.registry import DEFAULT_MODEL, bundled_models, get_segmenter
 from segdemo.ui.components import ImageUpload
+from segdemo.ui.sessions import FINETUNED_MODELS, SessionStore, segmenter_for, session_key
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
@@ -35,7 +34,7 @@ log = logging.getLogger(__name__)
 class SegmentResult:
     """What one segmentation keeps for re-rendering: the display-size image and labels, the probabilities."""
 
-    model_name: str
+    segmenter: object
     display_image: np.ndarray
     display_labels: np.ndarray
     prediction: object
@@ -44,35 +43,7 @@ class SegmentResult:
     areas: dict
 
 
-class ResultStore:
-    """Last result per browser session, bounded (least recently used out), thread-safe."""
-
-    def __init__(self, capacity=SESSIONS_KEPT):
-        self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
-
-    def put(self, key, value):
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-
-    def get(self, key):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-            return self._items.get(key)
-
-    def pop(self, key):
-        with self._lock:
-            return self._items.pop(key, None)
-
-
-RESULTS = ResultStore()
-
-
-def session_key(request):
-    return getattr(request, "session_hash", None) or "anonymous"
+RESULTS = SessionStore(SESSIONS_KEPT)
 
 
 def display_size(width, height):
@@ -93,7 +64,7 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     """Decode, predict, and prepare everything the outputs need. Raises InputError for bad input."""
     if image_source is None or image_source == "":
         raise InputError("No image given: drag, paste or upload a photo (JPEG, PNG, WebP, BMP, GIF, TIFF).")
-    segmenter = get_segmenter(model_name or DEFAULT_MODEL)  # loaded once, outside the timings
+    segmenter = segmenter_for(model_name, key)  # loaded once, outside the timings
     started = time.perf_counter()
     image = load_image(image_source)
     decoded = time.perf_counter()
@@ -113,13 +84,13 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     seconds = {"decode": decoded - started, **prediction.seconds, "total": time.perf_counter() - started}
     info = (f"**{segmenter.card.get('title', model_name)}** on {describe_device()} · model "
             f"{seconds['model'] * 1000:.0f} ms · total {seconds['total'] * 1000:.0f} ms  \n" + "; ".join(notes))
-    return SegmentResult(model_name, display_image, display_labels, prediction, mask_file, info,
+    return SegmentResult(segmenter, display_image, display_labels, prediction, mask_file, info,
                          class_areas(prediction.labels, segmenter.classes))
 
 
 def render(result, class_name, opacity):
     """(colour mask, probability map, overlay) for a result, a probability class and an opacity."""
-    segmenter = get_segmenter(result.model_name)
+    segmenter = result.segmenter
     color_mask = colorize(result.display_labels, segmenter.palette)
     classes = segmenter.classes
     class_index = classes.index(class_name) if class_name in classes else classes.index(default_class(segmenter))
@@ -188,7 +159,7 @@ def legend_html(card):
 @user_errors
 def select_model(model_name, image, opacity, request: gr.Request = None):
     """Switch model: update the class choices and the legend, and re-run on the current image."""
-    segmenter = get_segmenter(model_name)
+    segmenter = segmenter_for(model_name, session_key(request))
     choices = gr.Dropdown(choices=segmenter.classes, value=default_class(segmenter))
     legend = legend_html(segmenter.card)
     if not image:
@@ -200,6 +171,7 @@ def forget_session(request: gr.Request):
     """On tab close: drop the session's result and its mask files."""
     key = session_key(request)
     RESULTS.pop(key)
+    FINETUNED_MODELS.pop(key)
     shutil.rmtree(MASK_DIR / key, ignore_errors=True)
 
 
@@ -208,7 +180,8 @@ def example_images():
 
 
 def build_segment_tab(demo):
-    """Lay out the tab inside an open `gr.Blocks` and wire its events."""
+    """Lay out the tab inside an open `gr.Blocks` and wire its events. Returns the model dropdown (the
+    Fine-tune tab switches it to the session's fine-tuned model)."""
     models = list(bundled_models())
     model_name = DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
     segmenter = get_segmenter(model_name)
@@ -241,3 +214,4 @@ def build_segment_tab(demo):
     model_choice.change(select_model, [model_choice, image, opacity], [class_choice, legend, *outputs],
                         api_visibility="undocumented")
     demo.unload(forget_session)
+    return model_choice

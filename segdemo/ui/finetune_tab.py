@@ -1,0 +1,335 @@
+"""The Fine-tune tab: upload image/mask pairs, see them parsed and validated, train with live progress,
+a loss curve and a sample prediction per epoch, compare before/after metrics on held-out pairs, then use,
+download or keep the fine-tuned model for this session only."""
+
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from segdemo.cards import class_colors
+from segdemo.data import InputError, resize_image, resize_mask
+from segdemo.finetune import (
+    BINARY_CLASSES,
+    MAX_EPOCHS,
+    MAX_INPUT_SIZE,
+    MAX_PAIRS,
+    FinetuneOptions,
+    run_finetune,
+    save_result,
+    split_pairs,
+)
+from segdemo.inference import Segmenter, colorize, overlay, palette_lut
+from segdemo.losses import LOSSES
+from segdemo.registry import DEFAULT_MODEL, bundled_models
+from segdemo.ui.segment_tab import user_errors
+from segdemo.ui.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, SessionStore, segmenter_for, session_key
+from segdemo.uploads import collect_upload, new_workdir, validate_and_load
+
+KEEP_CLASSES = "keep the base model's classes"
+NEW_CLASSES = "define new classes"
+THUMBNAILS = 8
+CURVES = ("loss", "val_loss", "val_miou", "val_mdice")  # plotted each epoch
+THUMBNAIL_SIDE = 160
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "segdemo_finetuned"
+STOP_EVENTS = SessionStore(capacity=64)
+LIMITS = (f"Limits: at most {MAX_PAIRS} pairs, {MAX_EPOCHS} epochs, input size {MAX_INPUT_SIZE}, 40 megapixels "
+          "per image; one training runs at a time (others wait in the queue, with their position shown).")
+HOW_TO = f"""Upload pairs as **a ZIP** holding `images/` + `masks/` (also `Images/` + `Labels/`, or the Oxford pets
+layout), or as **loose files** paired by name: `x.jpg` goes with `x.png` or `x_mask.png` (also `_label`, `_gt`,
+`_seg`). Masks may be class-index PNGs, black/white (0/255, anti-aliasing is thresholded), Oxford trimaps, or
+colour masks in the base model's class colours. {LIMITS}"""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetunedModel:
+    """A session's fine-tuned model: the Segmenter serving it and the files offered for download."""
+
+    segmenter: Segmenter
+    files: list
+
+
+def finetune_classes(class_mode, class_names, base_card):
+    """(class names, colours) a fine-tune uses: the base model's, or the user's comma-separated names with
+    default colours."""
+    if class_mode != NEW_CLASSES:
+        return list(base_card["classes"]), class_colors(base_card)
+    names = [name.strip() for name in (class_names or "").split(",") if name.strip()]
+    if not names:
+        names = list(BINARY_CLASSES)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise InputError("New classes: give at least two distinct names separated by commas, e.g. background, object")
+    return names, class_colors({"classes": names})
+
+
+def read_upload(files, classes, palette):
+    """Unpack and pair the uploaded files, read every pair. Returns (reports, loaded pairs, problems)."""
+    if not files:
+        raise InputError("No files uploaded: add a ZIP of images/ + masks/, or images with their masks.")
+    paths = [getattr(f, "name", f) for f in (files if isinstance(files, list) else [files])]
+    workdir = new_workdir()
+    try:
+        pairs, problems = collect_upload(paths, workdir)
+        reports, loaded = validate_and_load(pairs, len(classes), palette)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the decoded arrays are all we keep
+    return reports, loaded, problems
+
+
+def pairs_table(reports, classes):
+    rows = []
+    for report in reports:
+        total = sum(report.class_pixels.values()) or 1
+        histogram = ", ".join(f"{classes[c] if c < len(classes) else c} {100 * n / total:.0f}%"
+                              for c, n in sorted(report.class_pixels.items()))
+        size = f"{report.size[0]}×{report.size[1]}" if report.size else ""
+        rows.append([report.name, report.pair.image.name, report.pair.mask.name, size, histogram,
+                     "ok" if report.ok else f"skipped: {report.problem}"])
+    return pd.DataFrame(rows, columns=["pair", "image", "mask", "size", "classes", "status"])
+
+
+def thumbnails(loaded, colors):
+    lut = palette_lut(colors)
+    items = []
+    for name, image, mask in loaded[:THUMBNAILS]:
+        scale = THUMBNAIL_SIDE / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        items.append((overlay(resize_image(image, size), colorize(resize_mask(mask, size), lut), 0.5), name))
+    return items
+
+
+def problems_markdown(reports, problems):
+    bad = [f"- **{r.name}**: {r.problem}" for r in reports if not r.ok]
+    other = [f"- {problem}" for problem in problems]
+    good = sum(r.ok for r in reports)
+    lines = [f"**{good} pairs ready**, {len(bad)} pairs skipped, {len(other)} other files not used."]
+    if bad or other:
+        lines += ["", "Problems (these files are listed and skipped; the good pairs are kept):", *bad, *other]
+    return "\n".join(lines)
+
+
+@user_errors
+def check_pairs(files, base, class_mode, class_names):
+    """Pair and validate uploaded files without training. Returns the pairs table, thumbnails and the
+    list of problems."""
+    segmenter = segmenter_for(base, None)
+    classes, colors = finetune_classes(class_mode, class_names, segmenter.card)
+    reports, loaded, problems = read_upload(files, classes, colors)
+    return pairs_table(reports, classes), thumbnails(loaded, colors), problems_markdown(reports, problems)
+
+
+def curve_frame(history):
+    """Long-format frame of per-epoch curves for gr.LinePlot."""
+    rows = [(epoch, series, value) for epoch, values in enumerate(history, start=1) for series, value in values.items()]
+    return pd.DataFrame(rows, columns=["epoch", "series", "value"])
+
+
+def sample_strip(model, image, mask, lut):
+    """Held-out image | its mask | the current prediction, side by side."""
+    logits = model(image[None].astype(np.float32), training=False)
+    prediction = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    return np.concatenate([image, gap, colorize(mask, lut), gap, colorize(prediction, lut)], axis=1)
+
+
+def metrics_frame(before, after):
+    rows = []
+    for key, label in (("pixel_acc", "pixel accuracy"), ("miou", "mean IoU"), ("mdice", "mean Dice")):
+        rows.append([label, None if before is None else before[key], after[key]])
+    for name, value in after["per_class_iou"].items():
+        rows.append([f"IoU {name}", None if before is None else before["per_class_iou"].get(name), value])
+    return pd.DataFrame(rows, columns=["metric", "before (base model)", "after (fine-tuned)"])
+
+
+def finetune(files, base, class_mode, class_names, epochs, learning_rate, batch_size, input_size, val_share,
+             augment, loss, freeze_encoder, request: gr.Request = None, progress=gr.Progress()):
+    """Fine-tune `base` on the uploaded pairs. Streams (status, loss curve, sample prediction, metrics table,
+    metrics JSON, download files); the final metrics JSON holds `before`, `after`, `seconds`, `epochs_run`."""
+    key = session_key(request)
+    try:
+        yield from _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, batch_size,
+                             input_size, val_share, augment, loss, freeze_encoder, progress)
+    except gr.Error:
+        raise
+    except InputError as error:
+        raise gr.Error(str(error)) from None
+    except Exception:  # noqa: BLE001 - logged, never shown as a traceback
+        log.exception("fine-tune failed")
+        raise gr.Error("Fine-tuning failed unexpectedly on our side; it was logged. Your uploads are kept: "
+                       "try again, or with fewer epochs or a smaller input size.") from None
+
+
+def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, batch_size, input_size,
+              val_share, augment, loss, freeze_encoder, progress):
+    base_segmenter = segmenter_for(base, key)
+    classes, colors = finetune_classes(class_mode, class_names, base_segmenter.card)
+    options = FinetuneOptions(base=base, epochs=int(epochs), learning_rate=float(learning_rate),
+                              batch_size=int(batch_size), input_size=int(input_size or 0),
+                              val_share=float(val_share), augment=bool(augment), loss=loss,
+                              freeze_encoder=bool(freeze_encoder),
+                              classes=None if class_mode != NEW_CLASSES else classes)
+    options.check()
+    progress(0.0, desc="reading pairs")
+    reports, loaded, _ = read_upload(files, classes, colors)
+    lut = palette_lut(colors)
+    size = options.input_size or base_segmenter.size
+    events = queue.Queue()
+    stop = threading.Event()
+    STOP_EVENTS.put(key, stop)
+    outcome = {}
+
+    def on_event(kind, epoch, step, logs, model):
+        if kind == "batch":
+            events.put(("batch", epoch, step, None))
+            return
+        name, image, mask = loaded[outcome.get("sample_index", 0)]
+        strip = sample_strip(model, resize_image(image, size), resize_mask(mask, size), lut)
+        events.put(("epoch", epoch, step, (dict(logs), strip, name)))
+
+    def work():
+        try:
+            outcome["result"] = run_finetune(loaded, options, on_event=on_event, stop_event=stop)
+        except BaseException as error:  # noqa: BLE001 - handed to the handler thread
+            outcome["error"] = error
+        finally:
+            events.put(("done", None, None, None))
+
+    outcome["sample_index"] = split_pairs(len(loaded), options.val_share, options.seed)[1][0] \
+        if len(loaded) >= 2 else 0
+    started = time.perf_counter()
+    thread = threading.Thread(target=work, name=f"finetune-{key[:8]}", daemon=True)
+    thread.start()
+    history, steps = [], None
+    yield (f"Training on {len(loaded)} pairs (tracing the graph first, a few seconds)…", None, None, None, None,
+           None)
+    while True:
+        kind, epoch, step, payload = events.get()
+        if kind == "done":
+            break
+        if kind == "batch":
+            steps = max(steps or 0, step)
+            done = (epoch * steps + step) / (options.epochs * steps)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / max(done, 1e-6) * (1 - done)
+            progress(done, desc=f"epoch {epoch + 1}/{options.epochs}, step {step}/{steps}, ETA {eta:.0f}s")
+            continue
+        logs, strip, name = payload
+        history.append({k: float(v) for k, v in logs.items() if k in CURVES})
+        status = (f"Epoch {epoch + 1}/{options.epochs}: loss {logs.get('loss', 0):.4f}, validation loss "
+                  f"{logs.get('val_loss', 0):.4f}, validation mean IoU {logs.get('val_miou') or 0:.3f}, "
+                  f"mean Dice {logs.get('val_mdice') or 0:.3f} · {time.perf_counter() - started:.0f}s")
+        yield status, curve_frame(history), strip, gr.skip(), gr.skip(), gr.skip()
+    thread.join()
+    STOP_EVENTS.pop(key)
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+    folder = OUTPUT_DIR / key
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = save_result(result, folder / f"{result.card['name']}.keras")
+    files_out = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
+    FINETUNED_MODELS.put(key, FinetunedModel(Segmenter(result.model, result.card).warm_up(), files_out))
+    summary = {"before": result.before, "after": result.after, "seconds": round(result.seconds, 1),
+               "epochs_run": result.card["training"]["epochs_run"], "stopped_by_user": result.stopped_early,
+               "held_out": result.val_names, "pairs": len(loaded),
+               "loss": [round(v, 4) for v in result.history.get("loss", [])],
+               "val_loss": [round(v, 4) for v in result.history.get("val_loss", [])],
+               "skipped_pairs": [r.name for r in reports if not r.ok]}
+    how = "stopped by you; best weights so far kept" if result.stopped_early else "finished"
+    status = (f"**Done** ({how}) in {result.seconds:.0f}s, {summary['epochs_run']} epochs. Mean IoU on the "
+              f"{len(result.val_names)} held-out pairs: "
+              + (f"{result.before['miou']:.3f} before → " if result.before else "")
+              + f"**{result.after['miou']:.3f}** after. Tick *use this model* to segment with it.")
+    yield status, curve_frame(history), gr.skip(), metrics_frame(result.before, result.after), summary, files_out
+
+
+@user_errors
+def stop_training(request: gr.Request = None):
+    """Ask this session's running fine-tune to stop after the current batch (best weights are kept)."""
+    stop = STOP_EVENTS.get(session_key(request))
+    if stop is None:
+        return "No training is running in this session."
+    stop.set()
+    return "Stopping after the current batch…"
+
+
+@user_errors
+def use_finetuned(use, request: gr.Request = None):
+    """Point this session's Segment tab at its fine-tuned model (or back to the bundled default)."""
+    models = list(bundled_models())
+    if use and FINETUNED_MODELS.get(session_key(request)) is None:
+        raise InputError("Train a model first: there is no fine-tuned model in this session yet.")
+    if use:
+        return gr.Dropdown(choices=models + [FINETUNED_CHOICE], value=FINETUNED_CHOICE)
+    return gr.Dropdown(choices=models, value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
+
+
+def build_finetune_tab(model_choice):
+    """Lay out the tab; `model_choice` is the Segment tab's model dropdown (switched by 'use this model')."""
+    models = list(bundled_models())
+    defaults = FinetuneOptions()
+    gr.Markdown(HOW_TO)
+    with gr.Row():
+        files = gr.File(label="Image/mask pairs (ZIP or images + masks)", file_count="multiple",
+                        file_types=[".zip", "image"], elem_id="finetune-files", scale=2)
+        with gr.Column(scale=1):
+            base = gr.Dropdown(models, value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
+                               label="Base model")
+            class_mode = gr.Radio([KEEP_CLASSES, NEW_CLASSES], value=KEEP_CLASSES, label="Classes")
+            class_names = gr.Textbox(value=", ".join(BINARY_CLASSES), label="New class names (index order)",
+                                     info="Used with 'define new classes'; the model's head is re-initialised")
+    with gr.Accordion("Training options", open=False):
+        with gr.Row():
+            epochs = gr.Slider(1, MAX_EPOCHS, value=defaults.epochs, step=1, label="Epochs")
+            learning_rate = gr.Number(value=defaults.learning_rate, label="Learning rate", minimum=1e-6,
+                                      maximum=0.1)
+            batch_size = gr.Slider(1, 16, value=defaults.batch_size, step=1, label="Batch size")
+            input_size = gr.Slider(0, MAX_INPUT_SIZE, value=0, step=32, label="Input size (0 = the base model's)")
+        with gr.Row():
+            val_share = gr.Slider(0.05, 0.5, value=defaults.val_share, step=0.05,
+                                  label="Held-out share (at least one pair)")
+            augment = gr.Checkbox(value=defaults.augment, label="Augmentation (flip, rotate, zoom, colour)")
+            loss = gr.Radio(list(LOSSES), value=defaults.loss, label="Loss")
+            freeze = gr.Checkbox(value=defaults.freeze_encoder, label="Freeze the encoder (faster)")
+    check = gr.Button("Check pairs")
+    table = gr.Dataframe(label="Pairs found", interactive=False, wrap=True, elem_id="pairs-table")
+    with gr.Row():
+        gallery = gr.Gallery(label="A few pairs, mask over image", columns=THUMBNAILS, height=200,
+                             format="png", elem_id="pairs-gallery")
+        report = gr.Markdown(elem_id="pairs-report")
+    with gr.Row():
+        train = gr.Button("Train", variant="primary", elem_id="train-button")
+        stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
+    status = gr.Markdown(elem_id="finetune-status")
+    with gr.Row():
+        curve = gr.LinePlot(x="epoch", y="value", color="series", label="Loss and validation curves",
+                            elem_id="loss-curve")
+        sample = gr.Image(format="png", label="Held-out sample: image | mask | prediction",
+                          interactive=False, elem_id="sample-prediction")
+    metrics = gr.Dataframe(label="Held-out metrics", interactive=False, elem_id="metrics-table")
+    with gr.Row():
+        use = gr.Checkbox(value=False, label="Use this model in the Segment tab (this session only)",
+                          elem_id="use-finetuned")
+        downloads = gr.File(label="Fine-tuned model (.keras) and its card", file_count="multiple",
+                            interactive=False)
+    with gr.Accordion("Metrics JSON", open=False):
+        metrics_json = gr.JSON()
+
+    check_inputs = [files, base, class_mode, class_names]
+    check.click(check_pairs, check_inputs, [table, gallery, report], api_name="check_pairs")
+    files.upload(check_pairs, check_inputs, [table, gallery, report], api_visibility="undocumented")
+    train.click(finetune, [*check_inputs, epochs, learning_rate, batch_size, input_size, val_share, augment,
+                           loss, freeze], [status, curve, sample, metrics, metrics_json, downloads],
+                api_name="finetune", concurrency_limit=1, concurrency_id="finetune")
+    stop.click(stop_training, None, status, api_name="stop_finetune", concurrency_limit=None)
+    use.change(use_finetuned, use, model_choice, api_name="use_finetuned")

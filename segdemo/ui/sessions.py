@@ -1,0 +1,55 @@
+"""Per-browser-session state kept on the server (gr.State would deep-copy models and arrays): bounded LRU
+stores keyed by Gradio's session hash, emptied when the session's tab closes."""
+
+import threading
+from collections import OrderedDict
+
+
+class SessionStore:
+    """{session key: value}, least recently used out beyond `capacity`; thread-safe."""
+
+    def __init__(self, capacity):
+        self.capacity, self._items, self._lock = capacity, OrderedDict(), threading.Lock()
+
+    def put(self, key, value):
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def pop(self, key):
+        with self._lock:
+            return self._items.pop(key, None)
+
+    def __len__(self):
+        return len(self._items)
+
+
+def session_key(request):
+    """The browser session (or API client) a request belongs to."""
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+FINETUNED_CHOICE = "my fine-tuned model (this session)"
+FINETUNED_MODELS = SessionStore(capacity=8)  # each holds a Segmenter (~15-60 MB of weights)
+
+
+def segmenter_for(model_name, key):
+    """The Segmenter a request asked for: a bundled model, or this session's own fine-tuned one."""
+    from segdemo.data import InputError
+    from segdemo.registry import DEFAULT_MODEL, get_segmenter
+
+    if model_name == FINETUNED_CHOICE:
+        finetuned = FINETUNED_MODELS.get(key)
+        if finetuned is None:
+            raise InputError("This session has no fine-tuned model (yet): train one in the Fine-tune tab, "
+                             "or pick a bundled model.")
+        return finetuned.segmenter
+    return get_segmenter(model_name or DEFAULT_MODEL)

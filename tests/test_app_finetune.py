@@ -1,0 +1,109 @@
+"""The Fine-tune tab through `gradio_client` against the launched app: pairing report, a tiny fine-tune
+that lowers the loss, session isolation between two clients, and Stop."""
+
+import io
+import time
+import zipfile
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from segdemo.ui.sessions import FINETUNED_CHOICE
+from tests.test_training import square_pairs
+
+KEEP = "keep the base model's classes"
+NEW = "define new classes"
+FAST = dict(epochs=3, learning_rate=1e-3, batch_size=4, input_size=64, val_share=0.25, augment=False,
+            loss="ce_dice", freeze_encoder=True)
+
+
+def png(array, fmt="PNG"):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pairs_zip(tmp_path_factory):
+    """8 good pairs (pets class indices: square = pet 0, rest = background 1), one size mismatch, one
+    image without a mask, one text file posing as an image."""
+    images, masks = square_pairs(8, 64, np.random.default_rng(3))
+    path = tmp_path_factory.mktemp("upload") / "pairs.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for index, (image, mask) in enumerate(zip(images, masks)):
+            archive.writestr(f"images/p{index}.jpg", png(image, "JPEG"))
+            archive.writestr(f"masks/p{index}.png", png((1 - mask).astype(np.uint8)))
+        archive.writestr("images/wrong_size.jpg", png(images[0], "JPEG"))
+        archive.writestr("masks/wrong_size.png", png(masks[0][:32, :32]))
+        archive.writestr("images/alone.jpg", png(images[1], "JPEG"))
+        archive.writestr("images/fake.jpg", b"just text")
+        archive.writestr("masks/fake.png", png(masks[0]))
+    return str(path)
+
+
+def finetune_call(client, pairs_zip, **overrides):
+    options = {**FAST, **overrides}
+    return client.submit([handle_file(pairs_zip)], "pets", options.pop("class_mode", KEEP),
+                         options.pop("class_names", ""), *options.values(), api_name="/finetune")
+
+
+def test_check_pairs_lists_good_and_bad(app_url, pairs_zip):
+    client = Client(app_url, verbose=False)
+    table, gallery, report = client.predict([handle_file(pairs_zip)], "pets", KEEP, "", api_name="/check_pairs")
+    rows = {row[0]: row for row in table["data"]}
+    assert sum(row[-1] == "ok" for row in rows.values()) == 8
+    assert "is 64x64 but its mask wrong_size.png is 32x32" in rows["wrong_size"][-1]
+    assert rows["fake"][-1].startswith("skipped:")
+    assert "alone.jpg: no mask found" in report and "8 pairs ready" in report
+    assert len(gallery) == 8
+
+
+def test_finetune_lowers_loss_isolates_sessions_and_serves(app_url, pairs_zip):
+    owner, other = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    job = finetune_call(owner, pairs_zip)
+    status, _, _, table, summary, files = job.result(timeout=300)
+    assert summary["loss"][-1] < summary["loss"][0]
+    assert summary["before"] is not None and summary["after"]["images"] == 2 == len(summary["held_out"])
+    assert set(summary["skipped_pairs"]) == {"wrong_size", "fake"}
+    assert any(path.endswith(".keras") for path in files) and "Done" in status
+    assert [row[0] for row in table["data"]][:3] == ["pixel accuracy", "mean IoU", "mean Dice"]
+
+    # the owner can segment with its model; the other session cannot see it and keeps the bundled one
+    owner.predict(True, api_name="/use_finetuned")
+    *_, info, _ = owner.predict(handle_file("examples/chelsea_cat.png"), FINETUNED_CHOICE, "pet", 0.5,
+                                api_name="/segment")
+    assert "fine-tuned" in info
+    # (Gradio itself refuses the choice: the other session's dropdown never offered it)
+    with pytest.raises(Exception, match="fine-tuned model .*(not in the list of choices|yet)"):
+        other.predict(handle_file("examples/chelsea_cat.png"), FINETUNED_CHOICE, "pet", 0.5, api_name="/segment")
+    *_, info, _ = other.predict(handle_file("examples/chelsea_cat.png"), "pets", "pet", 0.5, api_name="/segment")
+    assert "fine-tuned" not in info
+
+
+def test_stop_ends_training_and_keeps_best_weights(app_url, pairs_zip):
+    client = Client(app_url, verbose=False)
+    job = finetune_call(client, pairs_zip, epochs=50, class_mode=NEW, class_names="background, square")
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("Epoch" in str(update[0]) for update in job.outputs()):
+        time.sleep(0.5)
+    client.predict(api_name="/stop_finetune")
+    status, _, _, _, summary, _ = job.result(timeout=120)
+    assert summary["stopped_by_user"] and summary["epochs_run"] < 50
+    assert summary["before"] is None and summary["after"]["images"] == 2
+    assert "stopped by you" in status
+
+
+def test_bad_finetune_requests_get_messages(app_url, pairs_zip, tmp_path):
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="less than minimum value 1"):  # the slider's own limit
+        finetune_call(client, pairs_zip, epochs=0).result(timeout=60)
+    with pytest.raises(Exception, match="at least two distinct names"):
+        finetune_call(client, pairs_zip, class_mode=NEW, class_names="cat, cat").result(timeout=60)
+    bogus = tmp_path / "bogus.zip"
+    bogus.write_text("not a zip")
+    with pytest.raises(Exception, match="not a valid ZIP"):
+        client.predict([handle_file(str(bogus))], "pets", KEEP, "", api_name="/check_pairs")
+    with pytest.raises(Exception, match="no fine-tuned model"):
+        client.predict(True, api_name="/use_finetuned")
