@@ -21,6 +21,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 MASK_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
 # A mask file may carry one of these after the image's stem: x.jpg pairs with x.png, x_mask.png, x-label.png ...
 MASK_STEM_SUFFIX = re.compile(r"[_\-. ](mask|masks|label|labels|annot|annotation|gt|seg|trimap)$", re.IGNORECASE)
+# (image folder, mask folder, layout name) pairs of folders matched by file stem
+FOLDER_LAYOUTS = (("images", "masks", "images+masks"), ("Images", "Labels", "seed"), ("image", "label", "isbi"))
 IGNORE_INDEX = 255  # class index of pixels that count neither in the loss nor in the metrics
 MASK_ENCODINGS = ("auto", "index", "binary", "trimap", "palette")
 BINARY_THRESHOLD = 128  # grey anti-aliasing in 0/255 masks: >= this is foreground
@@ -272,8 +274,8 @@ def find_pairs(root, split=None):
 
     - oxford: images/*.jpg + annotations/trimaps/*.png, split from annotations/<split>.txt
     - camvid: <split>/ + <split>annot/ (index masks; 11 = unlabelled is ignored)
-    - images/ + masks/ (or the seed layout Images/ + Labels/), matched by stem; a <split>.txt beside them
-      or a <split>/ level above them selects a split
+    - images/ + masks/ (or the seed layout Images/ + Labels/, or ISBI's image/ + label/), matched by stem;
+      a <split>.txt beside them or a <split>/ level above them selects a split
     """
     root = Path(root)
     if not root.is_dir():
@@ -285,13 +287,13 @@ def find_pairs(root, split=None):
         return search_folders(root / split, root / f"{split}annot", "index", "camvid")
     if split and (root / split).is_dir():
         return find_pairs(root / split)
-    for image_dir, mask_dir, layout in (("images", "masks", "images+masks"), ("Images", "Labels", "seed")):
+    for image_dir, mask_dir, layout in FOLDER_LAYOUTS:
         if (root / image_dir).is_dir() and (root / mask_dir).is_dir():
             search = search_folders(root / image_dir, root / mask_dir, "auto", layout)
             split_file = root / f"{split}.txt" if split else None
             return select_split(search, split_file)
     raise InputError(
-        f"no known layout in {root}: expected images/ + masks/, Images/ + Labels/, "
+        f"no known layout in {root}: expected images/ + masks/, Images/ + Labels/, image/ + label/, "
         "images/ + annotations/trimaps/ (Oxford pets) or <split>/ + <split>annot/ (CamVid)"
     )
 

@@ -18,7 +18,6 @@ MOBILENET_SKIP_LAYERS = (
     "block_13_expand_relu",
 )
 MOBILENET_BOTTLENECK_LAYER = "block_16_project"
-MOBILENET_STRIDE = 32
 MOBILENET_H5_GROUP = "model_weights/mobilenetv2_1.00_160"
 ENCODER_NAME = "encoder"
 
@@ -137,14 +136,6 @@ def load_mobilenet_weights(encoder, h5_path, group=MOBILENET_H5_GROUP):
     if not loaded:
         raise ValueError(f"no layer of {encoder.name} found in {h5_path}")
     return loaded
-
-
-def model_stride(model):
-    """The factor each input side must be a multiple of: 2 ** (number of down-sampling steps)."""
-    pools = sum(isinstance(layer, layers.MaxPooling2D) for layer in model.layers)
-    if pools:
-        return 2**pools
-    return MOBILENET_STRIDE
 
 
 ARCHITECTURES = {"unet": build_unet, "mobilenet_unet": build_mobilenet_unet}

@@ -51,23 +51,6 @@ class PairReport:
         return self.pair.name
 
 
-@dataclass
-class UploadReport:
-    """All pairs (good and bad) and every problem with files that could not be paired."""
-
-    pairs: list
-    problems: list  # messages about files that are not part of any pair
-
-    @property
-    def good(self):
-        return [report for report in self.pairs if report.ok]
-
-    def summary(self):
-        bad = len(self.pairs) - len(self.good)
-        return (f"{len(self.good)} pairs ready, {bad} pairs with problems, "
-                f"{len(self.problems)} other files not used")
-
-
 def is_symlink(info):
     return stat.S_ISLNK(info.external_attr >> 16)
 

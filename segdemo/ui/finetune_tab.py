@@ -5,11 +5,9 @@ download or keep the fine-tuned model for this session only."""
 import logging
 import queue
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -31,7 +29,14 @@ from segdemo.inference import Segmenter, colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
 from segdemo.registry import DEFAULT_MODEL, bundled_models
 from segdemo.ui.segment_tab import user_errors
-from segdemo.ui.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, SessionStore, segmenter_for, session_key
+from segdemo.ui.sessions import (
+    FINETUNED_CHOICE,
+    FINETUNED_MODELS,
+    STOP_EVENTS,
+    segmenter_for,
+    session_folder,
+    session_key,
+)
 from segdemo.uploads import collect_upload, new_workdir, validate_and_load
 
 KEEP_CLASSES = "keep the base model's classes"
@@ -39,14 +44,14 @@ NEW_CLASSES = "define new classes"
 THUMBNAILS = 8
 CURVES = ("loss", "val_loss", "val_miou", "val_mdice")  # plotted each epoch
 THUMBNAIL_SIDE = 160
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "segdemo_finetuned"
-STOP_EVENTS = SessionStore(capacity=64)
 LIMITS = (f"Limits: at most {MAX_PAIRS} pairs, {MAX_EPOCHS} epochs, input size {MAX_INPUT_SIZE}, 40 megapixels "
           "per image; one training runs at a time (others wait in the queue, with their position shown).")
 HOW_TO = f"""Upload pairs as **a ZIP** holding `images/` + `masks/` (also `Images/` + `Labels/`, or the Oxford pets
 layout), or as **loose files** paired by name: `x.jpg` goes with `x.png` or `x_mask.png` (also `_label`, `_gt`,
 `_seg`). Masks may be class-index PNGs, black/white (0/255, anti-aliasing is thresholded), Oxford trimaps, or
-colour masks in the base model's class colours. {LIMITS}"""
+colour masks in the base model's class colours. {LIMITS}
+The defaults suit data close to the base model's; for a very different domain (e.g. microscopy from the pets
+model) raise the learning rate (2e-3) or the epochs."""
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +239,7 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
     if "error" in outcome:
         raise outcome["error"]
     result = outcome["result"]
-    folder = OUTPUT_DIR / key
-    folder.mkdir(parents=True, exist_ok=True)
-    model_path = save_result(result, folder / f"{result.card['name']}.keras")
+    model_path = save_result(result, session_folder(key) / f"{result.card['name']}.keras")
     files_out = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
     FINETUNED_MODELS.put(key, FinetunedModel(Segmenter(result.model, result.card).warm_up(), files_out))
     summary = {"before": result.before, "after": result.after, "seconds": round(result.seconds, 1),

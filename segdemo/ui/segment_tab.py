@@ -3,8 +3,6 @@ a download of the class-index mask, and the named API endpoint `segment`."""
 
 import functools
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +16,11 @@ from segdemo.data import InputError, load_image, resize_image, resize_mask
 from segdemo.inference import class_areas, colorize, describe_device, overlay, probability_map
 from segdemo.registry import DEFAULT_MODEL, bundled_models, get_segmenter
 from segdemo.ui.components import ImageUpload
-from segdemo.ui.sessions import FINETUNED_MODELS, SessionStore, segmenter_for, session_key
+from segdemo.ui.sessions import RESULTS, forget_session, segmenter_for, session_folder, session_key
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
-SESSIONS_KEPT = 64  # last results kept for re-rendering (opacity / class changes) without re-running the model
 PNG_COMPRESS_LEVEL = 1  # masks compress well even at level 1, and it is several times faster than the default
-MASK_DIR = Path(tempfile.gettempdir()) / "segdemo_masks"
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 log = logging.getLogger(__name__)
@@ -43,9 +39,6 @@ class SegmentResult:
     areas: dict
 
 
-RESULTS = SessionStore(SESSIONS_KEPT)
-
-
 def display_size(width, height):
     scale = min(1.0, DISPLAY_MAX_SIDE / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -53,9 +46,7 @@ def display_size(width, height):
 
 def save_index_mask(labels, key, stem):
     """Write the class-index mask (pixel value = class index) as a PNG in the session's folder."""
-    folder = MASK_DIR / key
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}_classes.png"
+    path = session_folder(key) / f"{stem}_classes.png"
     Image.fromarray(labels).save(path, compress_level=PNG_COMPRESS_LEVEL)
     return str(path)
 
@@ -167,14 +158,6 @@ def select_model(model_name, image, opacity, request: gr.Request = None):
     return choices, legend, *segment(image, model_name, default_class(segmenter), opacity, request)
 
 
-def forget_session(request: gr.Request):
-    """On tab close: drop the session's result and its mask files."""
-    key = session_key(request)
-    RESULTS.pop(key)
-    FINETUNED_MODELS.pop(key)
-    shutil.rmtree(MASK_DIR / key, ignore_errors=True)
-
-
 def example_images():
     return [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.png"))]
 
@@ -213,5 +196,5 @@ def build_segment_tab(demo):
                        concurrency_limit=4)
     model_choice.change(select_model, [model_choice, image, opacity], [class_choice, legend, *outputs],
                         api_visibility="undocumented")
-    demo.unload(forget_session)
+    demo.unload(forget_session)  # registered once, here: it clears every tab's session state
     return model_choice

@@ -1,8 +1,13 @@
 """Per-browser-session state kept on the server (gr.State would deep-copy models and arrays): bounded LRU
 stores keyed by Gradio's session hash, emptied when the session's tab closes."""
 
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
+from pathlib import Path
+
+SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
 
 
 class SessionStore:
@@ -38,7 +43,24 @@ def session_key(request):
 
 
 FINETUNED_CHOICE = "my fine-tuned model (this session)"
+RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
 FINETUNED_MODELS = SessionStore(capacity=8)  # each holds a Segmenter (~15-60 MB of weights)
+STOP_EVENTS = SessionStore(capacity=64)  # the Stop button's event of a running fine-tune
+
+
+def session_folder(key):
+    """A folder for one session's files (downloads), removed when the session ends."""
+    folder = SESSIONS_DIR / key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def forget_session(request):
+    """On tab close: drop everything the session held, files included."""
+    key = session_key(request)
+    for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS):
+        store.pop(key)
+    shutil.rmtree(SESSIONS_DIR / key, ignore_errors=True)
 
 
 def segmenter_for(model_name, key):
