@@ -254,6 +254,7 @@ def parse_args(argv=None):
     parser.add_argument("--classes", nargs="+", default=None, help="new class names (re-initialises the head)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--push-to", default=None, help="Hub model repo id to push to (token from HF_TOKEN)")
     return parser.parse_args(argv)
 
 
@@ -262,7 +263,8 @@ def main(argv=None):
     from segdemo.registry import get_segmenter
     from segdemo.uploads import read_pairs_source, validate_and_load
 
-    options = FinetuneOptions(base=args.base, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+    options = FinetuneOptions(base=args.base, epochs=args.epochs, learning_rate=args.lr,
+                              batch_size=args.batch_size,
                               input_size=args.input_size, val_share=args.val_share, augment=not args.no_augment,
                               loss=args.loss, freeze_encoder=not args.unfreeze_encoder, classes=args.classes,
                               seed=args.seed)
@@ -281,7 +283,18 @@ def main(argv=None):
 
     result = run_finetune(pairs_data, options, on_event=log_epoch, stop_event=threading.Event())
     save_result(result, args.out)
-    print(json.dumps({"model": str(args.out), "pairs": len(pairs_data), "held_out": result.val_names,
+    pushed = None
+    if args.push_to:
+        import os
+        import tempfile
+
+        from segdemo.hub import build_push_folder, push_folder
+
+        with tempfile.TemporaryDirectory() as folder:
+            pushed = push_folder(build_push_folder(args.out, folder, args.push_to), args.push_to,
+                                 os.environ.get("HF_TOKEN"))
+    print(json.dumps({"model": str(args.out), "pushed_to": pushed, "pairs": len(pairs_data),
+                      "held_out": result.val_names,
                       "before": result.before, "after": result.after,
                       "epochs_run": result.card["training"]["epochs_run"],
                       "seconds": round(time.perf_counter() - started, 1)}))

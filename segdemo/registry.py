@@ -16,8 +16,19 @@ log = logging.getLogger(__name__)
 
 
 def bundled_models():
-    """{name: path} of the models in weights/ that have a card, sorted by name."""
-    return {path.stem: path for path in sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}")) if card_path(path).exists()}
+    """{name: path} of the models served: those in weights/ that have a card, sorted by name, and the one
+    SEGDEMO_HUB_REPO names (see segdemo.hub), which replaces a bundled model of the same name."""
+    models = {path.stem: path for path in sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}")) if card_path(path).exists()}
+    models.update(resolved_hub_models())
+    return models
+
+
+@functools.lru_cache(maxsize=1)
+def resolved_hub_models():
+    """The Hub model, fetched once per process (bounded wait, falls back to {} with a log line)."""
+    from segdemo.hub import hub_models
+
+    return hub_models()
 
 
 def resolve_model_path(name_or_path):

@@ -64,3 +64,9 @@ def test_decompression_bomb_refused(client, tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(Exception, match="too large"):
         client.predict(handle_file(str(path)), "pets", "pet", 0.5, api_name="/segment")
+
+
+def test_export_endpoint_writes_model_and_card(client):
+    model_path, card_path = client.predict("pets", "Keras (.keras)", api_name="/export_model")
+    assert model_path.endswith("pets.keras") and card_path.endswith("pets.json")
+    assert '"classes"' in open(card_path).read()

@@ -1,11 +1,15 @@
-"""The About tab: each bundled model's card (data, recipe, metrics), the device, credits."""
+"""The About tab: each served model's card (data, recipe, metrics), the device, exports, credits."""
 
 import gradio as gr
 
 from segdemo.cards import card_markdown, load_card
+from segdemo.export import export_model
 from segdemo.inference import describe_device
 from segdemo.registry import bundled_models
+from segdemo.ui.segment_tab import user_errors
+from segdemo.ui.sessions import FINETUNED_CHOICE, segmenter_for, session_folder, session_key
 
+EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.keras)": ".keras"}
 CREDITS = """
 ### Credits
 - Oxford-IIIT Pet dataset (CC BY-SA 4.0): Parkhi, Vedaldi, Zisserman, Jawahar, "Cats and Dogs", CVPR 2012.
@@ -14,9 +18,27 @@ CREDITS = """
 """
 
 
+@user_errors
+def export_selected(model_name, format_label, request: gr.Request = None):
+    """Export a served model (or this session's fine-tuned one) as TFLite float16 or .keras, with its card."""
+    key = session_key(request)
+    segmenter = segmenter_for(model_name, key)
+    path = session_folder(key) / f"{segmenter.card['name']}{EXPORT_FORMATS[format_label]}"
+    export_model(segmenter, path)
+    return [str(path), str(path.with_suffix(".json"))]
+
+
 def build_about_tab():
     gr.Markdown(f"Running on **{describe_device()}**.")
     for name, path in bundled_models().items():
         with gr.Accordion(f"Model card: {name}", open=True):
             gr.Markdown(card_markdown(load_card(path)))
+    with gr.Accordion("Export a model (e.g. TensorFlow Lite for mobile)", open=False):
+        with gr.Row():
+            model = gr.Dropdown(list(bundled_models()) + [FINETUNED_CHOICE], value=next(iter(bundled_models())),
+                                label="Model")
+            fmt = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Format")
+        export = gr.Button("Export")
+        files = gr.File(label="Exported model and its card", file_count="multiple", interactive=False)
+    export.click(export_selected, [model, fmt], files, api_name="export_model", concurrency_limit=1)
     gr.Markdown(CREDITS)

@@ -3,7 +3,9 @@ a loss curve and a sample prediction per epoch, compare before/after metrics on 
 download or keep the fine-tuned model for this session only."""
 
 import logging
+import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -25,6 +27,7 @@ from segdemo.finetune import (
     save_result,
     split_pairs,
 )
+from segdemo.hub import build_push_folder, push_folder
 from segdemo.inference import Segmenter, colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
 from segdemo.registry import DEFAULT_MODEL, bundled_models
@@ -42,6 +45,7 @@ from segdemo.uploads import collect_upload, new_workdir, validate_and_load
 KEEP_CLASSES = "keep the base model's classes"
 NEW_CLASSES = "define new classes"
 THUMBNAILS = 8
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # Hub rule: no leading . or -
 CURVES = ("loss", "val_loss", "val_miou", "val_mdice")  # plotted each epoch
 THUMBNAIL_SIDE = 160
 LIMITS = (f"Limits: at most {MAX_PAIRS} pairs, {MAX_EPOCHS} epochs, input size {MAX_INPUT_SIZE}, 40 megapixels "
@@ -267,6 +271,24 @@ def stop_training(request: gr.Request = None):
 
 
 @user_errors
+def push_finetuned(repo_id, token, request: gr.Request = None):
+    """Push this session's fine-tuned model (model.keras, model.json, README.md model card) to a Hub model
+    repo. The token is used for this call only (field, else HF_TOKEN) and never logged or stored."""
+    finetuned = FINETUNED_MODELS.get(session_key(request))
+    if finetuned is None:
+        raise InputError("Train a model first: there is no fine-tuned model in this session yet.")
+    repo_id = (repo_id or "").strip()
+    if not REPO_ID.fullmatch(repo_id):
+        raise InputError(f"Repository id {repo_id!r} is not of the form owner/name (letters, digits, - _ .)")
+    folder = build_push_folder(finetuned.files[0], session_folder(session_key(request)) / "hub", repo_id)
+    try:
+        url = push_folder(folder, repo_id, token or os.environ.get("HF_TOKEN"))
+    except (PermissionError, RuntimeError) as error:
+        raise gr.Error(f"Push to {repo_id} failed: {error}") from None
+    return f"Pushed to [{repo_id}]({url}): model.keras, model.json and a README model card."
+
+
+@user_errors
 def use_finetuned(use, request: gr.Request = None):
     """Point this session's Segment tab at its fine-tuned model (or back to the bundled default)."""
     models = list(bundled_models())
@@ -327,6 +349,12 @@ def build_finetune_tab(model_choice):
                             interactive=False)
     with gr.Accordion("Metrics JSON", open=False):
         metrics_json = gr.JSON()
+    with gr.Accordion("Push the fine-tuned model to the Hugging Face Hub", open=False):
+        with gr.Row():
+            repo_id = gr.Textbox(label="Model repo id", placeholder="your-name/my-segmenter")
+            token = gr.Textbox(label="Token with write access (or set HF_TOKEN)", type="password")
+        push = gr.Button("Push to the Hub")
+        push_status = gr.Markdown()
 
     check_inputs = [files, base, class_mode, class_names]
     check.click(check_pairs, check_inputs, [table, gallery, report], api_name="check_pairs")
@@ -336,3 +364,4 @@ def build_finetune_tab(model_choice):
                 api_name="finetune", concurrency_limit=1, concurrency_id="finetune")
     stop.click(stop_training, None, status, api_name="stop_finetune", concurrency_limit=None)
     use.change(use_finetuned, use, model_choice, api_name="use_finetuned")
+    push.click(push_finetuned, [repo_id, token], push_status, api_name="push_to_hub", concurrency_limit=1)

@@ -1,0 +1,75 @@
+"""Export a model for other runtimes: TensorFlow Lite with float16 weights (for mobile), or `.keras`.
+
+    python -m segdemo.export --model pets --out pets.tflite
+
+The TFLite model has a fixed input of 1 x S x S x 3 float32 RGB in 0..255 (S = the card's input size) and
+returns class logits; the card's JSON is written beside it.
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from segdemo import cards
+
+
+def export_tflite(model, input_size, path):
+    """Convert a Keras model to TFLite with float16 weights at a fixed 1 x S x S x 3 input. Returns the path.
+
+    Goes through a SavedModel export (Keras 3's supported route to the converter)."""
+    import keras
+
+    image = keras.Input((input_size, input_size, 3), batch_size=1, name="image")
+    fixed = keras.Model(image, model(image), name=f"{model.name}_fixed")
+    with tempfile.TemporaryDirectory() as saved:
+        fixed.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+        flatbuffer = converter.convert()
+    path = Path(path)
+    path.write_bytes(flatbuffer)
+    return path
+
+
+def tflite_predict(path, image):
+    """Run a TFLite model on one (S, S, 3) image in 0..255; returns (S, S, C) logits."""
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+
+
+def export_model(segmenter, path):
+    """Write the segmenter's model as `.tflite` or `.keras` (by suffix), with its card beside it."""
+    from segdemo.registry import save_keras_model
+
+    path = Path(path)
+    if path.suffix == ".tflite":
+        export_tflite(segmenter.model, segmenter.size, path)
+    elif path.suffix == cards.MODEL_SUFFIX:
+        save_keras_model(segmenter.model, path)
+    else:
+        raise ValueError(f"export to .tflite or .keras, not {path.suffix!r}")
+    cards.card_path(path).write_text(json.dumps(segmenter.card, indent=2) + "\n")
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="bundled model name or .keras path")
+    parser.add_argument("--out", required=True, help="output path ending in .tflite or .keras")
+    args = parser.parse_args(argv)
+    from segdemo.registry import get_segmenter
+
+    path = export_model(get_segmenter(args.model), args.out)
+    print(json.dumps({"model": args.model, "out": str(path), "bytes": path.stat().st_size}))
+
+
+if __name__ == "__main__":
+    main()
