@@ -105,3 +105,16 @@ def test_saved_result_round_trips(tiny_base, squares, tmp_path):
     from segdemo.registry import get_segmenter
 
     assert get_segmenter(str(path)).predict(squares[0][1]).labels.shape == (32, 32)
+
+
+def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares, tmp_path):
+    from segdemo.hub import build_push_folder
+    from segdemo.registry import get_segmenter
+
+    result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=1, classes=["sky", "square"]))
+    folder = build_push_folder(save_result(result, tmp_path / "tuned.keras"), tmp_path / "push", "me/tuned")
+    loaded = get_segmenter(str(folder / "model.keras"))
+    assert loaded.classes == ["sky", "square"] and loaded.card["base_model"] == "squares"
+    image = squares[0][1]
+    expected = np.asarray(result.model(image[None].astype(np.float32)))[0].argmax(-1)
+    assert np.array_equal(loaded.predict(image).labels, expected)

@@ -3,6 +3,7 @@ hygiene, and the TFLite export."""
 
 import json
 import logging
+import os
 import re
 import shutil
 import sys
@@ -145,3 +146,11 @@ def test_tflite_float16_matches_keras(tmp_path):
     keras_labels = np.asarray(segmenter.model(image[None].astype(np.float32)))[0].argmax(-1)
     assert (lite == keras_labels).mean() >= 0.99
     assert path.stat().st_size < 0.6 * (ROOT / "weights" / "pets.keras").stat().st_size  # float16 weights
+
+
+@pytest.mark.skipif(not os.environ.get("SEGDEMO_TEST_HF_TOKEN") or os.environ.get("HF_HUB_OFFLINE") == "1",
+                    reason="uploads only with SEGDEMO_TEST_HF_TOKEN (and SEGDEMO_TEST_HF_REPO) set, online")
+def test_real_upload(tiny_model, tmp_path):
+    repo = os.environ["SEGDEMO_TEST_HF_REPO"]
+    folder = hub.build_push_folder(tiny_model, tmp_path / "push", repo)
+    assert hub.push_folder(folder, repo, os.environ["SEGDEMO_TEST_HF_TOKEN"]).endswith(repo)
