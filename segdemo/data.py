@@ -175,7 +175,9 @@ def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mas
 
 
 def detect_encoding(mask, num_classes=None, palette=None):
-    """Guess how a mask is encoded (see `decode_mask`)."""
+    """Guess how a mask is encoded (see `decode_mask`): colour -> palette; only 0 and 255 -> binary; values
+    that fit the classes -> index; 0..255 with greys above 127 -> binary with anti-aliasing; anything else
+    -> index (whose range check then names the unexpected values)."""
     if mask.ndim == 3:
         return "palette"
     values = set(np.unique(mask).tolist())
@@ -184,7 +186,9 @@ def detect_encoding(mask, num_classes=None, palette=None):
     classes = values - {IGNORE_INDEX}
     if max(classes) < (num_classes or 32):
         return "index"
-    return "binary"
+    if min(values) == 0 and max(values) >= BINARY_THRESHOLD:
+        return "binary"
+    return "index"
 
 
 def decode_palette_mask(mask, palette, name="mask"):
