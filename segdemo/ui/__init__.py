@@ -13,6 +13,7 @@ TITLE = "segdemo: U-Net semantic segmentation"
 INTRO = ("Drop a photo of a cat or dog: the U-Net labels every pixel as pet, background or the border between "
          "them. Outputs: the class mask, the probability map of one class, and an overlay. In **Fine-tune**, "
          "upload a few labelled images of your own and adapt the model to them, for this session only.")
+GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def build_demo():
     """The whole app as a `gr.Blocks`, queued."""
     enable_gpu_memory_growth()
     log.info("segdemo starting on %s", describe_device())
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):
             model_choice = build_segment_tab(demo)

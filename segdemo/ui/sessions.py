@@ -4,10 +4,13 @@ stores keyed by Gradio's session hash, emptied when the session's tab closes."""
 import shutil
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
+SESSION_FILES_MAX_AGE_S = 6 * 3600  # folders untouched this long are removed even if the tab never closed
+SWEEP_INTERVAL_S = 600
 
 
 class SessionStore:
@@ -49,10 +52,28 @@ STOP_EVENTS = SessionStore(capacity=64)  # the Stop button's event of a running 
 
 
 def session_folder(key):
-    """A folder for one session's files (downloads), removed when the session ends."""
+    """A folder for one session's files (downloads), removed when the session ends or goes stale."""
+    if time.time() - _last_sweep[0] > SWEEP_INTERVAL_S:
+        sweep_stale_sessions()
     folder = SESSIONS_DIR / key
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+_last_sweep = [0.0]
+
+
+def sweep_stale_sessions(max_age=SESSION_FILES_MAX_AGE_S, root=SESSIONS_DIR):
+    """Remove session folders not modified for `max_age` seconds (sessions whose unload never came)."""
+    _last_sweep[0] = now = time.time()
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        try:
+            if now - folder.stat().st_mtime > max_age:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            pass
 
 
 def forget_session(request):

@@ -1,0 +1,59 @@
+"""Sessions never see each other's results; session files are removed at the end or when stale."""
+
+import os
+import threading
+import time
+
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from segdemo.ui import sessions
+
+
+def test_concurrent_sessions_get_their_own_results(app_url, tmp_path):
+    sizes = {"a": (64, 48), "b": (37, 101)}
+    paths = {}
+    for name, size in sizes.items():
+        paths[name] = tmp_path / f"{name}.png"
+        Image.new("RGB", size, (120, 60, 30)).save(paths[name])
+    errors, seen = [], {name: [] for name in sizes}
+
+    def work(name):
+        client = Client(app_url, verbose=False)
+        for _ in range(8):
+            try:
+                *_, mask_file = client.predict(handle_file(str(paths[name])), "pets", "pet", 0.5,
+                                               api_name="/segment")
+                seen[name].append(Image.open(mask_file).size)
+            except Exception as error:  # noqa: BLE001 - collected and asserted below
+                errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in sizes for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for name, size in sizes.items():
+        assert seen[name] == [size] * 16  # every answer is for the session's own image
+
+
+def test_forget_session_removes_state_and_files():
+    class Request:
+        session_hash = "test-forget"
+
+    folder = sessions.session_folder("test-forget")
+    (folder / "mask.png").write_bytes(b"x")
+    sessions.RESULTS.put("test-forget", object())
+    sessions.forget_session(Request())
+    assert not folder.exists() and sessions.RESULTS.get("test-forget") is None
+
+
+def test_stale_session_folders_are_swept(tmp_path):
+    stale, fresh = tmp_path / "stale-session", tmp_path / "fresh-session"
+    stale.mkdir()
+    fresh.mkdir()
+    old = time.time() - sessions.SESSION_FILES_MAX_AGE_S - 60
+    os.utime(stale, (old, old))
+    sessions.sweep_stale_sessions(root=tmp_path)
+    assert not stale.exists() and fresh.exists()
