@@ -6,7 +6,7 @@ from segdemo.cards import card_markdown, load_card
 from segdemo.export import export_model
 from segdemo.inference import describe_device
 from segdemo.registry import bundled_models
-from segdemo.ui.segment_tab import user_errors
+from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import FINETUNED_CHOICE, segmenter_for, session_folder, session_key
 
 EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.keras)": ".keras"}

@@ -2,7 +2,6 @@
 a loss curve and a sample prediction per epoch, compare before/after metrics on held-out pairs, then use,
 download or keep the fine-tuned model for this session only."""
 
-import logging
 import os
 import queue
 import re
@@ -22,6 +21,7 @@ from segdemo.finetune import (
     MAX_EPOCHS,
     MAX_INPUT_SIZE,
     MAX_PAIRS,
+    MIN_PAIRS,
     FinetuneOptions,
     run_finetune,
     save_result,
@@ -31,7 +31,7 @@ from segdemo.hub import build_push_folder, push_folder
 from segdemo.inference import Segmenter, colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
 from segdemo.registry import DEFAULT_MODEL, bundled_models
-from segdemo.ui.segment_tab import user_errors
+from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
     FINETUNED_CHOICE,
     FINETUNED_MODELS,
@@ -56,8 +56,6 @@ layout), or as **loose files** paired by name: `x.jpg` goes with `x.png` or `x_m
 colour masks in the base model's class colours. {LIMITS}
 The defaults suit data close to the base model's; for a very different domain (e.g. microscopy from the pets
 model) raise the learning rate (2e-3) or the epochs."""
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,22 +158,13 @@ def metrics_frame(before, after):
     return pd.DataFrame(rows, columns=["metric", "before (base model)", "after (fine-tuned)"])
 
 
+@user_errors
 def finetune(files, base, class_mode, class_names, epochs, learning_rate, batch_size, input_size, val_share,
              augment, loss, freeze_encoder, request: gr.Request = None, progress=gr.Progress()):
     """Fine-tune `base` on the uploaded pairs. Streams (status, loss curve, sample prediction, metrics table,
     metrics JSON, download files); the final metrics JSON holds `before`, `after`, `seconds`, `epochs_run`."""
-    key = session_key(request)
-    try:
-        yield from _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, batch_size,
-                             input_size, val_share, augment, loss, freeze_encoder, progress)
-    except gr.Error:
-        raise
-    except InputError as error:
-        raise gr.Error(str(error)) from None
-    except Exception:  # noqa: BLE001 - logged, never shown as a traceback
-        log.exception("fine-tune failed")
-        raise gr.Error("Fine-tuning failed unexpectedly on our side; it was logged. Your uploads are kept: "
-                       "try again, or with fewer epochs or a smaller input size.") from None
+    yield from _finetune(session_key(request), files, base, class_mode, class_names, epochs, learning_rate,
+                         batch_size, input_size, val_share, augment, loss, freeze_encoder, progress)
 
 
 def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, batch_size, input_size,
@@ -196,14 +185,18 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
     stop = threading.Event()
     STOP_EVENTS.put(key, stop)
     outcome = {}
+    if len(loaded) < MIN_PAIRS:
+        raise InputError(f"need at least {MIN_PAIRS} good pairs (one to train on, one held out); "
+                         f"got {len(loaded)}: see 'Check pairs' for what was skipped")
+    # the held-out pair shown after every epoch, resized once
+    _, sample_image, sample_mask = loaded[split_pairs(len(loaded), options.val_share, options.seed)[1][0]]
+    sample_image, sample_mask = resize_image(sample_image, size), resize_mask(sample_mask, size)
 
     def on_event(kind, epoch, step, logs, model):
         if kind == "batch":
             events.put(("batch", epoch, step, None))
-            return
-        name, image, mask = loaded[outcome.get("sample_index", 0)]
-        strip = sample_strip(model, resize_image(image, size), resize_mask(mask, size), lut)
-        events.put(("epoch", epoch, step, (dict(logs), strip, name)))
+        else:
+            events.put(("epoch", epoch, step, (dict(logs), sample_strip(model, sample_image, sample_mask, lut))))
 
     def work():
         try:
@@ -213,8 +206,6 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
         finally:
             events.put(("done", None, None, None))
 
-    outcome["sample_index"] = split_pairs(len(loaded), options.val_share, options.seed)[1][0] \
-        if len(loaded) >= 2 else 0
     started = time.perf_counter()
     thread = threading.Thread(target=work, name=f"finetune-{key[:8]}", daemon=True)
     thread.start()
@@ -232,7 +223,7 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
             eta = elapsed / max(done, 1e-6) * (1 - done)
             progress(done, desc=f"epoch {epoch + 1}/{options.epochs}, step {step}/{steps}, ETA {eta:.0f}s")
             continue
-        logs, strip, name = payload
+        logs, strip = payload
         history.append({k: float(v) for k, v in logs.items() if k in CURVES})
         status = (f"Epoch {epoch + 1}/{options.epochs}: loss {logs.get('loss', 0):.4f}, validation loss "
                   f"{logs.get('val_loss', 0):.4f}, validation mean IoU {logs.get('val_miou') or 0:.3f}, "

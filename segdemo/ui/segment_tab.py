@@ -1,8 +1,6 @@
 """The Segment tab: upload any image -> input, colour class mask, probability map, overlay, class areas,
 a download of the class-index mask, and the named API endpoint `segment`."""
 
-import functools
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +14,13 @@ from segdemo.data import InputError, load_image, resize_image, resize_mask
 from segdemo.inference import class_areas, colorize, describe_device, overlay, probability_map
 from segdemo.registry import DEFAULT_MODEL, bundled_models, get_segmenter
 from segdemo.ui.components import ImageUpload
+from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import RESULTS, forget_session, segmenter_for, session_folder, session_key
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
 PNG_COMPRESS_LEVEL = 1  # masks compress well even at level 1, and it is several times faster than the default
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,25 +89,6 @@ def render(result, class_name, opacity):
 
 def default_class(segmenter):
     return segmenter.card.get("default_class") or segmenter.classes[-1]
-
-
-def user_errors(handler):
-    """Run a handler; bad input becomes a gr.Error with its message, anything else a logged generic one."""
-
-    @functools.wraps(handler)  # keeps the signature, which names the API's parameters
-    def wrapped(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except InputError as error:
-            raise gr.Error(str(error)) from None
-        except Exception:  # never show a traceback to the user  # noqa: BLE001
-            log.exception("handler %s failed", handler.__name__)
-            raise gr.Error("Something went wrong on our side while processing this request; it was logged. "
-                           "Please try another image.") from None
-
-    return wrapped
 
 
 @user_errors
