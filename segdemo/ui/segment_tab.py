@@ -15,7 +15,7 @@ from segdemo.inference import class_areas, colorize, describe_device, overlay, p
 from segdemo.registry import DEFAULT_MODEL, bundled_models, get_segmenter
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import RESULTS, forget_session, segmenter_for, session_folder, session_key
+from segdemo.ui.sessions import RESULTS, forget_session, request_folder, segmenter_for, session_key
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
@@ -41,10 +41,12 @@ def display_size(width, height):
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def save_index_mask(labels, key, stem):
-    """Write the class-index mask (pixel value = class index) as a PNG in the session's folder."""
-    path = session_folder(key) / f"{stem}_classes.png"
-    Image.fromarray(labels).save(path, compress_level=PNG_COMPRESS_LEVEL)
+def write_png(array, folder, name):
+    """Encode an output image as PNG ourselves: lossless (class colours survive), fast compression, and a
+    file path for Gradio, which copies files into its cache atomically (unlike arrays it encodes itself,
+    whose cache file can be read half-written when two requests produce the same image)."""
+    path = folder / f"{name}.png"
+    Image.fromarray(array).save(path, compress_level=PNG_COMPRESS_LEVEL)
     return str(path)
 
 
@@ -64,7 +66,7 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     else:
         display_image, display_labels = resize_image(image, size), resize_mask(prediction.labels, size)
     stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
-    mask_file = save_index_mask(prediction.labels, key, stem)
+    mask_file = write_png(prediction.labels, request_folder(key), f"{stem}_classes")  # pixel value = class
     notes = [f"{width}×{height} px, resized to {segmenter.size}×{segmenter.size} for the model; "
              "the mask is mapped back to the original size"]
     if size != (width, height):
@@ -76,15 +78,18 @@ def run_segmentation(image_source, model_name, key="anonymous"):
                          class_areas(prediction.labels, segmenter.classes))
 
 
-def render(result, class_name, opacity):
-    """(colour mask, probability map, overlay) for a result, a probability class and an opacity."""
+def render(result, class_name, opacity, key):
+    """PNG paths of (colour mask, probability map, overlay) for a result, a class and an opacity."""
     segmenter = result.segmenter
     color_mask = colorize(result.display_labels, segmenter.palette)
     classes = segmenter.classes
     class_index = classes.index(class_name) if class_name in classes else classes.index(default_class(segmenter))
     height, width = result.display_labels.shape
     prob = probability_map(result.prediction.probs, class_index, (width, height))
-    return color_mask, prob, overlay(result.display_image, color_mask, opacity)
+    blended = overlay(result.display_image, color_mask, opacity)
+    folder = request_folder(key)
+    return tuple(write_png(array, folder, name) for array, name in
+                 ((color_mask, "class_mask"), (prob, f"probability_{classes[class_index]}"), (blended, "overlay")))
 
 
 def default_class(segmenter):
@@ -100,17 +105,18 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     key = session_key(request)
     result = run_segmentation(image, model_name, key)
     RESULTS.put(key, result)
-    color_mask, prob, blended = render(result, probability_class, opacity)
+    color_mask, prob, blended = render(result, probability_class, opacity, key)
     return color_mask, prob, blended, result.areas, result.info, result.mask_file
 
 
 @user_errors
 def rerender(probability_class, opacity, request: gr.Request = None):
     """Redraw the probability map and overlay of the session's last result (no model call)."""
-    result = RESULTS.get(session_key(request))
+    key = session_key(request)
+    result = RESULTS.get(key)
     if result is None:
         return gr.skip(), gr.skip()
-    _, prob, blended = render(result, probability_class, opacity)
+    _, prob, blended = render(result, probability_class, opacity, key)
     return prob, blended
 
 

@@ -5,12 +5,16 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from pathlib import Path
+
+import gradio as gr
 
 SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
 SESSION_FILES_MAX_AGE_S = 6 * 3600  # folders untouched this long are removed even if the tab never closed
 SWEEP_INTERVAL_S = 600
+OUTPUT_FILES_TTL_S = 120
 
 
 class SessionStore:
@@ -60,6 +64,23 @@ def session_folder(key):
     return folder
 
 
+def request_folder(key):
+    """A new folder for one request's output files, under the session's folder. Earlier requests' folders
+    are removed after OUTPUT_FILES_TTL_S: by then Gradio has copied what it serves into its own cache."""
+    outputs = session_folder(key) / "outputs"
+    outputs.mkdir(exist_ok=True)
+    now = time.time()
+    for old in outputs.iterdir():
+        try:
+            if now - old.stat().st_mtime > OUTPUT_FILES_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+    folder = outputs / uuid.uuid4().hex[:16]
+    folder.mkdir()
+    return folder
+
+
 _last_sweep = [0.0]
 
 
@@ -76,7 +97,7 @@ def sweep_stale_sessions(max_age=SESSION_FILES_MAX_AGE_S, root=SESSIONS_DIR):
             pass
 
 
-def forget_session(request):
+def forget_session(request: gr.Request):
     """On tab close: drop everything the session held, files included."""
     key = session_key(request)
     for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS):
