@@ -27,10 +27,16 @@ def free_port():
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def server_log(tmp_path_factory):
+    """Where the launched app server writes its log."""
+    return tmp_path_factory.mktemp("server") / "server.log"
+
+
+@pytest.fixture(scope="session")
+def app_url(server_log):
     """Start `python app.py` as a real server on a free local port; yield its URL."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log_path = server_log
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log_file,

@@ -107,3 +107,19 @@ def test_bad_finetune_requests_get_messages(app_url, pairs_zip, tmp_path):
         client.predict([handle_file(str(bogus))], "pets", KEEP, "", api_name="/check_pairs")
     with pytest.raises(Exception, match="no fine-tuned model"):
         client.predict(True, api_name="/use_finetuned")
+
+
+def test_client_leaving_mid_training_stops_it_and_the_server_stays_healthy(app_url, server_log, pairs_zip):
+    client = Client(app_url, verbose=False)
+    job = finetune_call(client, pairs_zip, epochs=50)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("Epoch" in str(update[0]) for update in job.outputs()):
+        time.sleep(0.5)
+    job.cancel()
+    client.close()
+    deadline = time.time() + 60
+    while time.time() < deadline and "its session stopped listening" not in server_log.read_text():
+        time.sleep(0.5)
+    assert "its session stopped listening" in server_log.read_text()
+    other = Client(app_url, verbose=False)
+    assert other.predict(handle_file("examples/coffee_cup.png"), "pets", "pet", 0.5, api_name="/segment")

@@ -2,6 +2,7 @@
 a loss curve and a sample prediction per epoch, compare before/after metrics on held-out pairs, then use,
 download or keep the fine-tuned model for this session only."""
 
+import logging
 import os
 import queue
 import re
@@ -41,6 +42,8 @@ from segdemo.ui.sessions import (
     session_key,
 )
 from segdemo.uploads import collect_upload, new_workdir, validate_and_load
+
+log = logging.getLogger(__name__)
 
 KEEP_CLASSES = "keep the base model's classes"
 NEW_CLASSES = "define new classes"
@@ -209,26 +212,15 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
     started = time.perf_counter()
     thread = threading.Thread(target=work, name=f"finetune-{key[:8]}", daemon=True)
     thread.start()
-    history, steps = [], None
-    yield (f"Training on {len(loaded)} pairs (tracing the graph first, a few seconds)…", None, None, None, None,
-           None)
-    while True:
-        kind, epoch, step, payload = events.get()
-        if kind == "done":
-            break
-        if kind == "batch":
-            steps = max(steps or 0, step)
-            done = (epoch * steps + step) / (options.epochs * steps)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / max(done, 1e-6) * (1 - done)
-            progress(done, desc=f"epoch {epoch + 1}/{options.epochs}, step {step}/{steps}, ETA {eta:.0f}s")
-            continue
-        logs, strip = payload
-        history.append({k: float(v) for k, v in logs.items() if k in CURVES})
-        status = (f"Epoch {epoch + 1}/{options.epochs}: loss {logs.get('loss', 0):.4f}, validation loss "
-                  f"{logs.get('val_loss', 0):.4f}, validation mean IoU {logs.get('val_miou') or 0:.3f}, "
-                  f"mean Dice {logs.get('val_mdice') or 0:.3f} · {time.perf_counter() - started:.0f}s")
-        yield status, curve_frame(history), strip, gr.skip(), gr.skip(), gr.skip()
+    history, streamed = [], False
+    try:
+        yield from stream_progress(events, options, started, history, progress)
+        streamed = True
+    finally:
+        if not streamed:  # the client left (generator closed): stop training instead of orphaning it
+            stop.set()
+            STOP_EVENTS.pop(key)
+            log.info("fine-tune stopped: its session stopped listening")
     thread.join()
     STOP_EVENTS.pop(key)
     if "error" in outcome:
@@ -249,6 +241,29 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
               + (f"{result.before['miou']:.3f} before → " if result.before else "")
               + f"**{result.after['miou']:.3f}** after. Tick *use this model* to segment with it.")
     yield status, curve_frame(history), gr.skip(), metrics_frame(result.before, result.after), summary, files_out
+
+
+def stream_progress(events, options, started, history, progress):
+    """Turn the training thread's events into progress-bar updates and per-epoch output updates."""
+    yield "Training on the good pairs (tracing the graph first, a few seconds)…", None, None, None, None, None
+    steps = None
+    while True:
+        kind, epoch, step, payload = events.get()
+        if kind == "done":
+            break
+        if kind == "batch":
+            steps = max(steps or 0, step)
+            done = (epoch * steps + step) / (options.epochs * steps)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / max(done, 1e-6) * (1 - done)
+            progress(done, desc=f"epoch {epoch + 1}/{options.epochs}, step {step}/{steps}, ETA {eta:.0f}s")
+            continue
+        logs, strip = payload
+        history.append({k: float(v) for k, v in logs.items() if k in CURVES})
+        status = (f"Epoch {epoch + 1}/{options.epochs}: loss {logs.get('loss', 0):.4f}, validation loss "
+                  f"{logs.get('val_loss', 0):.4f}, validation mean IoU {logs.get('val_miou') or 0:.3f}, "
+                  f"mean Dice {logs.get('val_mdice') or 0:.3f} · {time.perf_counter() - started:.0f}s")
+        yield status, curve_frame(history), strip, gr.skip(), gr.skip(), gr.skip()
 
 
 @user_errors
