@@ -4,7 +4,8 @@ server this script starts on a free loopback port (`python app.py`).
     python bench/load.py [--clients 8] [--calls 50] [--memory-calls 1000]
 
 Phases: idle latency (one client), concurrent load (N clients x M `segment` calls), server RSS after the
-first 100 and after `--memory-calls` calls, and `segment` latency while another session fine-tunes.
+first 100 and after `--memory-calls` calls, `segment` latency while another session fine-tunes, and server
+RSS before and after fine-tunes whose clients leave mid-training.
 Prints a table and, last, one JSON line. Loops are bounded; everything stays on 127.0.0.1.
 """
 
@@ -113,6 +114,7 @@ def main():
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--memory-calls", type=int, default=1000)
+    parser.add_argument("--cancelled", type=int, default=4, help="fine-tunes abandoned mid-training")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
@@ -157,6 +159,23 @@ def main():
         results["during_finetune"] = {**percentiles(latencies), "errors": len(errors)}
         results["during_finetune"]["p50_over_idle"] = round(
             results["during_finetune"]["p50_ms"] / results["idle"]["p50_ms"], 2)
+
+        # fine-tunes abandoned mid-training (the client leaves): what they held must be freed
+        rss_before = rss_mb(process.pid)
+        for _ in range(args.cancelled):
+            leaver = Client(url, verbose=False)
+            job = leaver.submit([handle_file(str(work / "pairs.zip"))], "pets", "keep the base model's classes", "",
+                                50, 5e-4, 4, 0, 0.2, True, "ce_dice", True, api_name="/finetune")
+            while not any("Epoch" in str(update[0]) for update in job.outputs()):
+                time.sleep(0.2)
+            job.cancel()
+            leaver.close()
+            time.sleep(5)  # the stopped run finishes its batch and scores the held-out pairs
+        concurrent(url, str(image), 1, 5)
+        results["cancelled_finetunes"] = {"runs": args.cancelled, "rss_before_mb": round(rss_before, 1),
+                                          "rss_after_mb": round(rss_mb(process.pid), 1)}
+        results["cancelled_finetunes"]["growth_mb_per_run"] = round(
+            (results["cancelled_finetunes"]["rss_after_mb"] - rss_before) / max(args.cancelled, 1), 1)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -119,3 +119,4 @@ def enable_gpu_memory_growth():
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised
             pass
+

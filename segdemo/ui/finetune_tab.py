@@ -31,7 +31,7 @@ from segdemo.finetune import (
 from segdemo.hub import build_push_folder, push_folder
 from segdemo.inference import Segmenter, colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
-from segdemo.registry import DEFAULT_MODEL, bundled_models
+from segdemo.registry import DEFAULT_MODEL, bundled_models, load_keras_model
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
     FINETUNED_CHOICE,
@@ -228,7 +228,11 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
     result = outcome["result"]
     model_path = save_result(result, session_folder(key) / f"{result.card['name']}.keras")
     files_out = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
-    FINETUNED_MODELS.put(key, FinetunedModel(Segmenter(result.model, result.card).warm_up(), files_out))
+    # serve a clean copy loaded from the file, not the trained object with its optimizer state and graphs
+    serving = Segmenter(load_keras_model(model_path), result.card).warm_up()
+    FINETUNED_MODELS.put(key, FinetunedModel(serving, files_out))
+    outcome.clear()
+    result.model = None
     summary = {"before": result.before, "after": result.after, "seconds": round(result.seconds, 1),
                "epochs_run": result.card["training"]["epochs_run"], "stopped_by_user": result.stopped_early,
                "held_out": result.val_names, "pairs": len(loaded),
