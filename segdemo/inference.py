@@ -83,6 +83,14 @@ def colorize(labels, lut):
     return lut[labels]
 
 
+def sample_strip(model, image, mask, lut):
+    """Held-out image | its mask | the current prediction, side by side (the fine-tune progress view)."""
+    logits = model(image[None].astype(np.float32), training=False)
+    prediction = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    return np.concatenate([image, gap, colorize(mask, lut), gap, colorize(prediction, lut)], axis=1)
+
+
 def probability_map(probs, class_index, size):
     """Grayscale (0 black = 0.0, 255 white = 1.0) map of one class's probability at `size` (w, h)."""
     channel = (probs[:, :, class_index] * 255.0).round().astype(np.uint8)

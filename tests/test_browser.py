@@ -54,12 +54,12 @@ def test_bad_upload_shows_a_message_and_keeps_serving(page, tmp_path):
 
 
 def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
-    from tests.test_app_finetune import png
-    from tests.test_training import square_pairs
-
     import zipfile
 
     import numpy as np
+
+    from tests.test_app_finetune import png
+    from tests.test_training import square_pairs
 
     images, masks = square_pairs(6, 64, np.random.default_rng(5))
     archive = tmp_path / "pairs.zip"

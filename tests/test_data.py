@@ -7,7 +7,14 @@ import pytest
 from PIL import Image
 
 from segdemo import data
-from segdemo.data import InputError, decode_mask, find_pairs, load_image, load_pair, match_by_stem
+from segdemo.data import (
+    InputError,
+    decode_mask,
+    find_pairs,
+    load_image,
+    load_pair,
+    match_by_stem,
+)
 
 
 def encoded(image, fmt="PNG", **kwargs):

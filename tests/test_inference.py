@@ -5,7 +5,14 @@ import pytest
 
 from segdemo.cards import save_card
 from segdemo.data import load_image
-from segdemo.inference import Segmenter, class_areas, colorize, overlay, palette_lut, probability_map
+from segdemo.inference import (
+    Segmenter,
+    class_areas,
+    colorize,
+    overlay,
+    palette_lut,
+    probability_map,
+)
 from segdemo.models import build_unet
 from segdemo.registry import get_segmenter
 

@@ -8,7 +8,13 @@ import pytest
 from PIL import Image
 
 from segdemo.data import InputError
-from segdemo.uploads import MAX_ZIP_ENTRIES, collect_upload, pair_loose_files, unpack_zip, validate_and_load
+from segdemo.uploads import (
+    MAX_ZIP_ENTRIES,
+    collect_upload,
+    pair_loose_files,
+    unpack_zip,
+    validate_and_load,
+)
 
 
 def png_bytes(array):

@@ -7,7 +7,12 @@ from segdemo.export import export_model
 from segdemo.inference import describe_device
 from segdemo.registry import bundled_models
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import FINETUNED_CHOICE, segmenter_for, session_folder, session_key
+from segdemo.ui.sessions import (
+    FINETUNED_CHOICE,
+    segmenter_for,
+    session_folder,
+    session_key,
+)
 
 EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.keras)": ".keras"}
 CREDITS = """

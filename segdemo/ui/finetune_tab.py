@@ -2,17 +2,21 @@
 a loss curve and a sample prediction per epoch, compare before/after metrics on held-out pairs, then use,
 download or keep the fine-tuned model for this session only."""
 
+import json
 import logging
 import os
 import queue
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pandas as pd
 
 from segdemo.cards import class_colors
@@ -24,10 +28,9 @@ from segdemo.finetune import (
     MAX_PAIRS,
     MIN_PAIRS,
     FinetuneOptions,
-    run_finetune,
-    save_result,
     split_pairs,
 )
+from segdemo.finetune_worker import write_job
 from segdemo.hub import build_push_folder, push_folder
 from segdemo.inference import Segmenter, colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
@@ -45,6 +48,7 @@ from segdemo.uploads import collect_upload, new_workdir, validate_and_load
 
 log = logging.getLogger(__name__)
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KEEP_CLASSES = "keep the base model's classes"
 NEW_CLASSES = "define new classes"
 THUMBNAILS = 8
@@ -144,14 +148,6 @@ def curve_frame(history):
     return pd.DataFrame(rows, columns=["epoch", "series", "value"])
 
 
-def sample_strip(model, image, mask, lut):
-    """Held-out image | its mask | the current prediction, side by side."""
-    logits = model(image[None].astype(np.float32), training=False)
-    prediction = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    return np.concatenate([image, gap, colorize(mask, lut), gap, colorize(prediction, lut)], axis=1)
-
-
 def metrics_frame(before, after):
     rows = []
     for key, label in (("pixel_acc", "pixel accuracy"), ("miou", "mean IoU"), ("mdice", "mean Dice")):
@@ -182,36 +178,19 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
     options.check()
     progress(0.0, desc="reading pairs")
     reports, loaded, _ = read_upload(files, classes, colors)
-    lut = palette_lut(colors)
-    size = options.input_size or base_segmenter.size
-    events = queue.Queue()
-    stop = threading.Event()
-    STOP_EVENTS.put(key, stop)
-    outcome = {}
     if len(loaded) < MIN_PAIRS:
         raise InputError(f"need at least {MIN_PAIRS} good pairs (one to train on, one held out); "
                          f"got {len(loaded)}: see 'Check pairs' for what was skipped")
-    # the held-out pair shown after every epoch, resized once
-    _, sample_image, sample_mask = loaded[split_pairs(len(loaded), options.val_share, options.seed)[1][0]]
-    sample_image, sample_mask = resize_image(sample_image, size), resize_mask(sample_mask, size)
-
-    def on_event(kind, epoch, step, logs, model):
-        if kind == "batch":
-            events.put(("batch", epoch, step, None))
-        else:
-            events.put(("epoch", epoch, step, (dict(logs), sample_strip(model, sample_image, sample_mask, lut))))
-
-    def work():
-        try:
-            outcome["result"] = run_finetune(loaded, options, on_event=on_event, stop_event=stop)
-        except BaseException as error:  # noqa: BLE001 - handed to the handler thread
-            outcome["error"] = error
-        finally:
-            events.put(("done", None, None, None))
-
+    job_dir = session_folder(key) / f"finetune_{uuid.uuid4().hex[:12]}"
+    job_dir.mkdir()
+    sample_index = split_pairs(len(loaded), options.val_share, options.seed)[1][0]  # shown after every epoch
+    write_job(job_dir, loaded, options, sample_index, colors)
+    del loaded  # the worker has its own copy; this process keeps nothing of the training
     started = time.perf_counter()
-    thread = threading.Thread(target=work, name=f"finetune-{key[:8]}", daemon=True)
-    thread.start()
+    events, outcome = queue.Queue(), {}
+    worker = start_worker(job_dir, events, outcome)
+    stop = StopFile(job_dir / "stop")
+    STOP_EVENTS.put(key, stop)
     history, streamed = [], False
     try:
         yield from stream_progress(events, options, started, history, progress)
@@ -221,30 +200,74 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
             stop.set()
             STOP_EVENTS.pop(key)
             log.info("fine-tune stopped: its session stopped listening")
-    thread.join()
+    worker.join()
     STOP_EVENTS.pop(key)
     if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
-    model_path = save_result(result, session_folder(key) / f"{result.card['name']}.keras")
+        error = outcome["error"]
+        if error.get("input_error"):
+            raise InputError(error["message"])
+        raise RuntimeError(f"fine-tune worker failed: {error['message']}\n{error.get('traceback', '')}")
+    if "done" not in outcome:
+        raise RuntimeError(f"fine-tune worker ended without a result; see {job_dir / 'worker.log'}")
+    result = outcome["done"]
+    model_path = Path(result["model"])
     files_out = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
-    # serve a clean copy loaded from the file, not the trained object with its optimizer state and graphs
-    serving = Segmenter(load_keras_model(model_path), result.card).warm_up()
+    serving = Segmenter(load_keras_model(model_path), result["card"]).warm_up()
     FINETUNED_MODELS.put(key, FinetunedModel(serving, files_out))
-    outcome.clear()
-    result.model = None
-    summary = {"before": result.before, "after": result.after, "seconds": round(result.seconds, 1),
-               "epochs_run": result.card["training"]["epochs_run"], "stopped_by_user": result.stopped_early,
-               "held_out": result.val_names, "pairs": len(loaded),
-               "loss": [round(v, 4) for v in result.history.get("loss", [])],
-               "val_loss": [round(v, 4) for v in result.history.get("val_loss", [])],
+    before, after = result["before"], result["after"]
+    summary = {"before": before, "after": after, "seconds": round(result["seconds"], 1),
+               "wall_seconds": round(time.perf_counter() - started, 1),
+               "epochs_run": result["card"]["training"]["epochs_run"], "stopped_by_user": result["stopped"],
+               "held_out": result["held_out"], "pairs": len(reports) - sum(not r.ok for r in reports),
+               "loss": [round(v, 4) for v in result["history"].get("loss", [])],
+               "val_loss": [round(v, 4) for v in result["history"].get("val_loss", [])],
                "skipped_pairs": [r.name for r in reports if not r.ok]}
-    how = "stopped by you; best weights so far kept" if result.stopped_early else "finished"
-    status = (f"**Done** ({how}) in {result.seconds:.0f}s, {summary['epochs_run']} epochs. Mean IoU on the "
-              f"{len(result.val_names)} held-out pairs: "
-              + (f"{result.before['miou']:.3f} before → " if result.before else "")
-              + f"**{result.after['miou']:.3f}** after. Tick *use this model* to segment with it.")
-    yield status, curve_frame(history), gr.skip(), metrics_frame(result.before, result.after), summary, files_out
+    how = "stopped by you; best weights so far kept" if result["stopped"] else "finished"
+    status = (f"**Done** ({how}) in {summary['wall_seconds']:.0f}s, {summary['epochs_run']} epochs. Mean IoU on "
+              f"the {len(result['held_out'])} held-out pairs: "
+              + (f"{before['miou']:.3f} before → " if before else "")
+              + f"**{after['miou']:.3f}** after. Tick *use this model* to segment with it.")
+    yield status, curve_frame(history), gr.skip(), metrics_frame(before, after), summary, files_out
+
+
+class StopFile:
+    """The Stop button's signal to a worker process: a file it polls for."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def set(self):
+        self.path.touch()
+
+
+def start_worker(job_dir, events, outcome):
+    """Start `python -m segdemo.finetune_worker` on a job folder; a thread turns its JSON lines into
+    (kind, epoch, step, payload) events and records its final line in `outcome`."""
+    log_file = open(job_dir / "worker.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "segdemo.finetune_worker", str(job_dir)],
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=log_file, text=True)
+
+    def read():
+        try:
+            for line in process.stdout:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # stray output of a library
+                if event["kind"] == "batch":
+                    events.put(("batch", event["epoch"], event["step"], None))
+                elif event["kind"] == "epoch":
+                    events.put(("epoch", event["epoch"], event["step"], (event["logs"], event["sample"])))
+                else:
+                    outcome[event["kind"]] = event
+        finally:
+            process.wait()
+            log_file.close()
+            events.put(("done", None, None, None))
+
+    reader = threading.Thread(target=read, name=f"finetune-worker-{job_dir.name}", daemon=True)
+    reader.start()
+    return reader
 
 
 def stream_progress(events, options, started, history, progress):
@@ -262,7 +285,7 @@ def stream_progress(events, options, started, history, progress):
             eta = elapsed / max(done, 1e-6) * (1 - done)
             progress(done, desc=f"epoch {epoch + 1}/{options.epochs}, step {step}/{steps}, ETA {eta:.0f}s")
             continue
-        logs, strip = payload
+        logs, strip = payload  # strip: the sample PNG's path
         history.append({k: float(v) for k, v in logs.items() if k in CURVES})
         status = (f"Epoch {epoch + 1}/{options.epochs}: loss {logs.get('loss', 0):.4f}, validation loss "
                   f"{logs.get('val_loss', 0):.4f}, validation mean IoU {logs.get('val_miou') or 0:.3f}, "

@@ -11,11 +11,23 @@ from PIL import Image
 
 from segdemo.cards import class_colors
 from segdemo.data import InputError, load_image, resize_image, resize_mask
-from segdemo.inference import class_areas, colorize, describe_device, overlay, probability_map
+from segdemo.inference import (
+    class_areas,
+    colorize,
+    describe_device,
+    overlay,
+    probability_map,
+)
 from segdemo.registry import DEFAULT_MODEL, bundled_models, get_segmenter
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import RESULTS, forget_session, request_folder, segmenter_for, session_key
+from segdemo.ui.sessions import (
+    RESULTS,
+    forget_session,
+    request_folder,
+    segmenter_for,
+    session_key,
+)
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
