@@ -151,12 +151,15 @@ def main():
                              api_name="/finetune")
         while not any("Epoch" in str(update[0]) for update in job.outputs()):
             time.sleep(0.2)  # wait until the training loop itself runs
-        latencies, errors, stop = [], [], threading.Event()
-        watcher = threading.Thread(target=lambda: (job.result(timeout=600), stop.set()))
+        latencies, errors, stop, finished = [], [], threading.Event(), {}
+        watcher = threading.Thread(target=lambda: (finished.update(summary=job.result(timeout=600)[4]), stop.set()))
         watcher.start()
         segment_calls(url, str(image), 200, latencies, errors, stop)
         watcher.join()
-        results["during_finetune"] = {**percentiles(latencies), "errors": len(errors)}
+        summary = finished["summary"]
+        results["during_finetune"] = {**percentiles(latencies), "errors": len(errors),
+                                      "finetune_wall_s": summary["wall_seconds"], "epochs": summary["epochs_run"],
+                                      "finetune_in_worker_s": summary["seconds"]}
         results["during_finetune"]["p50_over_idle"] = round(
             results["during_finetune"]["p50_ms"] / results["idle"]["p50_ms"], 2)
 
