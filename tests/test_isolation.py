@@ -57,3 +57,21 @@ def test_stale_session_folders_are_swept(tmp_path):
     os.utime(stale, (old, old))
     sessions.sweep_stale_sessions(root=tmp_path)
     assert not stale.exists() and fresh.exists()
+
+
+def test_client_disconnecting_mid_upload_leaves_the_server_healthy(app_url):
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(app_url)
+    for _ in range(3):
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            boundary = "segdemoboundary"
+            head = (f"POST /gradio_api/upload HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 5000000\r\n\r\n"
+                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+                    "Content-Type: image/png\r\n\r\n")
+            sock.sendall(head.encode() + b"\x89PNG" + b"\0" * 100_000)  # then hang up, 4.9 MB short
+    client = Client(app_url, verbose=False)
+    *_, mask_file = client.predict(handle_file("examples/coffee_cup.png"), "pets", "pet", 0.5, api_name="/segment")
+    assert Image.open(mask_file).size == (600, 400)
