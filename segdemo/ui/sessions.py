@@ -69,13 +69,7 @@ def request_folder(key):
     are removed after OUTPUT_FILES_TTL_S: by then Gradio has copied what it serves into its own cache."""
     outputs = session_folder(key) / "outputs"
     outputs.mkdir(exist_ok=True)
-    now = time.time()
-    for old in outputs.iterdir():
-        try:
-            if now - old.stat().st_mtime > OUTPUT_FILES_TTL_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:
-            pass
+    remove_stale_folders(outputs, OUTPUT_FILES_TTL_S)
     folder = outputs / uuid.uuid4().hex[:16]
     folder.mkdir()
     return folder
@@ -86,9 +80,15 @@ _last_sweep = [0.0]
 
 def sweep_stale_sessions(max_age=SESSION_FILES_MAX_AGE_S, root=SESSIONS_DIR):
     """Remove session folders not modified for `max_age` seconds (sessions whose unload never came)."""
-    _last_sweep[0] = now = time.time()
+    _last_sweep[0] = time.time()
+    remove_stale_folders(root, max_age)
+
+
+def remove_stale_folders(root, max_age):
+    """Remove the entries of `root` not modified for `max_age` seconds."""
     if not root.is_dir():
         return
+    now = time.time()
     for folder in root.iterdir():
         try:
             if now - folder.stat().st_mtime > max_age:
