@@ -188,9 +188,11 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     model = finetune_model(load_keras_model(resolve_model_path(options.base)), same_classes, num_classes)
     set_encoder_trainable(model, not options.freeze_encoder)
     steps = steps_per_epoch(len(train_idx), options.batch_size)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience,
+                                                   restore_best_weights=True)
     callbacks = [
-        ValidationIoU(*val_arrays, num_classes),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience, restore_best_weights=True),
+        ValidationIoU(*val_arrays, num_classes),  # before the callbacks that read val_miou / val_mdice
+        early_stopping,
         stop_on_event_callback(stop_event),
     ]
     if on_event:
@@ -199,7 +201,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
                   batch_size=options.batch_size, augment=options.augment, callbacks=callbacks, verbose=0)
     stopped = bool(stop_event is not None and stop_event.is_set())
     if stopped:
-        restore_best(model, callbacks[1])
+        restore_best(model, early_stopping)
     set_encoder_trainable(model, True)
     after = evaluate_arrays(Segmenter(model, new_card), val_full)
     seconds = time.perf_counter() - started

@@ -101,8 +101,8 @@ def main(argv=None):
     arch_args = {"dropout": args.dropout}
     if args.architecture == "unet":
         arch_args.update(depth=args.depth, base_filters=args.base_filters)
-    model = build_model(args.architecture, num_classes, encoder_weights=args.encoder_weights, **arch_args) \
-        if args.architecture == "mobilenet_unet" else build_model(args.architecture, num_classes, **arch_args)
+    init_args = {"encoder_weights": args.encoder_weights} if args.architecture == "mobilenet_unet" else {}
+    model = build_model(args.architecture, num_classes, **arch_args, **init_args)  # init_args stay off the card
 
     run_dir = RUNS_DIR / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
