@@ -10,7 +10,6 @@ Prints a table and, last, one JSON line. Nothing here is a test; figures depend 
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from segdemo.data import find_pairs, load_pair  # noqa: E402
-from segdemo.finetune import FinetuneOptions, run_finetune  # noqa: E402
+from common import print_json  # noqa: E402
+
+from segdemo.data import find_pairs, load_pair
+from segdemo.finetune import FinetuneOptions, run_finetune
 
 
 def isbi_pairs(shared, count):
@@ -40,12 +41,11 @@ def binary_pets(pairs):
 
 
 def run_case(name, pairs, options):
-    epoch_ends = []
+    epoch_ends, batch_ends = [], []
     started = time.perf_counter()
 
     def on_event(kind, epoch, step, logs, model):
-        if kind == "epoch":
-            epoch_ends.append(time.perf_counter())
+        (epoch_ends if kind == "epoch" else batch_ends).append(time.perf_counter())
 
     result = run_finetune(pairs, options, on_event=on_event)
     total = time.perf_counter() - started
@@ -54,7 +54,11 @@ def run_case(name, pairs, options):
         "case": name, "pairs": len(pairs), "classes": result.card["classes"], "epochs_run": len(epoch_ends),
         "input_size": result.card["input_size"], "total_s": round(total, 1),
         "first_epoch_s": round(epoch_ends[0] - started, 1),
-        "later_epoch_s": round(per_epoch, 2), "before": result.before, "after": result.after,
+        "later_epoch_s": round(per_epoch, 2),
+        # model load + 'before' evaluation + tracing + one step; then the steady step time
+        "to_first_step_s": round(batch_ends[0] - started, 1),
+        "step_s": round(float(np.median(np.diff(batch_ends))), 3) if len(batch_ends) > 1 else None,
+        "before": result.before, "after": result.after,
         "held_out": result.val_names,
     }
 
@@ -82,10 +86,11 @@ def main():
         row = results[-1]
         before = f"{row['before']['miou']:.4f}" if row["before"] else "n/a"
         print(f"{name:18s} pairs {row['pairs']} epochs {row['epochs_run']} size {row['input_size']} | "
-              f"total {row['total_s']:6.1f}s (first epoch incl. tracing and 'before' eval {row['first_epoch_s']:.1f}s, "
+              f"total {row['total_s']:6.1f}s (to the first step, incl. model load, 'before' eval and tracing, "
+              f"{row['to_first_step_s']:.1f}s; first epoch {row['first_epoch_s']:.1f}s, "
               f"later epochs {row['later_epoch_s']:.2f}s) | held-out mIoU before {before} after "
               f"{row['after']['miou']:.4f}, pixel acc after {row['after']['pixel_acc']:.4f}", flush=True)
-    print(json.dumps(results))
+    print_json(results)
 
 
 if __name__ == "__main__":

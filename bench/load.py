@@ -11,53 +11,15 @@ Prints a table and, last, one JSON line. Loops are bounded; everything stays on 
 
 import argparse
 import io
-import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from common import percentiles, print_json, rss_mb, start_server
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(log_path):
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=open(log_path, "w"),
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("server did not start")
-
-
-def rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def segment_calls(url, image, count, latencies, errors, stop=None):
@@ -85,12 +47,6 @@ def concurrent(url, image, clients, calls):
     for thread in threads:
         thread.join()
     return latencies, errors, time.perf_counter() - started
-
-
-def percentiles(latencies):
-    values = np.asarray(latencies) * 1000
-    return {"p50_ms": round(float(np.percentile(values, 50)), 1), "p95_ms": round(float(np.percentile(values, 95)), 1),
-            "n": len(values)}
 
 
 def training_zip(path, pairs=20, size=192):
@@ -121,7 +77,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="segdemo_bench_"))
     image = work / "photo.jpg"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(image, quality=90)
-    process, url = start_server(work / "server.log")
+    process, url, _ = start_server(work / "server.log")
     results = {}
     try:
         latencies, errors, _ = concurrent(url, str(image), 1, 30)
@@ -184,7 +140,7 @@ def main():
         process.wait(timeout=30)
     for phase, figures in results.items():
         print(f"{phase:16s} " + ", ".join(f"{key} {value}" for key, value in figures.items()))
-    print(json.dumps(results))
+    print_json(results)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ BRIGHTNESS = 0.15  # in [0, 1] units
 CONTRAST = (0.8, 1.2)
 SATURATION = (0.8, 1.2)
 HUE = 0.03
+ELASTIC_GRID = 3  # the U-Net paper: random displacements on a coarse 3x3 grid ...
+ELASTIC_SIGMA = 10.0  # ... with 10 px standard deviation, interpolated bicubically to every pixel
 
 
 def random_affine_transforms(batch, height, width, flip=True, max_rotation=MAX_ROTATION_DEGREES,
@@ -64,10 +66,66 @@ def jitter_one(image):
     return tf.image.random_hue(image, HUE)
 
 
-def augment_batch(images, masks, geometric=True, color=True):
+def random_displacements(batch, height, width, grid=ELASTIC_GRID, sigma=ELASTIC_SIGMA):
+    """(B, H, W, 2) smooth per-pixel (dy, dx) displacement fields: Gaussian vectors on a coarse grid,
+    upsampled bicubically."""
+    coarse = tf.random.normal([batch, grid, grid, 2], stddev=sigma)
+    return tf.image.resize(coarse, tf.stack([height, width]), method="bicubic")
+
+
+def warp(images, displacements, interpolation):
+    """Sample (B, H, W, C) images at (y + dy, x + dx): "BILINEAR" for images, "NEAREST" for masks (no new
+    classes). Coordinates outside are mirrored back inside (like the affine transforms' REFLECT)."""
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    grid_y, grid_x = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                                 indexing="ij")
+    y = reflect(grid_y[None] + displacements[..., 0], tf.cast(height - 1, tf.float32))
+    x = reflect(grid_x[None] + displacements[..., 1], tf.cast(width - 1, tf.float32))
+    batch_index = tf.broadcast_to(tf.range(shape[0])[:, None, None], tf.shape(y))
+
+    def gather(yy, xx):
+        return tf.gather_nd(images, tf.stack([batch_index, tf.cast(yy, tf.int32), tf.cast(xx, tf.int32)], -1))
+
+    if interpolation == "NEAREST":
+        return gather(tf.round(y), tf.round(x))
+    y0, x0 = tf.floor(y), tf.floor(x)
+    y1 = tf.minimum(y0 + 1.0, tf.cast(height - 1, tf.float32))
+    x1 = tf.minimum(x0 + 1.0, tf.cast(width - 1, tf.float32))
+    wy, wx = (y - y0)[..., None], (x - x0)[..., None]
+    top = gather(y0, x0) * (1.0 - wx) + gather(y0, x1) * wx
+    bottom = gather(y1, x0) * (1.0 - wx) + gather(y1, x1) * wx
+    return top * (1.0 - wy) + bottom * wy
+
+
+def reflect(coordinates, last):
+    """Mirror coordinates into [0, last] (displacements are far smaller than the image)."""
+    coordinates = tf.abs(coordinates)
+    return tf.clip_by_value(last - tf.abs(last - coordinates), 0.0, last)
+
+
+def elastic_deform(images, masks, sigma=ELASTIC_SIGMA):
+    """The U-Net paper's elastic deformation: one smooth random field per example, applied to the image
+    (bilinear) and its mask (nearest) alike."""
+    shape = tf.shape(images)
+    displacements = random_displacements(shape[0], shape[1], shape[2], sigma=sigma)
+    warped_masks = warp(tf.cast(masks, tf.float32)[..., None], displacements, "NEAREST")[..., 0]
+    return warp(images, displacements, "BILINEAR"), tf.cast(warped_masks, masks.dtype)
+
+
+def random_crop_pair(image, mask, height, width):
+    """The same random height x width window of an (H, W, 3) image and its (H, W) mask."""
+    stacked = tf.concat([tf.cast(image, tf.float32), tf.cast(mask, tf.float32)[..., None]], axis=-1)
+    cropped = tf.image.random_crop(stacked, [height, width, 4])
+    return cropped[..., :3], tf.cast(cropped[..., 3], mask.dtype)
+
+
+def augment_batch(images, masks, geometric=True, color=True, elastic=False):
     """Augment a batch: images (B, H, W, 3) float in [0, 255], masks (B, H, W) integer class indices.
-    The same geometric transform goes to each image and its mask."""
+    The same geometric transform (and elastic deformation, when on) goes to each image and its mask."""
     images = tf.cast(images, tf.float32)
+    if elastic:
+        images, masks = elastic_deform(images, masks)
     if geometric:
         shape = tf.shape(images)
         transforms = random_affine_transforms(shape[0], shape[1], shape[2])

@@ -42,6 +42,25 @@ def class_colors(card):
     return [tuple(colors[i]) if i < len(colors) else DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count)]
 
 
+def input_wh(card):
+    """The model's input size as (width, height): cards store one int for a square input, else [w, h]."""
+    return size_wh(card["input_size"])
+
+
+def size_wh(size):
+    """An int side or a (width, height) pair -> (width, height)."""
+    if isinstance(size, (int, float)):
+        return int(size), int(size)
+    width, height = size
+    return int(width), int(height)
+
+
+def size_value(size):
+    """How a card stores a size: one int when square, else [width, height]."""
+    width, height = size_wh(size)
+    return width if width == height else [width, height]
+
+
 def format_metrics_table(metrics, class_names):
     """Markdown table of per-class IoU and Dice."""
     rows = ["| class | IoU | Dice |", "|---|---|---|"]
@@ -64,7 +83,7 @@ def card_markdown(card):
         "|---|---|",
         f"| classes | {', '.join(card['classes'])} |",
         f"| colours | {', '.join(str(tuple(c)) for c in class_colors(card))} |",
-        f"| input size | {card['input_size']}x{card['input_size']} (images are resized to it; "
+        f"| input size | {'x'.join(map(str, input_wh(card)))} (width x height; images are resized to it; "
         "predictions are resized back to the original resolution) |",
         f"| architecture | {card['architecture']} {json.dumps(card.get('architecture_args', {}))} |",
         f"| input normalisation | {card.get('normalisation', '')} |",

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from segdemo.cards import size_wh
+
 # Largest image accepted, in pixels. 12 MP photos pass; a decompression bomb is refused before decoding.
 MAX_IMAGE_PIXELS = 40_000_000
 # PIL's own guard stays as a backstop (it raises above twice this); `open_image` refuses anything above
@@ -24,7 +26,8 @@ MASK_STEM_SUFFIX = re.compile(r"[_\-. ](mask|masks|label|labels|annot|annotation
 # (image folder, mask folder, layout name) pairs of folders matched by file stem
 FOLDER_LAYOUTS = (("images", "masks", "images+masks"), ("Images", "Labels", "seed"), ("image", "label", "isbi"))
 IGNORE_INDEX = 255  # class index of pixels that count neither in the loss nor in the metrics
-MASK_ENCODINGS = ("auto", "index", "binary", "trimap", "palette")
+MASK_ENCODINGS = ("auto", "index", "binary", "trimap", "palette", "camvid")
+CAMVID_VOID = 11  # CamVid's "unlabelled" index, ignored in losses and metrics
 BINARY_THRESHOLD = 128  # grey anti-aliasing in 0/255 masks: >= this is foreground
 PALETTE_TOLERANCE = 40  # max RGB distance from a palette colour before a pixel counts as unexpected
 
@@ -146,7 +149,7 @@ def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mas
 
     encodings: index (values are class ids; 255 = ignore), binary (0/255 with grey anti-aliasing,
     thresholded at 128), trimap (Oxford pets: 1, 2, 3 -> 0, 1, 2), palette (RGB colours -> nearest palette
-    entry), auto (palette for colour masks, index when values fit the classes, else binary)."""
+    entry), camvid (index with 11 = unlabelled -> 255 ignore), auto (palette for colour masks, index when values fit the classes, else binary)."""
     if encoding not in MASK_ENCODINGS:
         raise ValueError(f"unknown mask encoding {encoding!r}; choose from {MASK_ENCODINGS}")
     mask = np.asarray(mask)
@@ -164,6 +167,8 @@ def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mas
             raise InputError(f"{name} is not an Oxford trimap: values {bad[:10]} outside 1, 2, 3")
         return (mask - 1).astype(np.uint8)
     labels = mask.astype(np.int64)
+    if encoding == "camvid":
+        labels = np.where(labels == CAMVID_VOID, IGNORE_INDEX, labels)
     valid = labels[labels != IGNORE_INDEX]
     if valid.size and (valid.min() < 0 or (num_classes and valid.max() >= num_classes)):
         values = sorted(set(np.unique(valid).tolist()) - set(range(num_classes or 256)))
@@ -288,7 +293,7 @@ def find_pairs(root, split=None):
         search = search_folders(root / "images", root / "annotations" / "trimaps", "trimap", "oxford")
         return select_split(search, root / "annotations" / f"{split}.txt" if split else None)
     if split and (root / split).is_dir() and (root / f"{split}annot").is_dir():
-        return search_folders(root / split, root / f"{split}annot", "index", "camvid")
+        return search_folders(root / split, root / f"{split}annot", "camvid", "camvid")
     if split and (root / split).is_dir():
         return find_pairs(root / split)
     for image_dir, mask_dir, layout in FOLDER_LAYOUTS:
@@ -336,20 +341,26 @@ def load_pair(pair, num_classes=None, palette=None):
 
 def resize_image(image, size):
     """HxWx3 uint8 -> size x size (or (w, h)) bilinear, uint8."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = size_wh(size)
+    if image.shape[:2] == (size[1], size[0]):
+        return image
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
 def resize_mask(mask, size):
     """HxW class indices -> size x size (or (w, h)) nearest neighbour, so no new classes appear."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = size_wh(size)
+    if mask.shape[:2] == (size[1], size[0]):
+        return mask
     return np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
 
 
 def load_resized_pairs(pairs, size, num_classes=None, palette=None):
-    """Decode pairs and resize them to size x size: (N, S, S, 3) uint8 images and (N, S, S) uint8 masks."""
-    images = np.zeros((len(pairs), size, size, 3), np.uint8)
-    masks = np.zeros((len(pairs), size, size), np.uint8)
+    """Decode pairs and resize them to size x size (or (w, h)): (N, H, W, 3) uint8 images and (N, H, W)
+    uint8 masks."""
+    width, height = size_wh(size)
+    images = np.zeros((len(pairs), height, width, 3), np.uint8)
+    masks = np.zeros((len(pairs), height, width), np.uint8)
     for index, pair in enumerate(pairs):
         image, mask = load_pair(pair, num_classes, palette)
         images[index] = resize_image(image, size)

@@ -35,6 +35,7 @@ def evaluate_arrays(segmenter, images_and_masks):
         matrix += confusion_matrix(mask, segmenter.predict(image).labels, num_classes)
         count += 1
     result = metrics_from_confusion(matrix, segmenter.classes)
+    result["pixel_error"] = round(1.0 - result["pixel_acc"], 4) if result["pixel_acc"] is not None else None
     result.update(images=count, seconds=round(time.perf_counter() - started, 1))
     return result
 
@@ -46,6 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--split", default=None, help="split name, e.g. test")
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image's prediction")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs")
+    parser.add_argument("--names", nargs="*", default=None, help="evaluate only the pairs with these names")
     parser.add_argument("--update-card", action="store_true", help="store the result in the model's card")
     return parser.parse_args(argv)
 
@@ -57,6 +59,8 @@ def main(argv=None):
 
     segmenter = get_segmenter(args.model, tta=args.tta)
     pairs = find_pairs(args.data, args.split).pairs
+    if args.names is not None:
+        pairs = [pair for pair in pairs if pair.name in set(args.names)]
     if args.limit:
         pairs = pairs[: args.limit]
     result = {"model": args.model, "data": args.data, "split": args.split, "tta": args.tta}

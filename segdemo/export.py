@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from segdemo import cards
+from segdemo.cards import size_wh
 
 
 def export_tflite(model, input_size, path):
@@ -23,7 +24,8 @@ def export_tflite(model, input_size, path):
     Goes through a SavedModel export (Keras 3's supported route to the converter)."""
     import keras
 
-    image = keras.Input((input_size, input_size, 3), batch_size=1, name="image")
+    width, height = size_wh(input_size)
+    image = keras.Input((height, width, 3), batch_size=1, name="image")
     fixed = keras.Model(image, model(image), name=f"{model.name}_fixed")
     with tempfile.TemporaryDirectory() as saved:
         fixed.export(saved, format="tf_saved_model", verbose=False)
@@ -37,7 +39,7 @@ def export_tflite(model, input_size, path):
 
 
 def tflite_predict(path, image):
-    """Run a TFLite model on one (S, S, 3) image in 0..255; returns (S, S, C) logits."""
+    """Run a TFLite model on one (h, w, 3) image in 0..255 at its input size; returns (h, w, C) logits."""
     interpreter = tf.lite.Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))

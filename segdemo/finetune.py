@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from segdemo import cards
+from segdemo.cards import size_value, size_wh
 from segdemo.data import InputError, resize_image, resize_mask
 from segdemo.losses import LOSSES
 
@@ -160,7 +161,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
         extra = [int(v) for v in labels if v >= num_classes and v != 255]
         if extra:
             raise InputError(f"{name}: mask has class values {extra} but only {num_classes} classes are defined")
-    size = options.input_size or int(base_card["input_size"])
+    size = size_wh(options.input_size or base.size)
     train_idx, val_idx = split_pairs(len(pairs_data), options.val_share, options.seed)
     train_arrays = resize_pairs([pairs_data[i][1:] for i in train_idx], size)
     val_arrays = resize_pairs([pairs_data[i][1:] for i in val_idx], size)
@@ -176,13 +177,13 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
         "colors": base_card.get("colors") if same_classes else
         [list(c) for c in cards.DEFAULT_COLORS[:num_classes]],
         "default_class": base_card.get("default_class") if same_classes else classes[-1],
-        "input_size": size,
+        "input_size": size_value(size),
         "base_model": base_card["name"],
         "date": datetime.date.today().isoformat(),
     }
     before = None
     if same_classes:  # the base model scored on the same held-out pairs, at the same input size
-        scorer = base if size == base.size else Segmenter(base.model, {**base_card, "input_size": size})
+        scorer = base if size == base.size else Segmenter(base.model, {**base_card, "input_size": size_value(size)})
         before = evaluate_arrays(scorer, val_full)
 
     model = finetune_model(load_keras_model(resolve_model_path(options.base)), same_classes, num_classes)

@@ -23,6 +23,17 @@ def bundled_models():
     return models
 
 
+def default_model_name(models):
+    """The model a page opens with: `DEFAULT_MODEL` when served, else the first."""
+    return DEFAULT_MODEL if DEFAULT_MODEL in models else next(iter(models))
+
+
+def model_choices(extra=()):
+    """(label, name) pairs for model dropdowns: each served model's card title, then `extra` names."""
+    choices = [(load_card(path).get("title", name), name) for name, path in bundled_models().items()]
+    return choices + [(name, name) for name in extra]
+
+
 @functools.lru_cache(maxsize=1)
 def resolved_hub_models():
     """The Hub model, fetched once per process (bounded wait, falls back to {} with a log line)."""

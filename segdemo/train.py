@@ -20,7 +20,7 @@ import numpy as np
 
 from segdemo import cards
 from segdemo.data import find_pairs, load_resized_pairs
-from segdemo.losses import LOSSES
+from segdemo.losses import LOSSES, median_frequency_weights
 
 CACHE_DIR = Path("cache")
 RUNS_DIR = Path("runs")
@@ -36,12 +36,18 @@ def parse_args(argv=None):
     parser.add_argument("--classes", nargs="+", required=True, help="class names, index order")
     parser.add_argument("--colors", nargs="*", default=None, help="class colours as r,g,b")
     parser.add_argument("--default-class", default=None, help="class shown in the probability map first")
+    parser.add_argument("--examples", nargs="*", default=None, help="files under examples/ shown with the model")
     parser.add_argument("--architecture", default="mobilenet_unet", choices=["mobilenet_unet", "unet"])
     parser.add_argument("--encoder-weights", default=None, help="MobileNetV2 .h5 to initialise the encoder")
     parser.add_argument("--depth", type=int, default=4, help="classic U-Net levels")
     parser.add_argument("--base-filters", type=int, default=32, help="classic U-Net first-level filters")
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--input-size", type=int, default=192)
+    parser.add_argument("--input-size", type=parse_size, default=192,
+                        help="served input size: one side (square) or WIDTHxHEIGHT, multiples of 32")
+    parser.add_argument("--crop", type=parse_size, default=None,
+                        help="train on random crops of this size (side or WIDTHxHEIGHT) of the resized images")
+    parser.add_argument("--class-weights", default="none", choices=["none", "median"],
+                        help="median: median-frequency class weights (SegNet) in the cross-entropy")
     parser.add_argument("--frozen-epochs", type=int, default=5, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=40, help="epochs with everything trainable")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate, frozen stage")
@@ -49,11 +55,22 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--loss", default="ce_dice", choices=LOSSES)
     parser.add_argument("--val-share", type=float, default=0.1, help="share of pairs held out for selection")
+    parser.add_argument("--val-split", default=None, help="a split used for selection instead of --val-share")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--elastic", action="store_true", help="add the U-Net paper's elastic deformation")
+    parser.add_argument("--exclude", nargs="*", default=(), help="pair names kept out of training (a test set)")
     parser.add_argument("--threads", type=int, default=0, help="bound TensorFlow CPU threads (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output .keras path; the card is written beside it")
     return parser.parse_args(argv)
+
+
+def parse_size(text):
+    """'192' -> 192; '480x352' -> (480, 352) (width, height)."""
+    parts = [int(part) for part in str(text).lower().split("x")]
+    if len(parts) not in (1, 2) or min(parts) < 32 or any(part % 32 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one side or WIDTHxHEIGHT, multiples of 32")
+    return parts[0] if len(parts) == 1 or parts[0] == parts[1] else tuple(parts)
 
 
 def cached_arrays(pairs, size, num_classes):
@@ -85,17 +102,26 @@ def main(argv=None):
 
     from segdemo.models import build_model, set_encoder_trainable
     from segdemo.registry import save_keras_model
-    from segdemo.training import EpochState, fit
+    from segdemo.training import EpochState, class_pixel_counts, fit
 
     keras.utils.set_random_seed(args.seed)
     started = time.time()
-    pairs = find_pairs(args.data, args.split).pairs
+    pairs = [pair for pair in find_pairs(args.data, args.split).pairs if pair.name not in set(args.exclude)]
     num_classes = len(args.classes)
     images, masks = cached_arrays(pairs, args.input_size, num_classes)
-    train_idx, val_idx = split_indices(len(pairs), args.val_share, args.seed)
+    if args.val_split:
+        train_idx, val_idx = np.arange(len(pairs)), np.arange(0)
+        val_data = cached_arrays(find_pairs(args.data, args.val_split).pairs, args.input_size, num_classes)
+    else:
+        train_idx, val_idx = split_indices(len(pairs), args.val_share, args.seed)
+        val_data = (images[val_idx], masks[val_idx]) if len(val_idx) else None
     train_data = (images[train_idx], masks[train_idx])
-    val_data = (images[val_idx], masks[val_idx]) if len(val_idx) else None
-    print(f"{len(pairs)} pairs: {len(train_idx)} train, {len(val_idx)} validation; loaded in "
+    val_count = len(val_data[0]) if val_data is not None else 0
+    class_weights = None
+    if args.class_weights == "median":
+        class_weights = median_frequency_weights(class_pixel_counts(train_data[1], num_classes))
+        print("class weights:", dict(zip(args.classes, np.round(class_weights, 3).tolist())), flush=True)
+    print(f"{len(train_idx)} train pairs, {val_count} validation; loaded in "
           f"{time.time() - started:.0f}s", flush=True)
 
     arch_args = {"dropout": args.dropout}
@@ -129,8 +155,9 @@ def main(argv=None):
             callbacks.append(keras.callbacks.ModelCheckpoint(best_path, monitor="val_loss", save_best_only=True,
                                                              save_weights_only=True))
         print(f"stage {stage}: {epochs} epochs at lr {learning_rate}", flush=True)
-        fit(model, train_data, val_data, epochs, learning_rate, loss=args.loss, batch_size=args.batch_size,
-            augment=not args.no_augment, callbacks=callbacks, initial_epoch=initial,
+        fit(model, train_data, val_data, epochs, learning_rate, loss=args.loss, class_weights=class_weights,
+            batch_size=args.batch_size, augment=not args.no_augment, callbacks=callbacks, initial_epoch=initial,
+            crop=cards.size_wh(args.crop) if args.crop else None, elastic=args.elastic,
             warmup_epochs=1 if stage == "full" and args.architecture == "mobilenet_unet" else 0)
 
     if best_path.exists():
@@ -148,7 +175,8 @@ def main(argv=None):
         "classes": args.classes,
         "colors": [[int(v) for v in c.split(",")] for c in args.colors] if args.colors else None,
         "default_class": args.default_class or args.classes[0],
-        "input_size": args.input_size,
+        **({"examples": args.examples} if args.examples else {}),
+        "input_size": cards.size_value(args.input_size),
         "architecture": args.architecture,
         "architecture_args": arch_args,
         "normalisation": "inside the model: RGB 0..255 -> [-1, 1] (Rescaling layer)",
@@ -156,13 +184,17 @@ def main(argv=None):
         "date": datetime.date.today().isoformat(),
         "training": {
             "command": "python -m segdemo.train " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "data": f"{args.data} split {args.split or 'all'}: {len(train_idx)} train, {len(val_idx)} validation",
+            "data": f"{args.data} split {args.split or 'all'}: {len(train_idx)} train, {val_count} validation"
+                    + (f" (split {args.val_split})" if args.val_split else ""),
             "encoder_init": args.encoder_weights or "random",
             "recipe": f"{args.frozen_epochs if args.architecture != 'unet' else 0} epochs encoder frozen "
                       f"(Adam {args.lr}), {args.epochs} epochs all layers (Adam, cosine from "
                       f"{args.finetune_lr if args.architecture != 'unet' else args.lr}), loss {args.loss}, "
-                      f"batch {args.batch_size}, augmentation "
-                      f"{'off' if args.no_augment else 'flip/rotate/zoom/shift + colour jitter'}; "
+                      f"class weights {args.class_weights}, batch {args.batch_size}"
+                      f"{f', random {args.crop} crops' if args.crop else ''}, augmentation "
+                      f"{'off' if args.no_augment else 'flip/rotate/zoom/shift + colour jitter'}"
+                      f"{' + elastic deformation' if args.elastic and not args.no_augment else ''}"
+                      f"{f'; held out of training: {len(args.exclude)} pairs' if args.exclude else ''}; "
                       "weights with the best validation loss kept",
             "wall_time_minutes": round(wall / 60, 1),
         },

@@ -13,7 +13,10 @@ from segdemo.data import (
     find_pairs,
     load_image,
     load_pair,
+    load_resized_pairs,
     match_by_stem,
+    resize_image,
+    resize_mask,
 )
 
 
@@ -209,3 +212,23 @@ def test_duplicate_stems_pair_once(tmp_path):
     images = [tmp_path / "a.jpg", tmp_path / "a.png"]
     pairs, unpaired_images, _ = match_by_stem(images, [tmp_path / "masks" / "a.png"])
     assert len(pairs) == 1 and unpaired_images == [tmp_path / "a.png"]
+
+
+def test_camvid_layout_ignores_unlabelled(tmp_path):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "testannot").mkdir()
+    Image.new("RGB", (6, 4)).save(tmp_path / "test" / "f001.png")
+    Image.fromarray(np.array([[0, 3, 10, 11, 11, 5]] * 4, np.uint8)).save(tmp_path / "testannot" / "f001.png")
+    search = find_pairs(tmp_path, "test")
+    assert search.layout == "camvid"
+    _, mask = load_pair(search.pairs[0], num_classes=11)
+    assert mask[0].tolist() == [0, 3, 10, 255, 255, 5]  # 11 = unlabelled -> ignore
+
+
+def test_non_square_resizing_and_loading(tmp_path):
+    write_pair(tmp_path / "images", tmp_path / "masks", "a", size=(8, 6))
+    images, masks = load_resized_pairs(find_pairs(tmp_path).pairs, (64, 32), num_classes=2)
+    assert images.shape == (1, 32, 64, 3) and masks.shape == (1, 32, 64)
+    assert resize_image(np.zeros((6, 8, 3), np.uint8), (16, 12)).shape == (12, 16, 3)
+    same = np.zeros((12, 16), np.uint8)
+    assert resize_mask(same, (16, 12)) is same  # already the size: no copy

@@ -33,6 +33,15 @@ def test_any_size_maps_back_to_original_resolution(tiny_segmenter, height, width
     np.testing.assert_allclose(prediction.probs.sum(-1), 1.0, atol=1e-4)
 
 
+def test_non_square_input_size():
+    card = {**TINY_CARD, "input_size": [64, 32]}  # width x height
+    segmenter = Segmenter(build_unet(2, depth=2, base_filters=4), card).warm_up()
+    assert segmenter.size == (64, 32)
+    prediction = segmenter.predict(np.zeros((360, 480, 3), np.uint8))
+    assert prediction.labels.shape == (360, 480) and prediction.probs.shape == (32, 64, 2)
+    assert segmenter._compiled.experimental_get_tracing_count() == 1
+
+
 def test_one_trace_for_all_sizes(tiny_segmenter):
     for shape in [(5, 7, 3), (64, 20, 3), (100, 100, 3)]:
         tiny_segmenter.predict(np.zeros(shape, np.uint8))

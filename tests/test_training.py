@@ -1,5 +1,6 @@
 """The training loop and the train / evaluate commands, end to end on a small generated dataset."""
 
+import argparse
 import json
 
 import numpy as np
@@ -71,3 +72,39 @@ def test_train_and_evaluate_commands(tmp_path, monkeypatch, capsys, rng):
     assert set(result) >= {"pixel_acc", "miou", "per_class_iou", "mdice", "images", "seconds"}
     assert json.loads(out.with_suffix(".json").read_text())["metrics"]["all"]["miou"] == result["miou"]
     assert "## Metrics: all" in out.with_suffix(".md").read_text()
+
+
+def test_train_options_for_street_and_membranes(tmp_path, monkeypatch, capsys, rng):
+    """Non-square input, random crops, class weights, elastic deformation, a held-out set kept out of
+    training and evaluated by name."""
+    images, masks = square_pairs(10, 64, rng)
+    write_dataset(tmp_path / "data", images, masks)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "model" / "wide.keras"
+    held_out = ["pair8", "pair9"]
+    train.main(["--data", "data", "--name", "wide", "--classes", "background", "square",
+                "--architecture", "unet", "--depth", "2", "--base-filters", "8", "--input-size", "64x32",
+                "--crop", "32", "--class-weights", "median", "--elastic", "--exclude", *held_out,
+                "--val-share", "0", "--epochs", "2", "--batch-size", "4", "--examples", "x.png", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "8 train pairs, 0 validation" in printed and "class weights" in printed
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["input_size"] == [64, 32] and card["examples"] == ["x.png"]
+    assert "elastic" in card["training"]["recipe"] and "median" in card["training"]["recipe"]
+    assert "held out of training: 2 pairs" in card["training"]["recipe"]
+    assert "64x32 (width x height" in out.with_suffix(".md").read_text()
+
+    evaluate.main(["--model", str(out), "--data", "data", "--names", *held_out])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["images"] == 2 and result["pixel_error"] == pytest.approx(1 - result["pixel_acc"], abs=1e-4)
+
+
+@pytest.mark.parametrize("text,expected", [("192", 192), ("480x352", (480, 352)), ("64x64", 64)])
+def test_parse_size(text, expected):
+    assert train.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["100", "480x360", "0", "axb"])
+def test_parse_size_refuses_bad_sizes(text):
+    with pytest.raises((ValueError, argparse.ArgumentTypeError)):
+        train.parse_size(text)

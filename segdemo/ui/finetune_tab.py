@@ -34,7 +34,7 @@ from segdemo.finetune_worker import write_job
 from segdemo.hub import build_push_folder, push_folder
 from segdemo.inference import Segmenter, colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
-from segdemo.registry import DEFAULT_MODEL, bundled_models, load_keras_model
+from segdemo.registry import bundled_models, default_model_name, load_keras_model, model_choices
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
     FINETUNED_CHOICE,
@@ -324,25 +324,23 @@ def push_finetuned(repo_id, token, request: gr.Request = None):
 @user_errors
 def use_finetuned(use, request: gr.Request = None):
     """Point this session's Segment tab at its fine-tuned model (or back to the bundled default)."""
-    models = list(bundled_models())
     if use and FINETUNED_MODELS.get(session_key(request)) is None:
         raise InputError("Train a model first: there is no fine-tuned model in this session yet.")
     if use:
-        return gr.Dropdown(choices=models + [FINETUNED_CHOICE], value=FINETUNED_CHOICE)
-    return gr.Dropdown(choices=models, value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0])
+        return gr.Dropdown(choices=model_choices([FINETUNED_CHOICE]), value=FINETUNED_CHOICE)
+    return gr.Dropdown(choices=model_choices(), value=default_model_name(bundled_models()))
 
 
 def build_finetune_tab(model_choice):
     """Lay out the tab; `model_choice` is the Segment tab's model dropdown (switched by 'use this model')."""
-    models = list(bundled_models())
     defaults = FinetuneOptions()
     gr.Markdown(HOW_TO)
     with gr.Row():
         files = gr.File(label="Image/mask pairs (ZIP or images + masks)", file_count="multiple",
                         file_types=[".zip", "image"], elem_id="finetune-files", scale=2)
         with gr.Column(scale=1):
-            base = gr.Dropdown(models, value=DEFAULT_MODEL if DEFAULT_MODEL in models else models[0],
-                               label="Base model")
+            base = gr.Dropdown(model_choices(), value=default_model_name(bundled_models()), label="Base model",
+                               info="Any bundled model can be the starting point")
             class_mode = gr.Radio([KEEP_CLASSES, NEW_CLASSES], value=KEEP_CLASSES, label="Classes")
             class_names = gr.Textbox(value=", ".join(BINARY_CLASSES), label="New class names (index order)",
                                      info="Used with 'define new classes'; the model's head is re-initialised")

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from segdemo.cards import class_colors
+from segdemo.cards import class_colors, load_card
 from segdemo.data import InputError, load_image, resize_image, resize_mask
 from segdemo.inference import (
     class_areas,
@@ -18,7 +18,7 @@ from segdemo.inference import (
     overlay,
     probability_map,
 )
-from segdemo.registry import DEFAULT_MODEL, bundled_models, get_segmenter
+from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, get_segmenter, model_choices
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
@@ -32,6 +32,7 @@ from segdemo.ui.sessions import (
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
 PNG_COMPRESS_LEVEL = 1  # masks compress well even at level 1, and it is several times faster than the default
+STEPS = ("decode", "preprocess", "model", "postprocess", "encode")  # the handler's timed steps, in order
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -44,8 +45,9 @@ class SegmentResult:
     display_labels: np.ndarray
     prediction: object
     mask_file: str
-    info: str
+    notes: list
     areas: dict
+    seconds: dict  # decode, preprocess, model, postprocess, encode
 
 
 def display_size(width, height):
@@ -71,27 +73,27 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     image = load_image(image_source)
     decoded = time.perf_counter()
     prediction = segmenter.predict(image)
+    predicted = time.perf_counter()
     height, width = image.shape[:2]
     size = display_size(width, height)
-    if size == (width, height):
-        display_image, display_labels = image, prediction.labels
-    else:
-        display_image, display_labels = resize_image(image, size), resize_mask(prediction.labels, size)
+    display_image, display_labels = resize_image(image, size), resize_mask(prediction.labels, size)
+    areas = class_areas(prediction.labels, segmenter.classes)
+    postprocessed = time.perf_counter()
     stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
     mask_file = write_png(prediction.labels, request_folder(key), f"{stem}_classes")  # pixel value = class
-    notes = [f"{width}×{height} px, resized to {segmenter.size}×{segmenter.size} for the model; "
+    notes = [f"{width}×{height} px, resized to {segmenter.size[0]}×{segmenter.size[1]} for the model; "
              "the mask is mapped back to the original size"]
     if size != (width, height):
         notes.append(f"shown at {size[0]}×{size[1]}; the downloaded mask is full size")
-    seconds = {"decode": decoded - started, **prediction.seconds, "total": time.perf_counter() - started}
-    info = (f"**{segmenter.card.get('title', model_name)}** on {describe_device()} · model "
-            f"{seconds['model'] * 1000:.0f} ms · total {seconds['total'] * 1000:.0f} ms  \n" + "; ".join(notes))
-    return SegmentResult(segmenter, display_image, display_labels, prediction, mask_file, info,
-                         class_areas(prediction.labels, segmenter.classes))
+    seconds = {"decode": decoded - started, **prediction.seconds,
+               "postprocess": postprocessed - predicted, "encode": time.perf_counter() - postprocessed}
+    return SegmentResult(segmenter, display_image, display_labels, prediction, mask_file, notes, areas, seconds)
 
 
 def render(result, class_name, opacity, key):
-    """PNG paths of (colour mask, probability map, overlay) for a result, a class and an opacity."""
+    """PNG paths of (colour mask, probability map, overlay) for a result, a class and an opacity; adds the
+    time it took to `result.seconds` (postprocess: drawing, encode: PNG files)."""
+    started = time.perf_counter()
     segmenter = result.segmenter
     color_mask = colorize(result.display_labels, segmenter.palette)
     classes = segmenter.classes
@@ -99,9 +101,23 @@ def render(result, class_name, opacity, key):
     height, width = result.display_labels.shape
     prob = probability_map(result.prediction.probs, class_index, (width, height))
     blended = overlay(result.display_image, color_mask, opacity)
+    drawn = time.perf_counter()
     folder = request_folder(key)
-    return tuple(write_png(array, folder, name) for array, name in
-                 ((color_mask, "class_mask"), (prob, f"probability_{classes[class_index]}"), (blended, "overlay")))
+    paths = tuple(write_png(array, folder, name) for array, name in
+                  ((color_mask, "class_mask"), (prob, f"probability_{classes[class_index]}"), (blended, "overlay")))
+    result.seconds["postprocess"] += drawn - started
+    result.seconds["encode"] += time.perf_counter() - drawn
+    return paths
+
+
+def timing_note(result, model_name):
+    """The info line: model, device, and where the handler's time went."""
+    seconds = result.seconds
+    total = sum(seconds.values())
+    steps = " · ".join(f"{step} {seconds[step] * 1000:.0f}" for step in STEPS)
+    return (f"**{result.segmenter.card.get('title', model_name)}** on {describe_device()} · model "
+            f"{seconds['model'] * 1000:.0f} ms · total {total * 1000:.0f} ms ({steps} ms)  \n"
+            + "; ".join(result.notes))
 
 
 def default_class(segmenter):
@@ -116,9 +132,9 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     mask PNG (pixel value = class index, full resolution)."""
     key = session_key(request)
     result = run_segmentation(image, model_name, key)
-    RESULTS.put(key, result)
     color_mask, prob, blended = render(result, probability_class, opacity, key)
-    return color_mask, prob, blended, result.areas, result.info, result.mask_file
+    RESULTS.put(key, result)
+    return color_mask, prob, blended, result.areas, timing_note(result, model_name), result.mask_file
 
 
 @user_errors
@@ -143,29 +159,45 @@ def legend_html(card):
     return f'<div class="segdemo-legend"><b>Legend:</b> {items}</div>'
 
 
-@user_errors
-def select_model(model_name, image, opacity, request: gr.Request = None):
-    """Switch model: update the class choices and the legend, and re-run on the current image."""
-    segmenter = segmenter_for(model_name, session_key(request))
-    choices = gr.Dropdown(choices=segmenter.classes, value=default_class(segmenter))
-    legend = legend_html(segmenter.card)
-    if not image:
-        return choices, legend, *[gr.skip()] * 6
-    return choices, legend, *segment(image, model_name, default_class(segmenter), opacity, request)
+def select_model(model_names):
+    """The handler of a model switch: update the class choices, the legend and the examples shown, and
+    re-run on the current image. `model_names` lists the models that have an examples group, in order."""
+
+    @user_errors
+    def handler(model_name, image, opacity, request: gr.Request = None):
+        segmenter = segmenter_for(model_name, session_key(request))
+        choices = gr.Dropdown(choices=segmenter.classes, value=default_class(segmenter))
+        shown = examples_model(segmenter.card, model_names)
+        groups = [gr.Column(visible=name == shown) for name in model_names]
+        outputs = segment(image, model_name, default_class(segmenter), opacity, request) if image else [gr.skip()] * 6
+        return choices, legend_html(segmenter.card), *groups, *outputs
+
+    return handler
 
 
-def example_images():
-    return [[str(path)] for path in sorted(EXAMPLES_DIR.glob("*.png"))]
+def examples_model(card, model_names):
+    """Whose examples go with a model: its own, or for a fine-tuned model its base model's."""
+    for name in (card.get("name"), card.get("base_model")):
+        if name in model_names:
+            return name
+    return model_names[0]
+
+
+def example_images(card):
+    """The example files a card lists (under examples/), or every example when it lists none."""
+    listed = card.get("examples")
+    paths = [EXAMPLES_DIR / name for name in listed] if listed else sorted(EXAMPLES_DIR.glob("*.png"))
+    return [[str(path)] for path in paths if path.is_file()]
 
 
 def build_segment_tab(demo):
     """Lay out the tab inside an open `gr.Blocks` and wire its events. Returns the model dropdown (the
     Fine-tune tab switches it to the session's fine-tuned model)."""
-    models = list(bundled_models())
-    model_name = DEFAULT_MODEL if DEFAULT_MODEL in models else models[0]
-    segmenter = get_segmenter(model_name)
+    models = bundled_models()
+    model_name = default_model_name(models)
+    segmenter = get_segmenter(model_name)  # the others load on first use
     with gr.Row():
-        model_choice = gr.Dropdown(models, value=model_name, label="Model", scale=1)
+        model_choice = gr.Dropdown(model_choices(), value=model_name, label="Model", scale=1)
         class_choice = gr.Dropdown(segmenter.classes, value=default_class(segmenter),
                                    label="Probability map of class", scale=1)
         opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", scale=2)
@@ -182,7 +214,12 @@ def build_segment_tab(demo):
             areas = gr.Label(label="Share of the image per class", show_heading=False, elem_id="class-areas")
             info = gr.Markdown(f"Device: {describe_device()}", elem_id="segment-info")
             mask_file = gr.File(label="Class-index mask (PNG, pixel value = class index)", interactive=False)
-    gr.Examples(example_images(), inputs=[image], label="Examples (CC0 / public domain, see examples/SOURCES.md)")
+    example_groups = []
+    for name, path in models.items():  # one group per model; the selected model's is visible
+        with gr.Column(visible=name == model_name) as group:
+            gr.Examples(example_images(load_card(path)), inputs=[image],
+                        label=f"Examples for {name} (free to redistribute, see examples/SOURCES.md)")
+        example_groups.append(group)
 
     outputs = [color_mask, prob, blended, areas, info, mask_file]
     image.change(segment, [image, model_choice, class_choice, opacity], outputs, api_name="segment",
@@ -190,7 +227,7 @@ def build_segment_tab(demo):
     for control in (class_choice, opacity):
         control.change(rerender, [class_choice, opacity], [prob, blended], api_visibility="undocumented",
                        concurrency_limit=4)
-    model_choice.change(select_model, [model_choice, image, opacity], [class_choice, legend, *outputs],
-                        api_visibility="undocumented")
+    model_choice.change(select_model(list(models)), [model_choice, image, opacity],
+                        [class_choice, legend, *example_groups, *outputs], api_visibility="undocumented")
     demo.unload(forget_session)  # registered once, here: it clears every tab's session state
     return model_choice

@@ -1,0 +1,96 @@
+"""What the benchmark scripts share: a server on a free loopback port, timing loops, percentiles, memory
+readings, and the output format (a table, then one JSON line)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(log_path, script="app.py"):
+    """Start `script` (a Gradio app) on a free loopback port; returns (process, url, seconds until the page
+    answered)."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, script], cwd=ROOT, env=env, stdout=open(log_path, "w"),
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(1200):
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url, time.perf_counter() - started
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not start; see {log_path}")
+
+
+def rss_mb(pid=None, peak=False):
+    """Resident memory of a process in MB (VmHWM, the peak, with `peak`)."""
+    field = "VmHWM:" if peak else "VmRSS:"
+    for line in Path(f"/proc/{pid or os.getpid()}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentiles(seconds):
+    values = np.asarray(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(values, 50)), 2), "p95_ms": round(float(np.percentile(values, 95)), 2),
+            "n": len(values)}
+
+
+def time_calls(function, runs, warmup=3):
+    """Seconds of each of `runs` calls of `function()`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        function()
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def print_table(rows, columns):
+    """Rows (dicts) as an aligned text table of `columns`."""
+    cells = [[str(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths)))
+    for line in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)))
+
+
+def print_json(result):
+    """The last line of every benchmark: its figures as one JSON object."""
+    print(json.dumps(result), flush=True)
+
+
+def seed_color3(labels, colors):
+    """The seeds' way of colouring a mask (seed 000's `color3`): a Python loop over every pixel."""
+    height, width = labels.shape
+    rgb = np.zeros((height, width, 3), np.uint8)
+    for y in range(height):
+        for x in range(width):
+            rgb[y, x] = colors[labels[y, x]]
+    return rgb

@@ -1,0 +1,99 @@
+"""Model speed at the served input size: the serving path against the seeds' way, in one process.
+
+    python bench/model_speed.py [--model pets] [--runs 200] [--batch 8]
+
+Rows (one image at the model's input size, so no resizing is timed):
+- seeds' way: `model.predict` on one image, argmax, a Python loop colouring the mask (seed 000's `color3`)
+- tf.function: one traced function calling the Keras model (weights as variables), argmax, table colouring
+- serving: `Segmenter.predict` as the app calls it (frozen graph: BatchNorm folded into the convolutions)
+- serving bfloat16: the same with the model rebuilt under Keras' mixed_bfloat16 policy (an experiment)
+and batch throughput (images/s) of `model.predict` vs the frozen graph on batches of --batch.
+Prints a table, then one JSON line. Ratios are against the seeds' way measured in this run.
+"""
+
+import argparse
+import os
+
+from common import percentiles, print_json, print_table, seed_color3, time_calls
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="pets")
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from segdemo.data import load_image, resize_image
+    from segdemo.inference import Segmenter, colorize, describe_device
+    from segdemo.registry import get_segmenter
+
+    segmenter = get_segmenter(args.model)
+    model, (width, height) = segmenter.model, segmenter.size
+    colors = segmenter.palette
+    image = resize_image(load_image("examples/chelsea_cat.png"), segmenter.size)
+    batch = tf.constant(image[None].astype(np.float32))
+
+    def seeds_way():
+        labels = model.predict(image[None].astype(np.float32), verbose=0)[0].argmax(-1)
+        return seed_color3(labels, colors)
+
+    traced = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1))
+
+    def variables_way():
+        return colorize(traced(batch).numpy()[0].astype(np.uint8), colors)
+
+    def serving():
+        return colorize(segmenter.predict(image).labels, colors)
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    bf16_model = keras.Model.from_config(model.get_config())
+    keras.mixed_precision.set_global_policy("float32")
+    bf16_model.set_weights(model.get_weights())
+    bf16 = Segmenter(bf16_model, segmenter.card)
+
+    def serving_bf16():
+        return colorize(bf16.predict(image).labels, colors)
+
+    rows, result = [], {"model": args.model, "device": describe_device(), "input": f"{width}x{height}"}
+    reference = serving()
+    for name, function in [("seeds' way (predict + loop colouring)", seeds_way),
+                           ("tf.function, weights as variables", variables_way),
+                           ("serving (frozen graph)", serving),
+                           ("serving, bfloat16 (experiment)", serving_bf16)]:
+        agreement = float((function() == reference).all(-1).mean())
+        runs = args.runs if "seeds" not in name else max(20, args.runs // 10)
+        stats = percentiles(time_calls(function, runs))
+        rows.append({"path": name, **stats, "agrees_with_serving": round(agreement, 4)})
+    seeds_p50 = rows[0]["p50_ms"]
+    for row in rows:
+        row["speedup_vs_seeds"] = round(seeds_p50 / row["p50_ms"], 1)
+    result["per_image"] = rows
+
+    images = np.repeat(image[None], args.batch, axis=0).astype(np.float32)
+    frozen_batch = convert_variables_to_constants_v2(
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            tf.TensorSpec([args.batch, height, width, 3], tf.float32)))
+    predict_s = time_calls(lambda: model.predict(images, verbose=0), 10)
+    frozen_s = time_calls(lambda: frozen_batch(tf.constant(images))[0].numpy(), 20)
+    result["batch_throughput_images_per_s"] = {
+        "batch": args.batch,
+        "model.predict": round(args.batch / float(np.median(predict_s)), 1),
+        "frozen graph": round(args.batch / float(np.median(frozen_s)), 1),
+    }
+    print(f"{args.model} at {width}x{height} on {describe_device()}")
+    print_table(rows, ["path", "p50_ms", "p95_ms", "n", "speedup_vs_seeds", "agrees_with_serving"])
+    print(f"batch of {args.batch}: model.predict {result['batch_throughput_images_per_s']['model.predict']} "
+          f"images/s, frozen graph {result['batch_throughput_images_per_s']['frozen graph']} images/s")
+    print_json(result)
+
+
+if __name__ == "__main__":
+    main()
