@@ -46,8 +46,10 @@ def parse_args(argv=None):
                         help="served input size: one side (square) or WIDTHxHEIGHT, multiples of 32")
     parser.add_argument("--crop", type=parse_size, default=None,
                         help="train on random crops of this size (side or WIDTHxHEIGHT) of the resized images")
-    parser.add_argument("--class-weights", default="none", choices=["none", "median"],
-                        help="median: median-frequency class weights (SegNet) in the cross-entropy")
+    parser.add_argument("--class-weights", default="none", choices=["none", "median", "sqrt_median"],
+                        help="median: median-frequency class weights (SegNet) in the cross-entropy; "
+                             "sqrt_median: their square roots (milder)")
+    parser.add_argument("--note", action="append", default=[], help="a line for the model card (repeatable)")
     parser.add_argument("--frozen-epochs", type=int, default=5, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=40, help="epochs with everything trainable")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate, frozen stage")
@@ -118,8 +120,10 @@ def main(argv=None):
     train_data = (images[train_idx], masks[train_idx])
     val_count = len(val_data[0]) if val_data is not None else 0
     class_weights = None
-    if args.class_weights == "median":
+    if args.class_weights in ("median", "sqrt_median"):
         class_weights = median_frequency_weights(class_pixel_counts(train_data[1], num_classes))
+        if args.class_weights == "sqrt_median":
+            class_weights = np.sqrt(class_weights)
         print("class weights:", dict(zip(args.classes, np.round(class_weights, 3).tolist())), flush=True)
     print(f"{len(train_idx)} train pairs, {val_count} validation; loaded in "
           f"{time.time() - started:.0f}s", flush=True)
@@ -199,6 +203,7 @@ def main(argv=None):
             "wall_time_minutes": round(wall / 60, 1),
         },
         "metrics": {},
+        **({"notes": args.note} if args.note else {}),
     }
     cards.save_card(card, out)
     print(json.dumps({"model": str(out), "wall_time_minutes": card["training"]["wall_time_minutes"]}))

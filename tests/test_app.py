@@ -7,6 +7,9 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from segdemo.cards import class_colors, input_wh, load_card
+from segdemo.registry import bundled_models
+
 
 @pytest.fixture(scope="module")
 def client(app_url):
@@ -35,6 +38,21 @@ def test_segment_returns_pngs_with_class_colours(client):
     shares = {item["label"]: item["confidence"] for item in areas["confidences"]}
     assert set(shares) == {"pet", "background", "border"} and shares["pet"] > 0.5
     assert "CPU" in info or "GPU" in info
+
+
+@pytest.mark.parametrize("name", list(bundled_models()))
+def test_every_bundled_model_serves_its_examples_with_its_card_colours(client, name):
+    card = load_card(bundled_models()[name])
+    example = f"examples/{card.get('examples', ['chelsea_cat.png'])[0]}"
+    color_path, _, _, areas, info, mask_path = client.predict(
+        handle_file(example), name, card["default_class"], 0.5, api_name="/segment")
+    classes = np.asarray(Image.open(mask_path))
+    palette = np.asarray(class_colors(card), np.uint8)
+    assert np.array_equal(np.asarray(Image.open(color_path).convert("RGB")), palette[classes])
+    assert {item["label"] for item in areas["confidences"]} == set(card["classes"])
+    assert card["title"] in info
+    width, height = input_wh(card)
+    assert f"resized to {width}×{height} for the model" in info
 
 
 def test_odd_image_through_the_api(client, tmp_path):

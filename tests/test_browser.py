@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from segdemo.cards import load_card
+from segdemo.registry import bundled_models
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -80,3 +83,18 @@ def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
     screenshot = os.environ.get("SEGDEMO_FINETUNE_SCREENSHOT")
     if screenshot:
         page.screenshot(path=screenshot, full_page=True)
+
+
+def test_model_selector_switches_legend_classes_and_examples(page):
+    import re
+
+    titles = {name: load_card(path)["title"] for name, path in bundled_models().items()}
+    other = next(name for name in titles if name != "pets")
+    page.reload()
+    page.get_by_text("Examples for pets").first.wait_for(timeout=60_000)
+    page.get_by_label("Model", exact=True).click()
+    page.get_by_role("option", name=re.compile(re.escape(titles[other]))).click()
+    card = load_card(bundled_models()[other])
+    page.locator(".segdemo-legend").get_by_text(card["classes"][-1]).first.wait_for(timeout=60_000)
+    page.get_by_text(f"Examples for {other}").first.wait_for(timeout=30_000)
+    assert not page.get_by_text("Examples for pets").first.is_visible()

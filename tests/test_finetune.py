@@ -41,6 +41,15 @@ def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     assert result.card["base_model"] == "squares" and result.card["classes"] == ["background", "square"]
 
 
+def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
+    path = tmp_path / "wide.keras"
+    build_unet(2, depth=2, base_filters=4).save(path)
+    save_card({"name": "wide", "classes": ["background", "square"], "input_size": [64, 32],
+               "architecture": "unet"}, path)
+    result = run_finetune(squares, FinetuneOptions(base=str(path), epochs=1, val_share=0.25))
+    assert result.card["input_size"] == [64, 32] and result.before is not None
+
+
 def test_new_classes_reinitialise_the_head(tiny_base, squares):
     result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=1, classes=["sky", "plane", "cloud"]))
     assert result.before is None  # the base model cannot be scored on other classes

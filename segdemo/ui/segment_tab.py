@@ -55,12 +55,17 @@ def display_size(width, height):
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def write_png(array, folder, name):
+def write_png(array, folder, name, palette=None):
     """Encode an output image as PNG ourselves: lossless (class colours survive), fast compression, and a
     file path for Gradio, which copies files into its cache atomically (unlike arrays it encodes itself,
-    whose cache file can be read half-written when two requests produce the same image)."""
+    whose cache file can be read half-written when two requests produce the same image). With a palette
+    ((256, 3) colours), `array` holds class indices and the file is a palette PNG: one byte per pixel
+    instead of three, so about 3x less to compress, and the same colours on screen."""
     path = folder / f"{name}.png"
-    Image.fromarray(array).save(path, compress_level=PNG_COMPRESS_LEVEL)
+    image = Image.fromarray(array)
+    if palette is not None:
+        image.putpalette(palette.reshape(-1).tobytes())  # an "L" image of indices becomes "P"
+    image.save(path, compress_level=PNG_COMPRESS_LEVEL)
     return str(path)
 
 
@@ -103,8 +108,9 @@ def render(result, class_name, opacity, key):
     blended = overlay(result.display_image, color_mask, opacity)
     drawn = time.perf_counter()
     folder = request_folder(key)
-    paths = tuple(write_png(array, folder, name) for array, name in
-                  ((color_mask, "class_mask"), (prob, f"probability_{classes[class_index]}"), (blended, "overlay")))
+    paths = (write_png(result.display_labels, folder, "class_mask", palette=segmenter.palette),
+             write_png(prob, folder, f"probability_{classes[class_index]}"),
+             write_png(blended, folder, "overlay"))
     result.seconds["postprocess"] += drawn - started
     result.seconds["encode"] += time.perf_counter() - drawn
     return paths
