@@ -49,6 +49,10 @@ def parse_args(argv=None):
     parser.add_argument("--class-weights", default="none", choices=["none", "median", "sqrt_median"],
                         help="median: median-frequency class weights (SegNet) in the cross-entropy; "
                              "sqrt_median: their square roots (milder)")
+    parser.add_argument("--final-weights", default="best", choices=["best", "last"],
+                        help="keep the epoch with the best validation loss, or the last one")
+    parser.add_argument("--recalibrate-bn", action="store_true",
+                        help="re-estimate BatchNorm statistics on the training images after training")
     parser.add_argument("--note", action="append", default=[], help="a line for the model card (repeatable)")
     parser.add_argument("--frozen-epochs", type=int, default=5, help="epochs with the encoder frozen")
     parser.add_argument("--epochs", type=int, default=40, help="epochs with everything trainable")
@@ -104,7 +108,7 @@ def main(argv=None):
 
     from segdemo.models import build_model, set_encoder_trainable
     from segdemo.registry import save_keras_model
-    from segdemo.training import EpochState, class_pixel_counts, fit
+    from segdemo.training import EpochState, class_pixel_counts, fit, recalibrate_batchnorm
 
     keras.utils.set_random_seed(args.seed)
     started = time.time()
@@ -164,14 +168,22 @@ def main(argv=None):
             crop=cards.size_wh(args.crop) if args.crop else None, elastic=args.elastic,
             warmup_epochs=1 if stage == "full" and args.architecture == "mobilenet_unet" else 0)
 
-    if best_path.exists():
+    if args.final_weights == "best" and best_path.exists():
         model.load_weights(best_path)
+    elif last_path.exists():
+        model.load_weights(last_path)
     set_encoder_trainable(model, True)
+    if args.recalibrate_bn:
+        print(f"BatchNorm statistics re-estimated over {len(train_data[0])} training images: "
+              f"{recalibrate_batchnorm(model, train_data[0], args.batch_size)} layers", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_keras_model(model, out)
     log = json.loads(state_path.read_text())["log"] if state_path.exists() else []
     wall = sum(max(0.0, b["time"] - a["time"]) for a, b in zip(log, log[1:]) if b["time"] - a["time"] < 3600)
+    kept = "last epoch" if args.final_weights == "last" else "epoch with the best validation loss"
+    recalibrated = "; BatchNorm statistics re-estimated on the training images at the served size" \
+        if args.recalibrate_bn else ""
     card = {
         "name": args.name,
         "title": args.title or args.name,
@@ -199,7 +211,7 @@ def main(argv=None):
                       f"{'off' if args.no_augment else 'flip/rotate/zoom/shift + colour jitter'}"
                       f"{' + elastic deformation' if args.elastic and not args.no_augment else ''}"
                       f"{f'; held out of training: {len(args.exclude)} pairs' if args.exclude else ''}; "
-                      "weights with the best validation loss kept",
+                      f"weights of the {kept} kept{recalibrated}",
             "wall_time_minutes": round(wall / 60, 1),
         },
         "metrics": {},

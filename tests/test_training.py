@@ -9,7 +9,7 @@ from PIL import Image
 
 from segdemo import evaluate, train
 from segdemo.models import build_unet
-from segdemo.training import class_pixel_counts, cosine_schedule, fit
+from segdemo.training import class_pixel_counts, cosine_schedule, fit, recalibrate_batchnorm
 
 
 def square_pairs(count, size, rng):
@@ -108,3 +108,16 @@ def test_parse_size(text, expected):
 def test_parse_size_refuses_bad_sizes(text):
     with pytest.raises((ValueError, argparse.ArgumentTypeError)):
         train.parse_size(text)
+
+
+def test_batchnorm_recalibration_averages_the_batch_statistics(rng):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.999)(inputs))
+    images = rng.normal(100.0, 5.0, (24, 8, 8, 3)).astype("float32")
+    assert recalibrate_batchnorm(model, images, batch_size=8) == 1
+    layer = model.layers[-1]
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), images.mean(axis=(0, 1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), images.var(axis=(0, 1, 2)), rtol=0.1)
+    assert layer.momentum == 0.999  # restored
