@@ -59,10 +59,11 @@ def main():
 
     import numpy as np
 
-    from segdemo.inference import describe_device
+    from segdemo.inference import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
     from segdemo.ui.segment_tab import STEPS, render, run_segmentation
 
+    enable_bf16_inference()  # as the app does (bfloat16 graphs on CPUs that support them)
     segmenter = get_segmenter(args.model)
     folder = tempfile.mkdtemp(prefix="segdemo-bench-")
     paths = make_inputs(folder)
@@ -72,7 +73,7 @@ def main():
 
         def handler():
             result = run_segmentation(path, args.model)
-            render(result, "", 0.5, "anonymous")
+            render(result, "", 0.5, result.folder)
             for step in STEPS:
                 steps[step].append(result.seconds[step])
 

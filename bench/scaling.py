@@ -29,10 +29,11 @@ def main():
     import tensorflow as tf
     from PIL import Image
 
-    from segdemo.inference import describe_device
+    from segdemo.inference import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
     from segdemo.ui.segment_tab import STEPS, render, run_segmentation
 
+    enable_bf16_inference()  # as the app does
     segmenter = get_segmenter(args.model)
     width, height = segmenter.size
     forward = segmenter._frozen
@@ -55,7 +56,7 @@ def main():
         steps = {step: [] for step in STEPS}
         for index in range(args.runs + 1):
             result = run_segmentation(str(path), args.model)
-            render(result, "", 0.5, "anonymous")
+            render(result, "", 0.5, result.folder)
             if index:
                 for step in STEPS:
                     steps[step].append(result.seconds[step])

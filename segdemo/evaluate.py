@@ -8,6 +8,7 @@ images, seconds. Predictions go through the same `Segmenter` the app serves with
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -48,6 +49,8 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true", help="average with the mirrored image's prediction")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs")
     parser.add_argument("--names", nargs="*", default=None, help="evaluate only the pairs with these names")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bf16"],
+                        help="bf16: the oneDNN bfloat16 rewrite the app serves with on CPUs that support it")
     parser.add_argument("--update-card", action="store_true", help="store the result in the model's card")
     return parser.parse_args(argv)
 
@@ -57,18 +60,24 @@ def main(argv=None):
     from segdemo import cards
     from segdemo.registry import get_segmenter, resolve_model_path
 
+    if args.precision == "bf16":
+        from segdemo.inference import enable_bf16_inference
+
+        os.environ["SEGDEMO_PRECISION"] = "bf16"
+        enable_bf16_inference()
     segmenter = get_segmenter(args.model, tta=args.tta)
     pairs = find_pairs(args.data, args.split).pairs
     if args.names is not None:
         pairs = [pair for pair in pairs if pair.name in set(args.names)]
     if args.limit:
         pairs = pairs[: args.limit]
-    result = {"model": args.model, "data": args.data, "split": args.split, "tta": args.tta}
+    result = {"model": args.model, "data": args.data, "split": args.split, "tta": args.tta,
+              "precision": args.precision}
     result.update(evaluate(segmenter, pairs))
     if args.update_card:
         path = resolve_model_path(args.model)
         card = cards.load_card(path)
-        label = f"{args.split or 'all'}{' (flip TTA)' if args.tta else ''}"
+        label = f"{args.split or 'all'}{' (flip TTA)' if args.tta else ''}{' (bf16)' if args.precision == 'bf16' else ''}"
         command = "python -m segdemo.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
         card.setdefault("metrics", {})[label] = {**result, "command": command.replace(" --update-card", "")}
         cards.save_card(card, path)

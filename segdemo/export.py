@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from segdemo import cards
 from segdemo.cards import size_wh
+from segdemo.inference import float32_graphs
 
 
 def export_tflite(model, input_size, path):
@@ -53,7 +54,8 @@ def export_model(segmenter, path):
 
     path = Path(path)
     if path.suffix == ".tflite":
-        export_tflite(segmenter.model, segmenter.size, path)
+        with float32_graphs():
+            export_tflite(segmenter.model, segmenter.size, path)
     elif path.suffix == cards.MODEL_SUFFIX:
         save_keras_model(segmenter.model, path)
     else:

@@ -2,6 +2,9 @@
 back to the original resolution -> argmax) and the rendering of its result (colour mask, probability map,
 overlay, class areas)."""
 
+import contextlib
+import ctypes
+import gc
 import os
 import time
 from dataclasses import dataclass
@@ -104,9 +107,9 @@ def probability_map(probs, class_index, size):
 
 def overlay(image, color_mask, opacity):
     """Blend the colour mask over the image; opacity 0 shows the image, 1 the mask."""
-    opacity = float(np.clip(opacity, 0.0, 1.0))
-    blended = image.astype(np.float32) * (1.0 - opacity) + color_mask.astype(np.float32) * opacity
-    return blended.round().astype(np.uint8)
+    weight = round(float(np.clip(opacity, 0.0, 1.0)) * 256)  # integer blend: 3x faster than float32
+    blended = image.astype(np.uint16) * (256 - weight) + color_mask.astype(np.uint16) * weight + 128
+    return (blended >> 8).astype(np.uint8)
 
 
 def class_areas(labels, classes):
@@ -117,12 +120,61 @@ def class_areas(labels, classes):
 
 
 def describe_device():
-    """'GPU: <name>' when TensorFlow sees a GPU, else 'CPU (<n> threads)'."""
+    """'GPU: <name>' when TensorFlow sees a GPU, else 'CPU (<n> cores)', with ', bfloat16' when the serving
+    graphs run in bfloat16 (see `enable_bf16_inference`)."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU: {details.get('device_name', gpus[0].name)}"
-    return f"CPU ({os.cpu_count()} cores)"
+    bf16 = tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16")
+    return f"CPU ({os.cpu_count()} cores{', bfloat16' if bf16 else ''})"
+
+
+def release_freed_memory():
+    """Hand memory that Python and TensorFlow have freed back to the OS. glibc keeps freed blocks in its
+    arenas, so without this a model's tracing and freezing (about 170 MB of temporary graph copies) or one
+    12-megapixel request stay in the process's RSS for good. No-op where there is no glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def cpu_supports_bf16():
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def enable_bf16_inference():
+    """Let oneDNN run the serving graphs' convolutions in bfloat16 where the CPU supports it (graphs built
+    after this call). On this project's 2-core CPU it cuts the pets model from about 27 to 22 ms per image;
+    the evaluation JSON moves by under 0.002 mIoU (README, Performance). Off with SEGDEMO_PRECISION=float32,
+    on a GPU, and on CPUs without native bfloat16. Call it in serving processes only, never where training
+    runs. Returns the precision in use."""
+    if os.environ.get("SEGDEMO_PRECISION", "auto") == "float32":
+        return "float32"
+    forced = os.environ.get("SEGDEMO_PRECISION") == "bf16"
+    if not forced and (tf.config.list_physical_devices("GPU") or not cpu_supports_bf16()):
+        return "float32"
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    return "bf16"
+
+
+@contextlib.contextmanager
+def float32_graphs():
+    """Build graphs in float32 inside this block (model export must not inherit the bfloat16 rewrite)."""
+    option = "auto_mixed_precision_onednn_bfloat16"
+    previous = tf.config.optimizer.get_experimental_options().get(option, False)
+    tf.config.optimizer.set_experimental_options({option: False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({option: previous})
 
 
 def enable_gpu_memory_growth():

@@ -10,7 +10,7 @@ from segdemo.data import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "pets"
-LOADED_MODELS_CACHE = 4  # models kept in memory at once (each ~15-60 MB of weights + traced graph)
+LOADED_MODELS_CACHE = 3  # models kept in memory at once (each 220-300 MB once run: bench/model_memory.py)
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,10 @@ def save_keras_model(model, path):
 @functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
 def get_segmenter(name_or_path, tta=False):
     """The warmed-up `Segmenter` of a model (cached)."""
-    from segdemo.inference import Segmenter
+    from segdemo.inference import Segmenter, release_freed_memory
 
     path = resolve_model_path(name_or_path)
     segmenter = Segmenter(load_keras_model(path), load_card(path), tta=tta).warm_up()
+    release_freed_memory()
     log.info("loaded model %s from %s", name_or_path, path)
     return segmenter

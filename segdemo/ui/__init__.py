@@ -4,15 +4,16 @@ import logging
 
 import gradio as gr
 
-from segdemo.inference import describe_device, enable_gpu_memory_growth
+from segdemo.inference import describe_device, enable_bf16_inference, enable_gpu_memory_growth
 from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.segment_tab import build_segment_tab
 
 TITLE = "segdemo: U-Net semantic segmentation"
-INTRO = ("Drop a photo of a cat or dog: the U-Net labels every pixel as pet, background or the border between "
-         "them. Outputs: the class mask, the probability map of one class, and an overlay. In **Fine-tune**, "
-         "upload a few labelled images of your own and adapt the model to them, for this session only.")
+INTRO = ("Pick a model (pets, street scenes or cell membranes) and drop an image: the U-Net labels every pixel "
+         "with a class. Outputs: the class mask, the probability map of one class, and an overlay. In "
+         "**Fine-tune**, upload a few labelled images of your own and adapt a model to them, for this session "
+         "only.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 def build_demo():
     """The whole app as a `gr.Blocks`, queued."""
     enable_gpu_memory_growth()
+    enable_bf16_inference()  # before any model is loaded: it applies to graphs built afterwards
     log.info("segdemo starting on %s", describe_device())
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")

