@@ -77,7 +77,10 @@ def main(argv=None):
     if args.update_card:
         path = resolve_model_path(args.model)
         card = cards.load_card(path)
-        label = f"{args.split or 'all'}{' (flip TTA)' if args.tta else ''}{' (bf16)' if args.precision == 'bf16' else ''}"
+        label = args.split or "all"
+        if args.names is not None:
+            label += f" pairs {' '.join(args.names)}"
+        label += f"{' (flip TTA)' if args.tta else ''}{' (bf16)' if args.precision == 'bf16' else ''}"
         command = "python -m segdemo.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
         card.setdefault("metrics", {})[label] = {**result, "command": command.replace(" --update-card", "")}
         cards.save_card(card, path)

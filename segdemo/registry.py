@@ -1,8 +1,10 @@
 """Models by name: the bundled ones in weights/ (each `<name>.keras` with its `<name>.json` card), or any
 `.keras` path with a card beside it. Each model is loaded once, lazily, and warmed up."""
 
+import collections
 import functools
 import logging
+import threading
 from pathlib import Path
 
 from segdemo.cards import MODEL_SUFFIX, card_path, load_card
@@ -75,9 +77,20 @@ def save_keras_model(model, path):
     clean.save(path)
 
 
-@functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
+_model_locks = collections.defaultdict(threading.Lock)  # per model: two first requests for one model load it
+_model_locks_guard = threading.Lock()  # once; requests for other models are not held up
+
+
 def get_segmenter(name_or_path, tta=False):
     """The warmed-up `Segmenter` of a model (cached)."""
+    with _model_locks_guard:
+        lock = _model_locks[(name_or_path, tta)]
+    with lock:
+        return _load_segmenter(name_or_path, tta)
+
+
+@functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
+def _load_segmenter(name_or_path, tta=False):
     from segdemo.inference import Segmenter, release_freed_memory
 
     path = resolve_model_path(name_or_path)

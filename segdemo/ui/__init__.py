@@ -5,6 +5,7 @@ import logging
 import gradio as gr
 
 from segdemo.inference import describe_device, enable_bf16_inference, enable_gpu_memory_growth
+from segdemo.registry import bundled_models, default_model_name, get_segmenter
 from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.segment_tab import build_segment_tab
@@ -25,6 +26,7 @@ def build_demo():
     enable_gpu_memory_growth()
     enable_bf16_inference()  # before any model is loaded: it applies to graphs built afterwards
     log.info("segdemo starting on %s", describe_device())
+    get_segmenter(default_model_name(bundled_models()))  # loaded and warmed before the first request
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):

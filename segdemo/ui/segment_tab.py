@@ -24,7 +24,6 @@ from segdemo.registry import (
     DEFAULT_MODEL,
     bundled_models,
     default_model_name,
-    get_segmenter,
     model_choices,
 )
 from segdemo.ui.components import ImageUpload
@@ -142,8 +141,9 @@ def timing_note(result, model_name):
             + "; ".join(result.notes))
 
 
-def default_class(segmenter):
-    return segmenter.card.get("default_class") or segmenter.classes[-1]
+def default_class(segmenter_or_card):
+    card = getattr(segmenter_or_card, "card", segmenter_or_card)
+    return card.get("default_class") or card["classes"][-1]
 
 
 @user_errors
@@ -219,10 +219,11 @@ def build_segment_tab(demo):
     Fine-tune tab switches it to the session's fine-tuned model)."""
     models = bundled_models()
     model_name = default_model_name(models)
-    segmenter = get_segmenter(model_name)  # the others load on first use
+    card = load_card(models[model_name])  # build_demo has loaded this model; the others load on first use
     with gr.Row():
         model_choice = gr.Dropdown(model_choices(), value=model_name, label="Model", scale=1)
-        class_choice = gr.Dropdown(segmenter.classes, value=default_class(segmenter),
+        # custom values: an API caller may name a class of another model than the page shows (checked in render)
+        class_choice = gr.Dropdown(card["classes"], value=default_class(card), allow_custom_value=True,
                                    label="Probability map of class", scale=1)
         opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", scale=2)
     with gr.Row(equal_height=True):
@@ -231,7 +232,7 @@ def build_segment_tab(demo):
         color_mask = gr.Image(format="png", label="Class mask (argmax)", interactive=False, elem_id="class-mask")
         prob = gr.Image(format="png", label="Probability map (white = 1)", interactive=False,
                         image_mode="L", elem_id="probability-map")
-    legend = gr.HTML(legend_html(segmenter.card))
+    legend = gr.HTML(legend_html(card))
     with gr.Row():
         blended = gr.Image(format="png", label="Overlay", interactive=False, elem_id="overlay")
         with gr.Column():
