@@ -29,3 +29,24 @@ def test_palette_image_shows_class_colours(rng):
 def test_rejects_other_shapes():
     with pytest.raises(ValueError, match="expected"):
         png_bytes(np.zeros((4, 4, 4), np.uint8))
+
+
+def test_two_thread_deflate_is_one_valid_zlib_stream(rng):
+    import zlib
+
+    from segdemo.png import PARALLEL_MIN_BYTES, zlib_stream
+
+    data = rng.integers(0, 4, PARALLEL_MIN_BYTES * 3, dtype=np.uint8).tobytes()
+    assert zlib.decompress(zlib_stream(data)) == data
+    assert zlib.decompress(zlib_stream(data[:100])) == data[:100]
+
+
+def test_numpy_buffers_of_any_shape_take_the_parallel_path(rng):
+    import zlib
+
+    from segdemo.png import PARALLEL_MIN_BYTES, zlib_stream
+
+    rows = rng.integers(0, 4, (600, PARALLEL_MIN_BYTES // 300), dtype=np.uint8)
+    stream = zlib_stream(rows.data)
+    assert zlib.decompress(stream) == rows.tobytes()
+    assert stream != zlib.compress(rows.tobytes(), 1)  # two deflate parts, not the one-thread stream
