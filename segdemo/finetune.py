@@ -142,7 +142,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     from segdemo.evaluate import evaluate_arrays
     from segdemo.inference import Segmenter
     from segdemo.models import set_encoder_trainable
-    from segdemo.registry import get_segmenter, load_keras_model, resolve_model_path
+    from segdemo.registry import load_keras_model, resolve_model_path
     from segdemo.training import ValidationIoU, fit, steps_per_epoch
 
     options.check()
@@ -151,7 +151,8 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     if len(pairs_data) > MAX_PAIRS:
         raise InputError(f"at most {MAX_PAIRS} pairs per fine-tune; got {len(pairs_data)}")
     started = time.perf_counter()
-    base = get_segmenter(options.base)
+    base_path = resolve_model_path(options.base)
+    base = Segmenter(load_keras_model(base_path), cards.load_card(base_path), freeze=False)  # scores 4-40 pairs once
     base_card = base.card
     classes = list(options.classes) if options.classes else list(base.classes)
     same_classes = classes == list(base.classes)
@@ -183,10 +184,11 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     }
     before = None
     if same_classes:  # the base model scored on the same held-out pairs, at the same input size
-        scorer = base if size == base.size else Segmenter(base.model, {**base_card, "input_size": size_value(size)})
+        scorer = base if size == base.size else Segmenter(base.model, {**base_card, "input_size": size_value(size)},
+                                                          freeze=False)
         before = evaluate_arrays(scorer, val_full)
 
-    model = finetune_model(load_keras_model(resolve_model_path(options.base)), same_classes, num_classes)
+    model = finetune_model(base.model, same_classes, num_classes)  # a copy: the base model stays as it is
     set_encoder_trainable(model, not options.freeze_encoder)
     steps = steps_per_epoch(len(train_idx), options.batch_size)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience,
@@ -204,7 +206,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     if stopped:
         restore_best(model, early_stopping)
     set_encoder_trainable(model, True)
-    after = evaluate_arrays(Segmenter(model, new_card), val_full)
+    after = evaluate_arrays(Segmenter(model, new_card, freeze=False), val_full)
     seconds = time.perf_counter() - started
     new_card["training"] = {
         "data": f"{len(pairs_data)} uploaded pairs: {len(train_idx)} train, {len(val_idx)} held out "

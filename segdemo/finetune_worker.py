@@ -56,13 +56,14 @@ def main(job_dir):
     from segdemo.data import InputError, resize_image, resize_mask
     from segdemo.finetune import run_finetune, save_result
     from segdemo.inference import palette_lut, sample_strip
-    from segdemo.registry import get_segmenter
+    from segdemo.cards import input_wh, load_card
+    from segdemo.registry import resolve_model_path
 
     job_dir = Path(job_dir)
     pairs, options, sample_index, palette = read_job(job_dir)
     stop = threading.Event()
     threading.Thread(target=watch_stop_file, args=(job_dir / "stop", stop), daemon=True).start()
-    size = options.input_size or get_segmenter(options.base).size
+    size = options.input_size or input_wh(load_card(resolve_model_path(options.base)))
     _, image, mask = pairs[sample_index]
     sample_image, sample_mask, lut = resize_image(image, size), resize_mask(mask, size), palette_lut(palette)
 

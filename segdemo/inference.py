@@ -40,7 +40,7 @@ class Segmenter:
     same results to float rounding. `tta` averages the prediction with that of the mirrored image (two
     forward passes)."""
 
-    def __init__(self, model, card, tta=False):
+    def __init__(self, model, card, tta=False, freeze=True):
         self.model, self.card, self.tta = model, card, tta
         self.size = input_wh(card)  # (width, height), as PIL and `resize_image` take it
         self.classes = list(card["classes"])
@@ -50,7 +50,9 @@ class Segmenter:
             self._forward,
             input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([2], tf.int32)],
         )
-        self._frozen = convert_variables_to_constants_v2(self._compiled.get_concrete_function())
+        # freeze=False: the plain traced function, for one-off scoring where freezing (1-3 s) would not pay off
+        self._frozen = convert_variables_to_constants_v2(self._compiled.get_concrete_function()) if freeze \
+            else self._compiled
 
     def _forward(self, batch, out_size):
         if self.tta:
