@@ -61,7 +61,7 @@ def main():
 
     from segdemo.inference import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
-    from segdemo.ui.segment_tab import STEPS, render, run_segmentation
+    from segdemo.ui.segment_tab import STEPS, segment_and_render
 
     enable_bf16_inference()  # as the app does (bfloat16 graphs on CPUs that support them)
     segmenter = get_segmenter(args.model)
@@ -72,8 +72,7 @@ def main():
         steps = {step: [] for step in STEPS}
 
         def handler():
-            result = run_segmentation(path, args.model)
-            render(result, "", 0.5, result.folder)
+            result, _ = segment_and_render(path, args.model, "", 0.5)
             for step in STEPS:
                 steps[step].append(result.seconds[step])
 

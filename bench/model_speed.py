@@ -88,8 +88,7 @@ def main():
                   "frozen graph float32": args.batch / float(np.median(
                       time_calls(lambda: frozen_batch(tf.constant(images))[0].numpy(), 20)))}
     if cpu_supports_bf16():
-        os.environ["SEGDEMO_PRECISION"] = "bf16"
-        enable_bf16_inference()
+        enable_bf16_inference(force=True)
         measure("serving bf16 rewrite (the app's default here)", serving)
         throughput["frozen graph bf16 rewrite"] = args.batch / float(np.median(
             time_calls(lambda: frozen_batch(tf.constant(images))[0].numpy(), 20)))

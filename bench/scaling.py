@@ -31,7 +31,7 @@ def main():
 
     from segdemo.inference import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
-    from segdemo.ui.segment_tab import STEPS, render, run_segmentation
+    from segdemo.ui.segment_tab import STEPS, segment_and_render
 
     enable_bf16_inference()  # as the app does
     segmenter = get_segmenter(args.model)
@@ -55,8 +55,7 @@ def main():
         cat.resize(size, Image.BICUBIC).save(path, quality=90)
         steps = {step: [] for step in STEPS}
         for index in range(args.runs + 1):
-            result = run_segmentation(str(path), args.model)
-            render(result, "", 0.5, result.folder)
+            result, _ = segment_and_render(str(path), args.model, "", 0.5)
             if index:
                 for step in STEPS:
                     steps[step].append(result.seconds[step])

@@ -8,7 +8,6 @@ images, seconds. Predictions go through the same `Segmenter` the app serves with
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -63,8 +62,7 @@ def main(argv=None):
     if args.precision == "bf16":
         from segdemo.inference import enable_bf16_inference
 
-        os.environ["SEGDEMO_PRECISION"] = "bf16"
-        enable_bf16_inference()
+        enable_bf16_inference(force=True)
     segmenter = get_segmenter(args.model, tta=args.tta)
     pairs = find_pairs(args.data, args.split).pairs
     if args.names is not None:

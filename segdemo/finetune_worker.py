@@ -53,10 +53,10 @@ def main(job_dir):
     limit_threads(WORKER_THREADS)
     from PIL import Image
 
+    from segdemo.cards import input_wh, load_card
     from segdemo.data import InputError, resize_image, resize_mask
     from segdemo.finetune import run_finetune, save_result
     from segdemo.inference import palette_lut, sample_strip
-    from segdemo.cards import input_wh, load_card
     from segdemo.registry import resolve_model_path
 
     job_dir = Path(job_dir)

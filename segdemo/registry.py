@@ -12,7 +12,7 @@ from segdemo.data import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "pets"
-LOADED_MODELS_CACHE = 3  # models kept in memory at once (each 220-300 MB once run: bench/model_memory.py)
+LOADED_MODELS_CACHE = 3  # models kept in memory at once (each 150-200 MB once run: bench/model_memory.py)
 
 log = logging.getLogger(__name__)
 

@@ -111,7 +111,8 @@ def run_segmentation(image_source, model_name, key="anonymous"):
 
 def render(result, class_name, opacity, folder):
     """PNG paths of (colour mask, probability map, overlay) for a result, a class and an opacity, written to
-    `folder`; adds the time it took to `result.seconds` (postprocess: drawing, encode: PNG files)."""
+    `folder`, and the seconds it took: {"postprocess": drawing, "encode": the PNG files, the result's
+    class-index mask included}."""
     started = time.perf_counter()
     segmenter = result.segmenter
     color_mask = colorize(result.display_labels, segmenter.palette)
@@ -125,10 +126,8 @@ def render(result, class_name, opacity, folder):
               PNG_WRITERS.submit(write_png, prob, folder, f"probability_{classes[class_index]}"),
               PNG_WRITERS.submit(write_png, blended, folder, "overlay")]
     paths = tuple(write.result() for write in writes)
-    result.mask_write.result()  # written by now too (it started before the drawing)
-    result.seconds["postprocess"] += drawn - started
-    result.seconds["encode"] += time.perf_counter() - drawn
-    return paths
+    result.mask_write.result()  # started before the drawing; usually done by now
+    return paths, {"postprocess": drawn - started, "encode": time.perf_counter() - drawn}
 
 
 def timing_note(result, model_name):
@@ -146,6 +145,15 @@ def default_class(segmenter_or_card):
     return card.get("default_class") or card["classes"][-1]
 
 
+def segment_and_render(image_source, model_name, probability_class, opacity, key="anonymous"):
+    """The whole `segment` handler's work: (result with every step's seconds, the three output PNG paths)."""
+    result = run_segmentation(image_source, model_name, key)
+    paths, seconds = render(result, probability_class, opacity, result.folder)
+    for step, value in seconds.items():
+        result.seconds[step] += value
+    return result, paths
+
+
 @user_errors
 def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAULT_OPACITY,
             request: gr.Request = None):
@@ -153,8 +161,7 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     the overlay, the share of the image per class, a note with timings and device, and the class-index
     mask PNG (pixel value = class index, full resolution)."""
     key = session_key(request)
-    result = run_segmentation(image, model_name, key)
-    color_mask, prob, blended = render(result, probability_class, opacity, result.folder)
+    result, (color_mask, prob, blended) = segment_and_render(image, model_name, probability_class, opacity, key)
     RESULTS.put(key, result)
     if result.prediction.labels.size >= LARGE_IMAGE_PIXELS:
         release_freed_memory()  # a large image's temporary arrays would otherwise stay in the RSS
@@ -168,7 +175,7 @@ def rerender(probability_class, opacity, request: gr.Request = None):
     result = RESULTS.get(key)
     if result is None:
         return gr.skip(), gr.skip()
-    _, prob, blended = render(result, probability_class, opacity, request_folder(key))
+    (_, prob, blended), _ = render(result, probability_class, opacity, request_folder(key))
     return prob, blended
 
 

@@ -52,7 +52,7 @@ def session_key(request):
 
 FINETUNED_CHOICE = "my fine-tuned model (this session)"
 RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
-FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (~200 MB once run: bench/model_memory.py)
+FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (150-200 MB: bench/model_memory.py)
 STOP_EVENTS = SessionStore(capacity=64)  # the Stop button's event of a running fine-tune
 
 
@@ -107,6 +107,7 @@ def forget_session(request: gr.Request):
     for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS):
         store.pop(key)
     shutil.rmtree(SESSIONS_DIR / key, ignore_errors=True)
+    _last_output_sweep.pop(SESSIONS_DIR / key / "outputs", None)
 
 
 def segmenter_for(model_name, key):
