@@ -12,4 +12,7 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 demo = build_demo()
 
 if __name__ == "__main__":
+    from segdemo.finetune_worker import SPARE_WORKERS
+
+    SPARE_WORKERS.prestart()  # a fine-tune worker with TensorFlow already imported: first figures sooner
     demo.launch()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 CARD_SUFFIX = ".json"
+BACKGROUND = "background"  # the class black pixels of a black/white mask belong to
 MODEL_SUFFIX = ".keras"
 
 # Distinct colours for classes without colours of their own (class 0 first).
@@ -40,6 +41,40 @@ def class_colors(card):
     colors = card.get("colors") or []
     count = len(card["classes"])
     return [tuple(colors[i]) if i < len(colors) else DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count)]
+
+
+def default_class_name(classes, declared=None):
+    """The class a card shows first (probability map) and that white marks in black/white masks: the declared
+    one, else the last class not called background."""
+    if declared in classes:
+        return declared
+    return next((name for name in reversed(classes) if name.lower() != BACKGROUND), classes[-1])
+
+
+def binary_mask_classes(card):
+    """(black index, white index): how black/white masks read for a card's classes. A card may declare it
+    (`"binary_mask": {"black": "membrane", "white": "cell"}`); otherwise black is the class called
+    background and white the default class (pets: white -> pet, black -> background). None when the classes
+    have no background class and declare nothing (e.g. street scenes): such masks cannot be read."""
+    classes = [name.lower() for name in card["classes"]]
+    declared = card.get("binary_mask")
+    if declared:
+        return classes.index(declared["black"].lower()), classes.index(declared["white"].lower())
+    if BACKGROUND not in classes:
+        return None
+    white = default_class_name(card["classes"], card.get("default_class")).lower()
+    if white == BACKGROUND:
+        return None
+    return classes.index(BACKGROUND), classes.index(white)
+
+
+def describe_binary_reading(card):
+    """'white -> pet, black -> background' (or why black/white masks cannot be read)."""
+    mapping = binary_mask_classes(card)
+    if mapping is None:
+        return "black/white masks cannot be read for these classes (no background class)"
+    black, white = mapping
+    return f"white → {card['classes'][white]}, black → {card['classes'][black]}"
 
 
 def input_wh(card):

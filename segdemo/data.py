@@ -144,11 +144,12 @@ def load_mask_array(source):
     return rgb
 
 
-def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mask"):
+def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mask", binary=(0, 1)):
     """Turn a stored mask (HxW values or HxWx3 colours) into HxW uint8 class indices.
 
     encodings: index (values are class ids; 255 = ignore), binary (0/255 with grey anti-aliasing,
-    thresholded at 128), trimap (Oxford pets: 1, 2, 3 -> 0, 1, 2), palette (RGB colours -> nearest palette
+    thresholded at 128; black -> class `binary[0]`, white -> class `binary[1]`, see
+    `cards.binary_mask_classes`; `binary=None`: the classes have no reading for black/white), trimap (Oxford pets: 1, 2, 3 -> 0, 1, 2), palette (RGB colours -> nearest palette
     entry), camvid (index with 11 = unlabelled -> 255 ignore), auto (palette for colour masks, index when
     values fit the classes, else binary)."""
     if encoding not in MASK_ENCODINGS:
@@ -161,7 +162,12 @@ def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mas
     if mask.ndim == 3:
         raise InputError(f"{name} is a colour mask; give the class colours (a palette) to decode it")
     if encoding == "binary":
-        return (mask >= BINARY_THRESHOLD).astype(np.uint8)
+        if binary is None:
+            raise InputError(f"{name} is a black/white mask, but these classes say neither which class white "
+                             "is nor which is black (no 'background' class): define two new classes such as "
+                             "'background, object', or upload class-index or colour masks")
+        black, white = binary
+        return np.where(mask >= BINARY_THRESHOLD, white, black).astype(np.uint8)
     if encoding == "trimap":
         bad = sorted(set(np.unique(mask).tolist()) - {1, 2, 3})
         if bad:
@@ -328,16 +334,24 @@ def select_split(search, split_file):
     return PairSearch(search.layout, [by_name[name] for name in wanted], [], [])
 
 
-def load_pair(pair, num_classes=None, palette=None):
-    """Read one pair as (HxWx3 uint8 image, HxW uint8 class indices); sizes must match."""
+def load_pair(pair, num_classes=None, palette=None, binary=(0, 1)):
+    """Read one pair as (HxWx3 uint8 image, HxW uint8 class indices); sizes must match. `binary`: the
+    (black, white) classes of black/white masks (`cards.binary_mask_classes`)."""
+    return read_pair(pair, num_classes, palette, binary)[:2]
+
+
+def read_pair(pair, num_classes=None, palette=None, binary=(0, 1)):
+    """`load_pair`, also returning how the mask was encoded (one of MASK_ENCODINGS, never auto)."""
     image = load_image(pair.image)
-    mask = decode_mask(load_mask_array(pair.mask), pair.encoding, num_classes, palette, name=pair.mask.name)
+    stored = load_mask_array(pair.mask)
+    encoding = detect_encoding(stored, num_classes, palette) if pair.encoding == "auto" else pair.encoding
+    mask = decode_mask(stored, encoding, num_classes, palette, name=pair.mask.name, binary=binary)
     if image.shape[:2] != mask.shape[:2]:
         raise InputError(
             f"{pair.image.name} is {image.shape[1]}x{image.shape[0]} but its mask {pair.mask.name} is "
             f"{mask.shape[1]}x{mask.shape[0]}; image and mask must have the same size"
         )
-    return image, mask
+    return image, mask, encoding
 
 
 def resize_image(image, size):

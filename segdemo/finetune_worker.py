@@ -1,26 +1,63 @@
-"""Run one fine-tune in its own process, so that serving keeps a core and everything the training held
-(graphs, optimizer state, tf.data buffers) is returned to the system when it ends, stopped or failed.
+"""The fine-tune job boundary: `start(job_dir, pairs, options, palette)` runs one fine-tune in its own process
+and yields its events (`StepDone`, `RoundDone`, then `Finished` or `Failed`, from `segdemo.finetune`);
+`job.stop()` ends it after the current step, keeping the weights so far.
 
-The app starts `python -m segdemo.finetune_worker JOB_DIR`. JOB_DIR holds `job.npz` (the decoded pairs) and
-`job.json` (options); the worker writes one JSON line per event to stdout, sample images as PNG files in
-JOB_DIR, the model as JOB_DIR/<name>.keras with its card, and stops after the current batch when the file
-JOB_DIR/stop appears.
+A process of its own, so that serving keeps the CPU (the worker runs at the lowest priority) and everything
+training held (graphs, optimizer state, tf.data buffers) goes back to the system when it ends. One spare
+worker is kept started with TensorFlow imported, so a job's first figures arrive seconds after Train.
+
+On the wire: JOB_DIR holds `job.npz` (decoded pairs) and `job.json` (options, sample pair, palette); the worker
+reads a JOB_DIR line on stdin, writes one JSON event per line to stdout (`encode_event` / `decode_event`),
+sample predictions as PNGs and the model (`<name>.keras` + card) into JOB_DIR, and stops when JOB_DIR/stop
+appears.
 """
 
 import json
+import os
+import queue
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-WORKER_THREADS = 1  # leave the other core to serving
+from segdemo.finetune import Failed, FinetuneOptions, FinetuneSummary, Finished, RoundDone, StepDone, split_pairs
+
+WORKER_THREADS = 2  # at the lowest CPU priority, so a serving request preempts it
+WORKER_NICENESS = 19
 STOP_POLL_SECONDS = 0.2
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EVENT_TYPES = {cls.__name__: cls for cls in (StepDone, RoundDone, Finished, Failed)}
 
 
-def write_job(job_dir, pairs_data, options, sample_index, palette):
+def encode_event(event):
+    """One JSON line for an event."""
+    return json.dumps({"type": type(event).__name__, **asdict(event)})
+
+
+def decode_event(line):
+    """The event an `encode_event` line holds (None for a line that is not one: a library's stray output)."""
+    try:
+        data = json.loads(line)
+        cls = EVENT_TYPES[data.pop("type")]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    if cls is Finished:
+        return Finished(FinetuneSummary(**data["summary"]))
+    return cls(**data)
+
+
+def sample_index(names, val_share):
+    """The held-out pair shown after every round."""
+    return split_pairs(names, val_share)[1][0]
+
+
+def write_job(job_dir, pairs_data, options, palette):
     """Store a fine-tune's inputs for the worker."""
     job_dir = Path(job_dir)
     arrays = {}
@@ -29,74 +66,179 @@ def write_job(job_dir, pairs_data, options, sample_index, palette):
     np.savez(job_dir / "job.npz", **arrays)
     (job_dir / "job.json").write_text(json.dumps({
         "names": [name for name, _, _ in pairs_data], "options": asdict(options),
-        "sample_index": sample_index, "palette": [list(map(int, color)) for color in palette],
+        "palette": [list(map(int, color)) for color in palette],
     }))
 
 
 def read_job(job_dir):
-    from segdemo.finetune import FinetuneOptions
-
     spec = json.loads((job_dir / "job.json").read_text())
     with np.load(job_dir / "job.npz") as arrays:
         pairs = [(name, arrays[f"image_{i}"], arrays[f"mask_{i}"]) for i, name in enumerate(spec["names"])]
-    return pairs, FinetuneOptions(**spec["options"]), spec["sample_index"], spec["palette"]
+    return pairs, FinetuneOptions(**spec["options"]), spec["palette"]
 
 
-def emit(event):
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
-
-
-def main(job_dir):
-    from segdemo.training import limit_threads
-
-    limit_threads(WORKER_THREADS)
+def run_job(job_dir, emit):
+    """Run the job in JOB_DIR in this process, passing each event to `emit`; the last is Finished or Failed."""
     from PIL import Image
 
     from segdemo.cards import input_wh, load_card
     from segdemo.data import InputError, resize_image, resize_mask
-    from segdemo.finetune import run_finetune, save_result
+    from segdemo.finetune import default_input_size, run_finetune, save_result
     from segdemo.inference import palette_lut, sample_strip
     from segdemo.registry import resolve_model_path
 
     job_dir = Path(job_dir)
-    pairs, options, sample_index, palette = read_job(job_dir)
-    stop = threading.Event()
-    threading.Thread(target=watch_stop_file, args=(job_dir / "stop", stop), daemon=True).start()
-    size = options.input_size or input_wh(load_card(resolve_model_path(options.base)))
-    _, image, mask = pairs[sample_index]
-    sample_image, sample_mask, lut = resize_image(image, size), resize_mask(mask, size), palette_lut(palette)
-
-    def on_event(kind, epoch, step, logs, model):
-        if kind == "batch":
-            emit({"kind": "batch", "epoch": epoch, "step": step})
-            return
-        path = job_dir / f"sample_{epoch}.png"
-        Image.fromarray(sample_strip(model, sample_image, sample_mask, lut)).save(path, compress_level=1)
-        emit({"kind": "epoch", "epoch": epoch, "step": step, "sample": str(path),
-              "logs": {k: (None if v is None else float(v)) for k, v in logs.items()}})
-
     try:
-        result = run_finetune(pairs, options, on_event=on_event, stop_event=stop)
-        model_path = save_result(result, job_dir / f"{result.card['name']}.keras")
-        emit({"kind": "done", "model": str(model_path), "card": result.card, "before": result.before,
-              "after": result.after, "history": {k: [float(v) for v in vs] for k, vs in result.history.items()},
-              "seconds": result.seconds, "stopped": result.stopped_early, "held_out": result.val_names})
-    except InputError as error:
-        emit({"kind": "error", "input_error": True, "message": str(error)})
-    except Exception as error:  # noqa: BLE001 - reported to the app, which logs it
-        import traceback
+        pairs, options, palette = read_job(job_dir)
+        stop = threading.Event()
+        threading.Thread(target=watch_stop_file, args=(job_dir / "stop", stop), daemon=True).start()
+        size = options.input_size or default_input_size(input_wh(load_card(resolve_model_path(options.base))))
+        _, image, mask = pairs[sample_index([name for name, _, _ in pairs], options.val_share)]
+        sample_image, sample_mask, lut = resize_image(image, size), resize_mask(mask, size), palette_lut(palette)
 
-        emit({"kind": "error", "input_error": False, "message": f"{type(error).__name__}: {error}",
-              "traceback": traceback.format_exc()})
+        def on_event(event, model):
+            if isinstance(event, RoundDone):
+                event.sample = str(job_dir / f"sample_{event.round}.png")
+                Image.fromarray(sample_strip(model, sample_image, sample_mask, lut)).save(event.sample,
+                                                                                          compress_level=1)
+            emit(event)
+
+        model, summary = run_finetune(pairs, options, on_event=on_event, stop_event=stop)
+        save_result(model, summary, job_dir / f"{summary.card['name']}.keras")
+        emit(Finished(summary))
+    except InputError as error:
+        emit(Failed(str(error)))
+    except Exception as error:  # noqa: BLE001 - reported to the app, which logs it
+        emit(Failed(f"{type(error).__name__}: {error}", input_error=False, details=traceback.format_exc()))
 
 
 def watch_stop_file(path, stop):
+    """Set `stop` when the stop file appears or the app that started this worker is gone."""
+    parent = os.getppid()
     while not stop.is_set():
-        if path.exists():
+        if path.exists() or os.getppid() != parent:
             stop.set()
         time.sleep(STOP_POLL_SECONDS)
 
 
+class FinetuneJob:
+    """A running fine-tune: iterate `events()`; `stop()` asks it to end after the current step."""
+
+    def __init__(self, job_dir, events, process=None):
+        self.job_dir, self._events, self.process = Path(job_dir), events, process
+
+    def events(self):
+        """Yield events until the job's Finished or Failed (a worker that dies says so as a Failed)."""
+        while True:
+            event = self._events.get()
+            if event is None:
+                yield Failed(f"the fine-tune worker ended without a result; see {self.job_dir / 'worker.log'}",
+                             input_error=False)
+                return
+            yield event
+            if isinstance(event, (Finished, Failed)):
+                return
+
+    def stop(self):
+        (self.job_dir / "stop").touch()
+
+
+def start(job_dir, pairs_data, options, palette, in_process=False):
+    """Start a fine-tune of `pairs_data` [(name, image, class-index mask)] with `options`. Returns a
+    FinetuneJob. `in_process`: run it on a thread here (tests) instead of a worker process."""
+    job_dir = Path(job_dir)
+    write_job(job_dir, pairs_data, options, palette)
+    events = queue.Queue()
+    if in_process:
+        def run():
+            run_job(job_dir, events.put)
+            events.put(None)
+
+        threading.Thread(target=run, name=f"finetune-{job_dir.name}", daemon=True).start()
+        return FinetuneJob(job_dir, events)
+    process = SPARE_WORKERS.take()
+    log_file = open(job_dir / "worker.log", "w")
+    process.stdin.write(f"{job_dir}\n")
+    process.stdin.flush()
+    threading.Thread(target=relay_events, args=(process, events, log_file), daemon=True,
+                     name=f"finetune-{job_dir.name}").start()
+    return FinetuneJob(job_dir, events, process)
+
+
+def relay_events(process, events, log_file):
+    """Turn the worker's stdout lines into events; its other output goes to the job's log."""
+    try:
+        for line in process.stdout:
+            event = decode_event(line)
+            if event is None:
+                log_file.write(line)
+            else:
+                events.put(event)
+        process.wait()
+    finally:
+        stderr_log = getattr(process, "log_path", None)
+        if stderr_log and Path(stderr_log).exists():
+            log_file.write(Path(stderr_log).read_text(errors="replace"))
+            Path(stderr_log).unlink(missing_ok=True)
+        log_file.close()
+        events.put(None)
+
+
+class SpareWorkers:
+    """One worker process started ahead of time (Python, TensorFlow and Keras imported: ~5 s saved per job)."""
+
+    def __init__(self):
+        self._spare, self._lock = None, threading.Lock()
+
+    def _launch(self):
+        with tempfile.NamedTemporaryFile("w", prefix="segdemo_worker_", suffix=".log", delete=False) as stderr:
+            process = subprocess.Popen([sys.executable, "-m", "segdemo.finetune_worker"], cwd=PROJECT_ROOT,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                       preexec_fn=lambda: os.nice(WORKER_NICENESS))
+        process.log_path = stderr.name  # its TensorFlow chatter; copied into the job's worker.log at the end
+        return process
+
+    def prestart(self):
+        """Start the spare if there is none (call when the app starts)."""
+        with self._lock:
+            if self._spare is None or self._spare.poll() is not None:
+                self._spare = self._launch()
+
+    def take(self):
+        """The spare worker (started now if there is none); the next spare starts at once."""
+        with self._lock:
+            process = self._spare if self._spare is not None and self._spare.poll() is None else self._launch()
+            self._spare = self._launch()
+        return process
+
+    def close(self):
+        with self._lock:
+            if self._spare is not None and self._spare.poll() is None:
+                self._spare.kill()
+            self._spare = None
+
+
+SPARE_WORKERS = SpareWorkers()
+
+
+def main():
+    """Worker process: import everything, then run the job whose folder arrives on stdin."""
+    from segdemo.training import limit_threads
+
+    limit_threads(WORKER_THREADS)
+    import segdemo.finetune  # noqa: F401 - the heavy imports happen before the job arrives
+    import segdemo.inference  # noqa: F401
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        return  # the app closed without using this spare
+
+    def emit(event):
+        sys.stdout.write(encode_event(event) + "\n")
+        sys.stdout.flush()
+
+    run_job(line, emit)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

@@ -22,13 +22,14 @@ from segdemo.data import (
     InputError,
     Pair,
     find_pairs,
-    load_pair,
     mask_stem,
+    read_pair,
 )
 
 MAX_ZIP_ENTRIES = 2000
 MAX_ZIP_BYTES = 400_000_000  # total uncompressed size accepted from one ZIP
 MAX_ENTRY_BYTES = 60_000_000
+INVERTED_BORDER_SHARE = 0.6  # white on more of the border than this: the masks probably mark the background
 MAX_COMPRESSION_RATIO = 200  # a higher ratio marks a zip bomb
 METADATA_PREFIXES = ("__MACOSX/",)
 
@@ -41,6 +42,8 @@ class PairReport:
     size: tuple = None
     class_pixels: dict = field(default_factory=dict)
     problem: str = ""
+    encoding: str = ""  # how the mask was read (detect_encoding)
+    white_on_border: float = None  # black/white masks: share of the image border that is white
 
     @property
     def ok(self):
@@ -177,10 +180,10 @@ def pairs_in_folder(root):
     return pair_loose_files(files)
 
 
-def validate_and_load(pairs, num_classes=None, palette=None):
+def validate_and_load(pairs, num_classes=None, palette=None, binary=(0, 1)):
     """Read every pair once. A pair that fails (unreadable, size mismatch, unexpected colours or classes,
-    duplicate name) stays in the report with its problem. Returns ([PairReport], [(name, image, mask)] of
-    the good pairs)."""
+    duplicate name) stays in the report with its problem. `binary`: the (black, white) classes of
+    black/white masks. Returns ([PairReport], [(name, image, mask)] of the good pairs)."""
     reports, loaded, seen = [], [], set()
     for pair in pairs:
         report = PairReport(pair)
@@ -189,7 +192,9 @@ def validate_and_load(pairs, num_classes=None, palette=None):
         else:
             seen.add(pair.name.lower())
             try:
-                image, mask = load_pair(pair, num_classes, palette)
+                image, mask, report.encoding = read_pair(pair, num_classes, palette, binary)
+                if report.encoding == "binary":
+                    report.white_on_border = float(np.mean(border_pixels(mask) == binary[1]))
                 report.size = (image.shape[1], image.shape[0])
                 counts = np.bincount(mask.reshape(-1))
                 report.class_pixels = {int(c): int(n) for c, n in enumerate(counts) if n}
@@ -198,6 +203,18 @@ def validate_and_load(pairs, num_classes=None, palette=None):
                 report.problem = str(error)
         reports.append(report)
     return reports, loaded
+
+
+def border_pixels(mask):
+    """The pixels of a mask's outermost rows and columns."""
+    return np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
+
+
+def looks_inverted(reports, threshold=INVERTED_BORDER_SHARE):
+    """True when the black/white masks' white class covers most of the image borders: the usual sign of a
+    mask where white marks the background, not the object."""
+    shares = [r.white_on_border for r in reports if r.ok and r.white_on_border is not None]
+    return bool(shares) and float(np.mean(shares)) > threshold
 
 
 def read_pairs_source(source, split=None, workdir=None):

@@ -18,6 +18,13 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT = 180
+SLOW_FIXTURES = {"app_url", "server_log", "page"}  # a launched server or a browser: marked slow by themselves
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def free_port():

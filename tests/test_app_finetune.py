@@ -15,7 +15,7 @@ from tests.test_training import square_pairs
 
 KEEP = "keep the base model's classes"
 NEW = "define new classes"
-FAST = dict(epochs=3, learning_rate=1e-3, batch_size=4, input_size=64, val_share=0.25, augment=False,
+FAST = dict(steps=24, learning_rate=1e-3, batch_size=4, input_size=64, val_share=0.25, augment=False,
             loss="ce_dice", freeze_encoder=True)
 
 
@@ -64,7 +64,7 @@ def test_finetune_lowers_loss_isolates_sessions_and_serves(app_url, pairs_zip):
     owner, other = Client(app_url, verbose=False), Client(app_url, verbose=False)
     job = finetune_call(owner, pairs_zip)
     status, _, _, table, summary, files = job.result(timeout=300)
-    assert summary["loss"][-1] < summary["loss"][0]
+    assert summary["curves"][-1]["loss"] < summary["curves"][0]["loss"] and summary["steps_run"] == 24
     assert summary["before"] is not None and summary["after"]["images"] == 2 == len(summary["held_out"])
     assert set(summary["skipped_pairs"]) == {"wrong_size", "fake"}
     assert any(path.endswith(".keras") for path in files) and "Done" in status
@@ -82,23 +82,23 @@ def test_finetune_lowers_loss_isolates_sessions_and_serves(app_url, pairs_zip):
     assert "fine-tuned" not in info
 
 
-def test_stop_ends_training_and_keeps_best_weights(app_url, pairs_zip):
+def test_stop_ends_training_and_keeps_the_weights_so_far(app_url, pairs_zip):
     client = Client(app_url, verbose=False)
-    job = finetune_call(client, pairs_zip, epochs=50, class_mode=NEW, class_names="background, square")
+    job = finetune_call(client, pairs_zip, steps=2000, class_mode=NEW, class_names="background, square")
     deadline = time.time() + 120
-    while time.time() < deadline and not any("Epoch" in str(update[0]) for update in job.outputs()):
+    while time.time() < deadline and not any("Round" in str(update[0]) for update in job.outputs()):
         time.sleep(0.5)
     client.predict(api_name="/stop_finetune")
     status, _, _, _, summary, _ = job.result(timeout=120)
-    assert summary["stopped_by_user"] and summary["epochs_run"] < 50
-    assert summary["before"] is None and summary["after"]["images"] == 2
+    assert summary["stopped_by_user"] and summary["steps_run"] < 2000
+    assert "base classes mapped" in summary["before_note"] and summary["after"]["images"] == 2
     assert "stopped by you" in status
 
 
 def test_bad_finetune_requests_get_messages(app_url, pairs_zip, tmp_path):
     client = Client(app_url, verbose=False)
-    with pytest.raises(Exception, match="less than minimum value 1"):  # the slider's own limit
-        finetune_call(client, pairs_zip, epochs=0).result(timeout=60)
+    with pytest.raises(Exception, match="less than minimum value 10"):  # the slider's own limit
+        finetune_call(client, pairs_zip, steps=0).result(timeout=60)
     with pytest.raises(Exception, match="at least two distinct names"):
         finetune_call(client, pairs_zip, class_mode=NEW, class_names="cat, cat").result(timeout=60)
     bogus = tmp_path / "bogus.zip"
@@ -111,9 +111,9 @@ def test_bad_finetune_requests_get_messages(app_url, pairs_zip, tmp_path):
 
 def test_client_leaving_mid_training_stops_it_and_the_server_stays_healthy(app_url, server_log, pairs_zip):
     client = Client(app_url, verbose=False)
-    job = finetune_call(client, pairs_zip, epochs=50)
+    job = finetune_call(client, pairs_zip, steps=2000)
     deadline = time.time() + 120
-    while time.time() < deadline and not any("Epoch" in str(update[0]) for update in job.outputs()):
+    while time.time() < deadline and not any("Round" in str(update[0]) for update in job.outputs()):
         time.sleep(0.5)
     job.cancel()
     client.close()

@@ -75,7 +75,7 @@ def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
     page.locator("#pairs-report").get_by_text("6 pairs ready").wait_for(timeout=60_000)
     page.locator("#pairs-table span", has_text="p0.jpg").first.wait_for()
     page.locator("#train-button").click()
-    page.locator("#finetune-status").get_by_text("Epoch").first.wait_for(timeout=120_000)
+    page.locator("#finetune-status").get_by_text("Round").first.wait_for(timeout=120_000)
     page.locator("#loss-curve canvas, #loss-curve svg").first.wait_for(timeout=60_000)
     page.wait_for_function("document.querySelector('#sample-prediction img')?.naturalWidth > 0", timeout=60_000)
     page.locator("#metrics-table").get_by_text("mean IoU").wait_for(timeout=240_000)

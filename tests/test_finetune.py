@@ -10,7 +10,7 @@ from PIL import Image
 from segdemo import finetune
 from segdemo.cards import save_card
 from segdemo.data import InputError
-from segdemo.finetune import FinetuneOptions, run_finetune, save_result
+from segdemo.finetune import FinetuneOptions, RoundDone, StepDone, run_finetune, save_result
 from segdemo.models import build_unet
 from tests.test_training import square_pairs, write_dataset
 
@@ -33,12 +33,25 @@ def squares():
 
 def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     events = []
-    result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=6, learning_rate=3e-3, val_share=0.25),
-                          on_event=lambda kind, *rest: events.append(kind))
-    assert result.before is not None and result.after["images"] == 3
-    assert result.history["loss"][-1] < result.history["loss"][0]
-    assert events.count("epoch") == len(result.history["loss"]) and "batch" in events
-    assert result.card["base_model"] == "squares" and result.card["classes"] == ["background", "square"]
+    model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=16, learning_rate=3e-3,
+                                                           val_share=0.25),
+                                  on_event=lambda event, model: events.append(event))
+    assert summary.before["images"] == summary.after["images"] == 3 and summary.before_note == ""
+    assert summary.history[-1]["loss"] < summary.history[0]["loss"]
+    rounds = [e for e in events if isinstance(e, RoundDone)]
+    assert [e.round for e in rounds] == list(range(1, finetune.ROUNDS + 1)) == [r + 1 for r in range(len(summary.history))]
+    assert [e.step for e in events if isinstance(e, StepDone)] == list(range(1, 17)) and summary.steps_run == 16
+    assert summary.card["base_model"] == "squares" and summary.card["classes"] == ["background", "square"]
+
+
+def test_every_batchnorm_is_frozen_so_training_and_serving_agree(tiny_base, squares):
+    model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=8, val_share=0.25))
+    import keras
+
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(layer.trainable for layer in norms)
+    batch = np.stack([image for _, image, _ in squares[:4]]).astype(np.float32)
+    assert np.allclose(model(batch, training=True), model(batch, training=False), atol=1e-5)
 
 
 def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
@@ -46,32 +59,52 @@ def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
     build_unet(2, depth=2, base_filters=4).save(path)
     save_card({"name": "wide", "classes": ["background", "square"], "input_size": [64, 32],
                "architecture": "unet"}, path)
-    result = run_finetune(squares, FinetuneOptions(base=str(path), epochs=1, val_share=0.25))
-    assert result.card["input_size"] == [64, 32] and result.before is not None
+    _, summary = run_finetune(squares, FinetuneOptions(base=str(path), steps=2, val_share=0.25))
+    assert summary.card["input_size"] == [64, 32] and summary.before is not None
 
 
-def test_new_classes_reinitialise_the_head(tiny_base, squares):
-    result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=1, classes=["sky", "plane", "cloud"]))
-    assert result.before is None  # the base model cannot be scored on other classes
-    assert result.model.output_shape[-1] == 3 and result.card["classes"] == ["sky", "plane", "cloud"]
+def test_new_classes_get_a_probed_head_and_a_mapped_before(tiny_base, squares):
+    model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2, classes=["sky", "plane", "cloud"]))
+    assert model.output_shape[-1] == 3 and summary.card["classes"] == ["sky", "plane", "cloud"]
+    assert summary.before["images"] == summary.after["images"]
+    assert summary.before_note.startswith("base classes mapped") and "background → sky" in summary.before_note
+
+
+def test_linear_probe_separates_separable_features():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 5000).astype(np.uint8)
+    features = rng.normal(0, 1, (5000, 4)) + 3 * np.eye(4)[labels] + 7  # class c lifts feature c
+    kernel, bias = finetune.fit_linear_probe(features, labels, 3, seed=0)
+    assert ((features @ kernel + bias).argmax(1) == labels).mean() > 0.95
+
+
+def test_split_is_chosen_by_name_not_seed_or_order():
+    names = [f"img{i}" for i in range(20)]
+    train, held = finetune.split_pairs(names, 0.2)
+    assert len(held) == 4 and sorted(train + held) == list(range(20))
+    reversed_names = names[::-1]
+    _, held_reversed = finetune.split_pairs(reversed_names, 0.2)
+    assert {reversed_names[i] for i in held_reversed} == {names[i] for i in held}
+    assert finetune.split_pairs(names[:2], 0.01) == ([1], [0]) or finetune.split_pairs(names[:2], 0.01) == ([0], [1])
 
 
 def test_stop_event_ends_training_early(tiny_base, squares):
     stop = threading.Event()
 
-    def stop_after_first_epoch(kind, epoch, *rest):
-        if kind == "epoch":
+    def stop_after_first_round(event, model):
+        if isinstance(event, RoundDone):
             stop.set()
 
-    result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=20, patience=50),
-                          on_event=stop_after_first_epoch, stop_event=stop)
-    assert result.stopped_early and len(result.history["loss"]) <= 2
-    assert result.after is not None  # best weights so far are kept and scored
+    _, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=400),
+                              on_event=stop_after_first_round, stop_event=stop)
+    assert summary.stopped_by_user and summary.steps_run <= 2 * 400 // finetune.ROUNDS
+    assert summary.card["training"]["stopped_by_user"] and summary.after is not None
 
 
 @pytest.mark.parametrize("options,message", [
-    (dict(epochs=0), "epochs must be between"),
-    (dict(epochs=500), "epochs must be between"),
+    (dict(steps=0), "steps must be between"),
+    (dict(steps=finetune.MAX_STEPS + 1), "steps must be between"),
+    (dict(batch_size=finetune.MAX_BATCH_SIZE + 1), "batch size must be between"),
     (dict(input_size=100), "multiple of 32"),
     (dict(val_share=1.0), "validation share"),
     (dict(classes=["only"]), "at least two class names"),
@@ -91,10 +124,10 @@ def test_too_few_pairs_and_too_many_classes(tiny_base, squares):
 
 def test_finetune_command_prints_before_after_and_the_model_evaluates(tiny_base, tmp_path, capsys):
     images, masks = square_pairs(8, 40, np.random.default_rng(2))
-    write_dataset(tmp_path / "data", images, masks)
+    write_dataset(tmp_path / "data", images, masks)  # black/white masks: white = square
     Image.new("RGB", (40, 40)).save(tmp_path / "data" / "images" / "unpaired.jpg")
     out = tmp_path / "tuned.keras"
-    finetune.main(["--base", tiny_base, "--data", str(tmp_path / "data"), "--out", str(out), "--epochs", "2"])
+    finetune.main(["--base", tiny_base, "--data", str(tmp_path / "data"), "--out", str(out), "--steps", "8"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert any("skipped: unpaired.jpg: no mask found" in line for line in lines)
     result = json.loads(lines[-1])
@@ -109,10 +142,11 @@ def test_finetune_command_prints_before_after_and_the_model_evaluates(tiny_base,
 
 
 def test_saved_result_round_trips(tiny_base, squares, tmp_path):
-    result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=1))
-    path = save_result(result, tmp_path / "m.keras")
+    model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2))
+    path = save_result(model, summary, tmp_path / "m.keras")
     from segdemo.registry import get_segmenter
 
+    assert summary.model_path == str(path)
     assert get_segmenter(str(path)).predict(squares[0][1]).labels.shape == (32, 32)
 
 
@@ -120,10 +154,21 @@ def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares,
     from segdemo.hub import build_push_folder
     from segdemo.registry import get_segmenter
 
-    result = run_finetune(squares, FinetuneOptions(base=tiny_base, epochs=1, classes=["sky", "square"]))
-    folder = build_push_folder(save_result(result, tmp_path / "tuned.keras"), tmp_path / "push", "me/tuned")
+    model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2, classes=["sky", "square"]))
+    folder = build_push_folder(save_result(model, summary, tmp_path / "tuned.keras"), tmp_path / "push", "me/tuned")
     loaded = get_segmenter(str(folder / "model.keras"))
     assert loaded.classes == ["sky", "square"] and loaded.card["base_model"] == "squares"
     image = squares[0][1]
-    expected = np.asarray(result.model(image[None].astype(np.float32)))[0].argmax(-1)
+    expected = np.asarray(model(image[None].astype(np.float32)))[0].argmax(-1)
     assert np.array_equal(loaded.predict(image).labels, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_new_foreground_is_learned_for_any_seed(tiny_base, seed):
+    """Two new classes on a base that never saw squares: the held-out square IoU is high for both seeds."""
+    images, masks = square_pairs(20, 32, np.random.default_rng(10))
+    pairs = [(f"p{i}", image, mask) for i, (image, mask) in enumerate(zip(images, masks))]
+    _, summary = run_finetune(pairs, FinetuneOptions(base=tiny_base, steps=120, learning_rate=3e-3,
+                                                     classes=["background", "thing"], seed=seed))
+    assert summary.after["per_class_iou"]["thing"] > 0.8, summary.after

@@ -53,7 +53,7 @@ def session_key(request):
 FINETUNED_CHOICE = "my fine-tuned model (this session)"
 RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
 FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (150-200 MB: bench/model_memory.py)
-STOP_EVENTS = SessionStore(capacity=64)  # the Stop button's event of a running fine-tune
+STOP_EVENTS = SessionStore(capacity=64)  # a session's running fine-tune job (the Stop button stops it)
 
 
 def session_folder(key):

@@ -1,0 +1,262 @@
+"""Does a fine-tune on 20 pairs of a new domain give the same, good result for any seed? Against the TF
+segmentation tutorial's recipe, on the same pairs, in the same run.
+
+    python bench/finetune_robustness.py [--shared ../shared] [--seeds 0 1 2 3 4] [--domains ...]
+
+Domains, made from ../shared as a user would bring them (black/white masks, white = the object), cached in
+.cache/finetune_domains/: 20 pairs to fine-tune on (the app holds 4 of them out for its curves) and other
+images of the domain scored at their original resolution:
+- pets-from-street: Oxford pets, pet (with its border) vs the rest, from the street base (new classes)
+- cars-from-pets: CamVid, car vs the rest, from the pets base (new classes)
+- membranes-from-pets: ISBI 2012, cell interior (white) vs membrane, from the pets base (new classes;
+  only 10 other slices exist to score on)
+- pets-binary-from-pets: Oxford pets binary on the pets base with the tab's defaults (keep its classes:
+  white -> pet, black -> background)
+Each seed runs `run_finetune` at the tab's defaults; the baseline is the tutorial's frozen ImageNet
+MobileNetV2 + pix2pix decoder at 128x128, Adam 1e-3, flips, 40 epochs, batch 4, on the same 16 training
+pairs. Prints per domain min / median / max foreground IoU and seconds, then one JSON line.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import ROOT, print_json  # noqa: E402
+
+from segdemo.cards import binary_mask_classes  # noqa: E402
+from segdemo.data import find_pairs, load_pair  # noqa: E402
+
+DOMAINS_DIR = ROOT / ".cache" / "finetune_domains"
+TRAIN_PAIRS = 20
+SCORE_PAIRS = 60
+NEW_CLASSES = ["background", "object"]
+# domain -> (base model, classes for the fine-tune: None = keep the base's)
+DOMAINS = {
+    "pets-from-street": ("street", NEW_CLASSES),
+    "cars-from-pets": ("pets", NEW_CLASSES),
+    "membranes-from-pets": ("pets", NEW_CLASSES),
+    "pets-binary-from-pets": ("pets", None),
+}
+BASELINE_SIZE = 128
+BASELINE_EPOCHS = 40
+BASELINE_BATCH = 4
+CAMVID_CAR = 8
+
+
+# --- domains: binary masks from the shared datasets -------------------------------------------------------
+
+
+def write_pair(folder, name, image, white):
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / "images" / f"{name}.jpg", quality=95)
+    Image.fromarray(np.where(white, 255, 0).astype(np.uint8)).save(folder / "masks" / f"{name}.png")
+
+
+def pets_source(shared):
+    pairs = find_pairs(Path(shared) / "datasets" / "oxford-pets-subset", "test").pairs  # the bases never saw them
+    return [(p.name, *load_pair(p, 3)) for p in pairs], lambda mask: mask != 1  # pet + border vs background
+
+
+def cars_source(shared):
+    root = Path(shared) / "datasets" / "camvid"
+    train = [(p.name, *load_pair(p, 12)) for p in find_pairs(root, "train").pairs[::5]]
+    test = [(p.name, *load_pair(p, 12)) for p in find_pairs(root, "test").pairs[::3]]
+    with_cars = [item for item in train if (item[2] == CAMVID_CAR).mean() > 0.02]
+    return with_cars, test, lambda mask: mask == CAMVID_CAR
+
+
+def build_domain(name, shared):
+    """Write the domain's train/ and score/ folders (once)."""
+    folder = DOMAINS_DIR / name
+    if (folder / "score" / "masks").is_dir():
+        return folder
+    rng = np.random.default_rng(0)
+    if name.startswith("pets"):
+        items, white = pets_source(shared)
+        order = rng.permutation(len(items))
+        train, score = [items[i] for i in order[:TRAIN_PAIRS]], [items[i] for i in order[TRAIN_PAIRS:][:SCORE_PAIRS]]
+    elif name.startswith("cars"):
+        candidates, test, white = cars_source(shared)
+        train = [candidates[i] for i in rng.permutation(len(candidates))[:TRAIN_PAIRS]]
+        score = test[:SCORE_PAIRS]
+    else:
+        pairs = find_pairs(Path(shared) / "datasets" / "isbi2012-membranes", "train").pairs
+        items = [(p.name, *load_pair(p, 2)) for p in sorted(pairs, key=lambda p: int(p.name))]
+        train, score, white = items[:TRAIN_PAIRS], items[TRAIN_PAIRS:], lambda mask: mask == 1  # cell interior
+    for subset, chosen in (("train", train), ("score", score)):
+        for pair_name, image, mask in chosen:
+            write_pair(folder / subset, pair_name, image, white(mask))
+    return folder
+
+
+def score_pairs(folder, card):
+    """The domain's scoring pairs, masks read as the model's card reads black/white."""
+    binary = binary_mask_classes(card)
+    return [load_pair(pair, len(card["classes"]), binary=binary) for pair in find_pairs(folder / "score").pairs]
+
+
+def foreground_iou(segmenter, items):
+    from segdemo.evaluate import evaluate_arrays
+
+    white = binary_mask_classes(segmenter.card)[1]
+    result = evaluate_arrays(segmenter, items)
+    return result["per_class_iou"][segmenter.classes[white]]
+
+
+# --- runs ----------------------------------------------------------------------------------------------------
+
+
+def run_ours(folder, base, classes, seed):
+    from segdemo import cards
+    from segdemo.finetune import FinetuneOptions, load_training_pairs, run_finetune
+    from segdemo.inference import Segmenter
+    from segdemo.registry import resolve_model_path
+
+    base_card = cards.load_card(resolve_model_path(base))
+    pairs, _ = load_training_pairs(folder / "train", base_card, classes)
+    started = time.perf_counter()
+    model, summary = run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=seed))
+    seconds = time.perf_counter() - started
+    segmenter = Segmenter(model, summary.card, freeze=False)
+    before = summary.before["per_class_iou"][segmenter.classes[binary_mask_classes(summary.card)[1]]]
+    return {"iou": foreground_iou(segmenter, score_pairs(folder, summary.card)), "seconds": seconds,
+            "held_out_before": before,
+            "held_out_after": summary.after["per_class_iou"][segmenter.classes[binary_mask_classes(summary.card)[1]]]}
+
+
+def build_tutorial_model(encoder_weights, num_classes=2, size=BASELINE_SIZE):
+    """The TF segmentation tutorial's model: frozen MobileNetV2 encoder, pix2pix upsampling decoder."""
+    import keras
+
+    from segdemo.models import load_mobilenet_weights
+
+    inputs = keras.Input((size, size, 3))
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    encoder_base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None)
+    load_mobilenet_weights(encoder_base, encoder_weights)
+    names = ["block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu",
+             "block_16_project"]
+    encoder = keras.Model(encoder_base.input, [encoder_base.get_layer(n).output for n in names])
+    encoder.trainable = False
+    skips = encoder(scaled)
+    x = skips[-1]
+    for filters, skip in zip((512, 256, 128, 64), reversed(skips[:-1])):
+        x = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.Concatenate()([x, skip])
+    outputs = keras.layers.Conv2DTranspose(num_classes, 3, strides=2, padding="same")(x)
+    return keras.Model(inputs, outputs)
+
+
+def run_baseline(folder, shared, seed):
+    import keras
+    import tensorflow as tf
+
+    from segdemo.data import resize_image, resize_mask
+    from segdemo.finetune import split_pairs
+    from segdemo.inference import Segmenter
+
+    card = {"name": "tutorial", "classes": NEW_CLASSES, "input_size": BASELINE_SIZE}
+    pairs = find_pairs(folder / "train").pairs
+    train_idx, _ = split_pairs([p.name for p in pairs], 0.2)  # the same 16 pairs the fine-tune trains on
+    items = [load_pair(pairs[i], 2, binary=binary_mask_classes(card)) for i in train_idx]
+    images = np.stack([resize_image(image, BASELINE_SIZE) for image, _ in items]).astype(np.float32)
+    masks = np.stack([resize_mask(mask, BASELINE_SIZE) for _, mask in items])
+    keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
+    model = build_tutorial_model(Path(shared) / "pretrained" / "mobilenetv2_160_imagenet_dogs.h5")
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def flip(image, mask):
+        flipped = tf.random.uniform(()) > 0.5
+        return (tf.where(flipped, tf.reverse(image, [1]), image),
+                tf.where(flipped, tf.reverse(mask, [1]), mask))
+
+    data = (tf.data.Dataset.from_tensor_slices((images, masks)).shuffle(len(images), seed=seed)
+            .map(flip).batch(BASELINE_BATCH).prefetch(2))
+    model.fit(data, epochs=BASELINE_EPOCHS, verbose=0)
+    seconds = time.perf_counter() - started
+    segmenter = Segmenter(model, {**card, "default_class": "object"}, freeze=False)
+    return {"iou": foreground_iou(segmenter, score_pairs(folder, segmenter.card)), "seconds": seconds}
+
+
+RUNS_CACHE = ROOT / ".cache" / "finetune_robustness_runs.json"
+
+
+def cached_run(key, run):
+    """`run()`'s result, kept in RUNS_CACHE under `key` so that an interrupted bench resumes."""
+    import json
+
+    cache = json.loads(RUNS_CACHE.read_text()) if RUNS_CACHE.exists() else {}
+    if key not in cache:
+        cache[key] = run()
+        RUNS_CACHE.write_text(json.dumps(cache, indent=1))
+    return cache[key]
+
+
+def recipe_key():
+    """What identifies the fine-tune recipe: the defaults and constants of segdemo.finetune."""
+    from dataclasses import asdict
+
+    from segdemo import finetune
+
+    constants = {k: getattr(finetune, k) for k in dir(finetune) if k.isupper() and isinstance(getattr(finetune, k), (int, float))}
+    return str(sorted({**asdict(finetune.FinetuneOptions()), **constants}.items()))
+
+
+def summarise(values):
+    values = sorted(values)
+    return {"min": round(values[0], 4), "median": round(float(np.median(values)), 4), "max": round(values[-1], 4)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    args = parser.parse_args()
+    from segdemo.training import limit_threads
+
+    limit_threads(2)
+    report = {}
+    for domain in args.domains:
+        folder = build_domain(domain, args.shared)
+        base, classes = DOMAINS[domain]
+        runs = {"ours": [], "baseline": []}
+        for seed in args.seeds:
+            runs["ours"].append(cached_run(f"{domain}|ours|{seed}|{recipe_key()}",
+                                           lambda: run_ours(folder, base, classes, seed)))
+            print(domain, "seed", seed, "ours", {k: round(v, 3) for k, v in runs["ours"][-1].items()}, flush=True)
+            if not args.no_baseline and seed in args.baseline_seeds:
+                runs["baseline"].append(cached_run(f"{domain}|baseline|{seed}",
+                                                   lambda: run_baseline(folder, args.shared, seed)))
+                print(domain, "seed", seed, "baseline", {k: round(v, 3) for k, v in runs["baseline"][-1].items()},
+                      flush=True)
+        scored = len(find_pairs(folder / "score").pairs)
+        report[domain] = {"base": base, "classes": classes or "the base's", "scored_images": scored,
+                          **{name: {"iou": summarise([r["iou"] for r in results]),
+                                    "seconds": summarise([r["seconds"] for r in results])}
+                             for name, results in runs.items() if results},
+                          "seeds": args.seeds, "baseline_seeds": [s for s in args.seeds if s in args.baseline_seeds]}
+    print(f"\n{'domain':24} {'recipe':9} {'fg IoU min / median / max':28} {'seconds median':>14}")
+    for domain, result in report.items():
+        for name in ("ours", "baseline"):
+            if name in result:
+                iou, secs = result[name]["iou"], result[name]["seconds"]
+                print(f"{domain:24} {name:9} {iou['min']:.3f} / {iou['median']:.3f} / {iou['max']:.3f}"
+                      f"{'':7} {secs['median']:14.1f}")
+    print_json(report)
+
+
+if __name__ == "__main__":
+    main()

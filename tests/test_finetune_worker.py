@@ -1,0 +1,71 @@
+"""The fine-tune job boundary in-process: the events a job yields, their wire format, Stop, failures."""
+
+import numpy as np
+import pytest
+
+from segdemo import finetune_worker
+from segdemo.finetune import Failed, FinetuneOptions, FinetuneSummary, Finished, RoundDone, StepDone
+from tests.test_finetune import squares, tiny_base  # noqa: F401 - fixtures
+
+
+def palette():
+    return [(0, 0, 0), (255, 0, 0)]
+
+
+def collect(job):
+    return list(job.events())
+
+
+def test_a_job_yields_steps_rounds_then_its_result(tiny_base, squares, tmp_path):  # noqa: F811
+    options = FinetuneOptions(base=tiny_base, steps=8, val_share=0.25)
+    events = collect(finetune_worker.start(tmp_path, squares, options, palette(), in_process=True))
+    steps = [e for e in events if isinstance(e, StepDone)]
+    rounds = [e for e in events if isinstance(e, RoundDone)]
+    assert [e.step for e in steps] == list(range(1, 9)) and all(e.steps == 8 for e in steps)
+    assert len(rounds) == 8 and all((tmp_path / f"sample_{e.round}.png").is_file() for e in rounds)
+    assert rounds[-1].logs["loss"] > 0 and 0 <= rounds[-1].logs["val_miou"] <= 1
+    assert isinstance(events[-1], Finished)
+    summary = events[-1].summary
+    assert summary.model_path.endswith(".keras") and (tmp_path / "squares-finetuned.keras").is_file()
+    assert summary.steps_run == 8 and not summary.stopped_by_user and len(summary.history) == 8
+
+
+def test_events_round_trip_the_wire_format():
+    summary = FinetuneSummary(card={"name": "m"}, before={"miou": 0.3}, after={"miou": 0.9}, history=[{"loss": 1.0}],
+                              seconds=3.5, stopped_by_user=True, held_out=["a"], steps_run=7, before_note="x → y",
+                              model_path="/tmp/m.keras")
+    for event in (StepDone(3, 10), RoundDone(1, 8, 5, 40, {"loss": 0.5, "val_miou": None}, "s.png"),
+                  Finished(summary), Failed("bad pairs"), Failed("boom", input_error=False, details="trace")):
+        assert finetune_worker.decode_event(finetune_worker.encode_event(event)) == event
+    assert finetune_worker.decode_event("some library's stray output") is None
+    assert finetune_worker.decode_event('{"type": "Unknown"}') is None
+
+
+def test_stop_ends_the_job_with_the_weights_so_far(tiny_base, squares, tmp_path):  # noqa: F811
+    job = finetune_worker.start(tmp_path, squares, FinetuneOptions(base=tiny_base, steps=2000), palette(),
+                                in_process=True)
+    events = []
+    for event in job.events():
+        events.append(event)
+        if isinstance(event, StepDone) and event.step == 3:
+            job.stop()
+    summary = events[-1].summary
+    assert summary.stopped_by_user and summary.steps_run < 2000 and summary.after["images"] > 0
+
+
+def test_bad_input_ends_as_a_failed_event_with_the_message(tiny_base, squares, tmp_path):  # noqa: F811
+    name, image, mask = squares[0]
+    bad = [(name, image, np.full_like(mask, 7))] + squares[1:]
+    events = collect(finetune_worker.start(tmp_path, bad, FinetuneOptions(base=tiny_base), palette(),
+                                           in_process=True))
+    assert events == [Failed(f"{name}: mask has class values [7] but only 2 classes are defined")]
+
+
+@pytest.mark.slow
+def test_a_worker_process_runs_a_job(tiny_base, squares, tmp_path):  # noqa: F811
+    job = finetune_worker.start(tmp_path, squares, FinetuneOptions(base=tiny_base, steps=4), palette())
+    events = collect(job)
+    assert isinstance(events[-1], Finished), events[-1]
+    assert sum(isinstance(e, StepDone) for e in events) == 4
+    assert job.process.wait(timeout=30) == 0
+    finetune_worker.SPARE_WORKERS.close()
