@@ -161,7 +161,7 @@ def run_baseline(folder, shared, seed):
     import tensorflow as tf
 
     from segdemo.data import resize_image, resize_mask
-    from segdemo.finetune import split_pairs
+    from segdemo.data import split_pairs
     from segdemo.inference import Segmenter
 
     card = {"name": "tutorial", "classes": NEW_CLASSES, "input_size": BASELINE_SIZE}

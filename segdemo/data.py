@@ -3,6 +3,7 @@
 Every user-facing failure is an `InputError` whose message says what was wrong and what is accepted.
 """
 
+import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -370,14 +371,22 @@ def resize_mask(mask, size):
     return np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
 
 
-def load_resized_pairs(pairs, size, num_classes=None, palette=None):
+def split_pairs(names, val_share):
+    """(train, held-out) index lists; at least one of each when val_share > 0 and there are two names. Held-out
+    pairs are picked by a hash of their names, so the split is the same for every seed and listing order."""
+    order = sorted(range(len(names)), key=lambda i: hashlib.sha1(names[i].encode()).hexdigest())
+    val_count = min(max(1, round(len(names) * val_share)), len(names) - 1) if val_share > 0 and len(names) > 1 else 0
+    return sorted(order[val_count:]), sorted(order[:val_count])
+
+
+def load_resized_pairs(pairs, size, num_classes=None, palette=None, binary=(0, 1)):
     """Decode pairs and resize them to size x size (or (w, h)): (N, H, W, 3) uint8 images and (N, H, W)
     uint8 masks."""
     width, height = size_wh(size)
     images = np.zeros((len(pairs), height, width, 3), np.uint8)
     masks = np.zeros((len(pairs), height, width), np.uint8)
     for index, pair in enumerate(pairs):
-        image, mask = load_pair(pair, num_classes, palette)
+        image, mask = load_pair(pair, num_classes, palette, binary)
         images[index] = resize_image(image, size)
         masks[index] = resize_mask(mask, size)
     return images, masks

@@ -19,7 +19,6 @@ The recipe is built to give the same result for any seed on ~20 pairs of a domai
 
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import threading
@@ -31,7 +30,7 @@ import numpy as np
 
 from segdemo import cards
 from segdemo.cards import size_value, size_wh
-from segdemo.data import IGNORE_INDEX, InputError, resize_image, resize_mask
+from segdemo.data import IGNORE_INDEX, InputError, resize_image, resize_mask, split_pairs
 from segdemo.losses import LOSSES
 
 MIN_PAIRS = 2  # at least one to train on and one held out
@@ -139,14 +138,6 @@ class Failed:
     message: str
     input_error: bool = True  # False: a bug; `details` holds the traceback for the log
     details: str = ""
-
-
-def split_pairs(names, val_share):
-    """(train, held-out) indices with at least one of each. Held-out pairs are picked by a hash of their
-    names, so the split is the same for every seed and upload order."""
-    order = sorted(range(len(names)), key=lambda i: hashlib.sha1(names[i].encode()).hexdigest())
-    val_count = min(max(1, round(len(names) * val_share)), len(names) - 1)
-    return sorted(order[val_count:]), sorted(order[:val_count])
 
 
 def resize_pairs(images_and_masks, size):

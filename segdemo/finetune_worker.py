@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segdemo.finetune import Failed, FinetuneOptions, FinetuneSummary, Finished, RoundDone, StepDone, split_pairs
+from segdemo.data import split_pairs
+from segdemo.finetune import Failed, FinetuneOptions, FinetuneSummary, Finished, RoundDone, StepDone
 
 WORKER_THREADS = 2  # at the lowest CPU priority, so a serving request preempts it
 WORKER_NICENESS = 19

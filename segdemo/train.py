@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from segdemo import cards
-from segdemo.data import find_pairs, load_resized_pairs
+from segdemo.data import find_pairs, load_resized_pairs, split_pairs
 from segdemo.losses import LOSSES, median_frequency_weights
 
 CACHE_DIR = Path("cache")
@@ -79,24 +79,17 @@ def parse_size(text):
     return parts[0] if len(parts) == 1 or parts[0] == parts[1] else tuple(parts)
 
 
-def cached_arrays(pairs, size, num_classes):
+def cached_arrays(pairs, size, num_classes, binary):
     """Decoded, resized pairs, cached in cache/ so repeated runs skip JPEG decoding."""
-    key = hashlib.sha1(json.dumps([[str(p.image), str(p.mask), p.encoding] for p in pairs] + [size]).encode())
+    key = hashlib.sha1(json.dumps([[str(p.image), str(p.mask), p.encoding] for p in pairs] + [size, binary]).encode())
     path = CACHE_DIR / f"pairs_{key.hexdigest()[:16]}.npz"
     if path.exists():
         with np.load(path) as stored:
             return stored["images"], stored["masks"]
-    images, masks = load_resized_pairs(pairs, size, num_classes)
+    images, masks = load_resized_pairs(pairs, size, num_classes, binary=binary)
     CACHE_DIR.mkdir(exist_ok=True)
     np.savez(path, images=images, masks=masks)
     return images, masks
-
-
-def split_indices(count, val_share, seed):
-    """Deterministic (train, val) index arrays; at least one of each when possible."""
-    order = np.random.default_rng(seed).permutation(count)
-    val_count = min(max(1, round(count * val_share)), count - 1) if val_share > 0 and count > 1 else 0
-    return np.sort(order[val_count:]), np.sort(order[:val_count])
 
 
 def main(argv=None):
@@ -114,12 +107,14 @@ def main(argv=None):
     started = time.time()
     pairs = [pair for pair in find_pairs(args.data, args.split).pairs if pair.name not in set(args.exclude)]
     num_classes = len(args.classes)
-    images, masks = cached_arrays(pairs, args.input_size, num_classes)
+    # black/white masks read as the card will say (white -> the default class), so evaluation agrees
+    binary = cards.binary_mask_classes({"classes": args.classes, "default_class": args.default_class}) or (0, 1)
+    images, masks = cached_arrays(pairs, args.input_size, num_classes, binary)
     if args.val_split:
         train_idx, val_idx = np.arange(len(pairs)), np.arange(0)
-        val_data = cached_arrays(find_pairs(args.data, args.val_split).pairs, args.input_size, num_classes)
+        val_data = cached_arrays(find_pairs(args.data, args.val_split).pairs, args.input_size, num_classes, binary)
     else:
-        train_idx, val_idx = split_indices(len(pairs), args.val_share, args.seed)
+        train_idx, val_idx = (np.array(part, int) for part in split_pairs([p.name for p in pairs], args.val_share))
         val_data = (images[val_idx], masks[val_idx]) if len(val_idx) else None
     train_data = (images[train_idx], masks[train_idx])
     val_count = len(val_data[0]) if val_data is not None else 0
@@ -190,7 +185,7 @@ def main(argv=None):
         "description": args.description,
         "classes": args.classes,
         "colors": [[int(v) for v in c.split(",")] for c in args.colors] if args.colors else None,
-        "default_class": args.default_class or args.classes[0],
+        "default_class": cards.default_class_name(args.classes, args.default_class),
         **({"examples": args.examples} if args.examples else {}),
         "input_size": cards.size_value(args.input_size),
         "architecture": args.architecture,

@@ -9,7 +9,7 @@ from PIL import Image
 
 from segdemo import finetune
 from segdemo.cards import save_card
-from segdemo.data import InputError
+from segdemo.data import InputError, split_pairs
 from segdemo.finetune import FinetuneOptions, RoundDone, StepDone, run_finetune, save_result
 from segdemo.models import build_unet
 from tests.test_training import square_pairs, write_dataset
@@ -80,12 +80,13 @@ def test_linear_probe_separates_separable_features():
 
 def test_split_is_chosen_by_name_not_seed_or_order():
     names = [f"img{i}" for i in range(20)]
-    train, held = finetune.split_pairs(names, 0.2)
+    train, held = split_pairs(names, 0.2)
     assert len(held) == 4 and sorted(train + held) == list(range(20))
     reversed_names = names[::-1]
-    _, held_reversed = finetune.split_pairs(reversed_names, 0.2)
+    _, held_reversed = split_pairs(reversed_names, 0.2)
     assert {reversed_names[i] for i in held_reversed} == {names[i] for i in held}
-    assert finetune.split_pairs(names[:2], 0.01) == ([1], [0]) or finetune.split_pairs(names[:2], 0.01) == ([0], [1])
+    assert split_pairs(names[:2], 0.01) == ([1], [0]) or split_pairs(names[:2], 0.01) == ([0], [1])
+    assert split_pairs(names, 0) == (list(range(20)), [])  # the train command may keep no validation pairs
 
 
 def test_stop_event_ends_training_early(tiny_base, squares):
