@@ -12,11 +12,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from segdemo import cards
 from segdemo.cards import size_wh
 from segdemo.inference import float32_graphs
+from segdemo.lazy import LazyModule
+
+tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.lazy
 
 
 def export_tflite(model, input_size, path):

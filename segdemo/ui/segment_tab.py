@@ -13,7 +13,7 @@ from segdemo.registry import (
     default_model_name,
     model_choices,
 )
-from segdemo.serving import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
+from segdemo.serving import LARGE_IMAGE_PIXELS, LOADING_MESSAGE, STEPS, default_class, render, segment_and_render
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
@@ -41,9 +41,25 @@ def timing_note(result, model_name):
 @user_errors
 def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAULT_OPACITY,
             request: gr.Request = None):
-    """Segment an image. Returns the colour class mask, the probability map of `probability_class`,
-    the overlay, the share of the image per class, a note with timings and device, and the class-index
-    mask PNG (pixel value = class index, full resolution)."""
+    """Segment an image: label every pixel with a class of the chosen U-Net model.
+    Models and their classes: "pets" (pet, background, border: a cat or dog against its background), "street"
+    (CamVid road scenes: Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian,
+    Bicyclist), "membranes" (electron microscopy: cell interior, membrane).
+
+    Args:
+        image: The image to segment (JPEG, PNG, WebP, BMP, GIF or TIFF, up to 40 megapixels).
+        model_name: The model: "pets" (pet, background, border), "street" (11 road-scene classes) or "membranes".
+        probability_class: The class whose probability map is returned (default: the model's main class).
+        opacity: How strongly the colour mask covers the image in the overlay, 0 to 1.
+
+    Returns:
+        the colour class mask (PNG)
+        the probability map of `probability_class` (grey PNG, white = probability 1)
+        the overlay of the colour mask on the image (PNG)
+        the share of the image per class
+        a note with timings and device
+        the class-index mask (PNG, pixel value = class index, full resolution)
+    """
     key = session_key(request)
     result, (color_mask, prob, blended) = segment_and_render(image, model_name, probability_class, opacity, key)
     RESULTS.put(key, result)
@@ -107,7 +123,8 @@ def example_images(card):
 
 def build_segment_tab(demo):
     """Lay out the tab inside an open `gr.Blocks` and wire its events. Returns the model dropdown (the
-    Fine-tune tab switches it to the session's fine-tuned model)."""
+    Fine-tune tab switches it to the session's fine-tuned model) and the info line (the device, once the
+    model has loaded)."""
     models = bundled_models()
     model_name = default_model_name(models)
     card = load_card(models[model_name])  # build_demo has loaded this model; the others load on first use
@@ -128,7 +145,7 @@ def build_segment_tab(demo):
         blended = gr.Image(format="png", label="Overlay", interactive=False, elem_id="overlay")
         with gr.Column():
             areas = gr.Label(label="Share of the image per class", show_heading=False, elem_id="class-areas")
-            info = gr.Markdown(f"Device: {describe_device()}", elem_id="segment-info")
+            info = gr.Markdown(LOADING_MESSAGE, elem_id="segment-info")
             mask_file = gr.File(label="Class-index mask (PNG, pixel value = class index)", interactive=False)
     example_groups = []
     for name, path in models.items():  # one group per model; the selected model's is visible
@@ -146,4 +163,4 @@ def build_segment_tab(demo):
     model_choice.change(select_model(list(models)), [model_choice, image, opacity],
                         [class_choice, legend, *example_groups, *outputs], api_visibility="undocumented")
     demo.unload(forget_session)  # registered once, here: it clears every tab's session state
-    return model_choice
+    return model_choice, info
