@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import demo  # noqa: E402  (builds the real app)
+from segdemo.ui import launch  # noqa: E402
 
 
 def fixed_pngs(size, folder):
@@ -44,4 +45,4 @@ with demo:
             gr.Button(api_name).click(lambda image, pngs=pngs: pngs, upload, outputs, api_name=api_name, queue=queue)
 
 if __name__ == "__main__":
-    demo.launch()
+    launch(demo)

@@ -3,7 +3,9 @@ endpoints in the same run, the handler's own time split, and the server's memory
 
     python bench/api_speed.py [--calls 30] [--memory-requests 200]
 
-1. Cold start: `python app.py` started -> first successful `segment` answer (a fresh process, one client).
+1. Cold start, in one run: `python -c "import gradio"` (the floor), then `python app.py` started -> the page
+   answers (served before TensorFlow and the model load) -> first successful `segment` answer (a fresh
+   process, one client that connects as soon as the page answers; the request waits for the model).
 2. Round trips on `bench/api_server.py` (the app plus /echo, /echo_tiny, /echo_unqueued): for a 500x375
    JPEG, a 12 MP JPEG and a 1x1 PNG, `segment` and `echo` calls alternate; medians and p95, the difference,
    and the handler's decode / preprocess / model / postprocess / encode split as `segment` reports it.
@@ -13,6 +15,8 @@ Prints a table, then one JSON line. Everything stays on 127.0.0.1.
 
 import argparse
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,15 +28,25 @@ from handler_speed import make_inputs
 STEP_PATTERN = re.compile(r"\((decode [^)]*) ms\)")
 
 
+def import_gradio_seconds():
+    """Seconds for `python -c "import gradio"`: what serving any Gradio page costs at the least."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradio"], check=True)
+    return time.perf_counter() - started
+
+
 def cold_start(work, image):
     from gradio_client import Client, handle_file
 
+    import_gradio_s = import_gradio_seconds()
     started = time.perf_counter()
     process, url, page_s = start_server(work / "cold.log")
     try:
         client = Client(url, verbose=False)
         client.predict(handle_file(image), "pets", "pet", 0.5, api_name="/segment")
-        return {"page_s": round(page_s, 1), "first_segment_s": round(time.perf_counter() - started, 1)}
+        return {"import_gradio_s": round(import_gradio_s, 1), "page_s": round(page_s, 1),
+                "page_minus_import_gradio_s": round(page_s - import_gradio_s, 1),
+                "first_segment_s": round(time.perf_counter() - started, 1)}
     finally:
         process.kill()
         process.wait()
@@ -95,8 +109,9 @@ def main():
         process.kill()
         process.wait()
 
-    print(f"cold start: page {result['cold_start']['page_s']} s, first segment answer "
-          f"{result['cold_start']['first_segment_s']} s")
+    cold = result["cold_start"]
+    print(f"cold start: import gradio {cold['import_gradio_s']} s; app.py -> page {cold['page_s']} s "
+          f"(+{cold['page_minus_import_gradio_s']} s), -> first segment answer {cold['first_segment_s']} s")
     print_table(rows, ["input", "calls", "segment_p50_ms", "segment_p95_ms", "echo_p50_ms", "echo_p95_ms",
                        "segment_minus_echo_ms", "echo_tiny_p50_ms", "echo_unqueued_p50_ms"])
     for row in rows:

@@ -61,7 +61,7 @@ def main():
 
     from segdemo.inference import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
-    from segdemo.ui.segment_tab import STEPS, segment_and_render
+    from segdemo.serving import STEPS, segment_and_render
 
     enable_bf16_inference()  # as the app does (bfloat16 graphs on CPUs that support them)
     segmenter = get_segmenter(args.model)

@@ -12,11 +12,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from segdemo import cards
 from segdemo.cards import size_wh
 from segdemo.inference import float32_graphs
+from segdemo.lazy import LazyModule
+
+tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.lazy
 
 
 def export_tflite(model, input_size, path):
@@ -39,9 +41,19 @@ def export_tflite(model, input_size, path):
     return path
 
 
+def lite_interpreter(path):
+    """A TFLite interpreter for `path`: LiteRT's (`ai-edge-litert`, the runtime a phone app links) when it is
+    installed, else TensorFlow's deprecated `tf.lite.Interpreter`."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter  # noqa: N806 - deprecated since TF 2.20, the fallback only
+    return Interpreter(model_path=str(path))
+
+
 def tflite_predict(path, image):
     """Run a TFLite model on one (h, w, 3) image in 0..255 at its input size; returns (h, w, C) logits."""
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = lite_interpreter(path)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
     interpreter.invoke()

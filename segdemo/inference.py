@@ -6,17 +6,21 @@ import contextlib
 import ctypes
 import gc
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from segdemo.cards import class_colors, input_wh
 from segdemo.data import resize_image
+from segdemo.lazy import LazyModule
+
+tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see serving.BackgroundStartup)
+
+BATCH_SIZE = 8  # images per model call in `predict_batch` (a fixed shape: no retracing, the last batch padded)
 
 
 @dataclass
@@ -42,6 +46,8 @@ class Segmenter:
     forward passes)."""
 
     def __init__(self, model, card, tta=False, freeze=True):
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
         self.model, self.card, self.tta = model, card, tta
         self.size = input_wh(card)  # (width, height), as PIL and `resize_image` take it
         self.classes = list(card["classes"])
@@ -54,15 +60,27 @@ class Segmenter:
         # freeze=False: the plain traced function, for one-off scoring where freezing (1-3 s) would not pay off
         self._frozen = convert_variables_to_constants_v2(self._compiled.get_concrete_function()) if freeze \
             else self._compiled
+        self._freeze = freeze
+        self._batch_graphs = None  # (model on BATCH_SIZE images, probabilities -> labels), built on first use
+        self._batch_lock = threading.Lock()
+
+    def _probabilities(self, batch):
+        """Softmax of a (n, h, w, 3) batch, averaged with the mirrored images' when `tta`."""
+        if not self.tta:
+            return tf.nn.softmax(self.model(batch, training=False))
+        count = tf.shape(batch)[0]
+        logits = self.model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
+        return (tf.nn.softmax(logits[:count]) + tf.reverse(tf.nn.softmax(logits[count:]), axis=[2])) / 2.0
+
+    @staticmethod
+    def _labels(probs, out_size):
+        """Class indices at `out_size` (h, w): probabilities resized first, then argmax."""
+        full = tf.image.resize(probs, out_size, method="bilinear")
+        return tf.cast(tf.argmax(full, axis=-1), tf.uint8)
 
     def _forward(self, batch, out_size):
-        if self.tta:
-            logits = self.model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
-            probs = (tf.nn.softmax(logits[0]) + tf.reverse(tf.nn.softmax(logits[1]), axis=[1])) / 2.0
-        else:
-            probs = tf.nn.softmax(self.model(batch, training=False)[0])
-        full = tf.image.resize(probs, out_size, method="bilinear")  # probabilities first, then argmax
-        return probs, tf.cast(tf.argmax(full, axis=-1), tf.uint8)
+        probs = self._probabilities(batch)[0]
+        return probs, self._labels(probs, out_size)
 
     def warm_up(self):
         """Trace and run once so the first user does not pay for it."""
@@ -80,6 +98,48 @@ class Segmenter:
         labels, probs = labels.numpy(), probs.numpy()
         done = time.perf_counter()
         return Prediction(labels, probs, {"preprocess": prepared - started, "model": done - prepared})
+
+    def batch_graphs(self):
+        """The compiled pair the batch path uses, built (and frozen) once: the model on a fixed
+        (BATCH_SIZE, h, w, 3) batch, and probabilities (h, w, C) -> labels at any output size."""
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        with self._batch_lock:
+            if self._batch_graphs is None:
+                width, height = self.size
+                model = tf.function(self._probabilities,
+                                    input_signature=[tf.TensorSpec([BATCH_SIZE, height, width, 3], tf.float32)])
+                labels = tf.function(self._labels, input_signature=[
+                    tf.TensorSpec([height, width, len(self.classes)], tf.float32), tf.TensorSpec([2], tf.int32)])
+                concrete = model.get_concrete_function()
+                self._batch_graphs = (convert_variables_to_constants_v2(concrete) if self._freeze else concrete,
+                                      labels.get_concrete_function())
+        return self._batch_graphs
+
+    def predict_batch(self, images):
+        """Segment a list of HxWx3 uint8 RGB images of any sizes: the model runs on batches of BATCH_SIZE
+        (the last one padded, so the graph always sees the same shape); each image's probabilities are
+        then resized to its own size and argmaxed, as `predict` does. Returns one Prediction per image."""
+        model, to_labels = self.batch_graphs()
+        predictions = []
+        for start in range(0, len(images), BATCH_SIZE):
+            chunk = images[start:start + BATCH_SIZE]
+            started = time.perf_counter()
+            batch = np.zeros((BATCH_SIZE, self.size[1], self.size[0], 3), np.float32)
+            for index, image in enumerate(chunk):
+                batch[index] = resize_image(image, self.size)
+            prepared = time.perf_counter()
+            probs = model(tf.convert_to_tensor(batch))
+            probs = (probs[0] if isinstance(probs, (list, tuple)) else probs).numpy()
+            for image, image_probs in zip(chunk, probs):
+                labels = to_labels(tf.convert_to_tensor(image_probs), tf.constant(image.shape[:2], tf.int32))
+                labels = (labels[0] if isinstance(labels, (list, tuple)) else labels).numpy()
+                predictions.append(Prediction(labels, image_probs, {}))
+            share = {"preprocess": (prepared - started) / len(chunk),
+                     "model": (time.perf_counter() - prepared) / len(chunk)}
+            for prediction in predictions[-len(chunk):]:
+                prediction.seconds = dict(share)
+        return predictions
 
 
 def palette_lut(colors):

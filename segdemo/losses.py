@@ -5,9 +5,11 @@ Written with `keras.ops` so they run on any Keras backend.
 """
 
 import numpy as np
-from keras import ops
 
 from segdemo.data import IGNORE_INDEX
+from segdemo.lazy import LazyModule
+
+ops = LazyModule("keras.ops")  # Keras imports TensorFlow: not with the page (see segdemo.lazy)
 
 DICE_SMOOTH = 1.0
 

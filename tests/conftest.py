@@ -39,12 +39,11 @@ def server_log(tmp_path_factory):
     return tmp_path_factory.mktemp("server") / "server.log"
 
 
-@pytest.fixture(scope="session")
-def app_url(server_log):
-    """Start `python app.py` as a real server on a free local port; yield its URL."""
+def start_app(log_path, **env):
+    """Start `python app.py` on a free local port with extra environment variables; returns (process, URL)
+    once the page answers."""
     port = free_port()
-    log_path = server_log
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), **env}
     with open(log_path, "w") as log_file:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log_file,
                                    stderr=subprocess.STDOUT)
@@ -55,19 +54,28 @@ def app_url(server_log):
             raise RuntimeError(f"app exited early:\n{log_path.read_text()[-3000:]}")
         try:
             urllib.request.urlopen(url, timeout=2)
-            break
+            return process, url
         except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        raise RuntimeError(f"app did not start in {SERVER_START_TIMEOUT}s:\n{log_path.read_text()[-3000:]}")
-    yield url
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"app did not start in {SERVER_START_TIMEOUT}s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_app(process, log_path):
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
     print(log_path.read_text()[-2000:])
+
+
+@pytest.fixture(scope="session")
+def app_url(server_log):
+    """Start `python app.py` as a real server on a free local port; yield its URL."""
+    process, url = start_app(server_log)
+    yield url
+    stop_app(process, server_log)
 
 
 @pytest.fixture

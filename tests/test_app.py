@@ -10,6 +10,7 @@ from PIL import Image
 from segdemo.cards import class_colors, input_wh, load_card
 from segdemo.registry import bundled_models
 
+pytestmark = pytest.mark.slow  # every test here talks to a launched server
 
 @pytest.fixture(scope="module")
 def client(app_url):

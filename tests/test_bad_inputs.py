@@ -98,6 +98,7 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
+@pytest.mark.slow  # a launched server
 @pytest.mark.parametrize("case", IMAGE_CASES)
 def test_segment_through_the_api(client, case, tmp_path):
     path, expected = write_case(tmp_path, case)
@@ -172,12 +173,14 @@ def test_pair_problems_through_the_handler(tmp_path):
     assert len(gallery) == 2
 
 
+@pytest.mark.slow  # a launched server
 def test_pair_problems_through_the_api(client, tmp_path):
     table, _, report = client.predict([handle_file(str(bad_pairs_zip(tmp_path / "bad.zip")))], "pets", KEEP, "",
                                       api_name="/check_pairs")
     check_pair_report(table["data"], report)
 
 
+@pytest.mark.slow  # a launched server
 def test_duplicate_names_and_fake_zip_through_the_api(client, tmp_path):
     image, mask = encode(noise(8, 8), "JPEG"), encode(Image.new("L", (8, 8), 1), "PNG")
     archives = []

@@ -16,10 +16,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 OUTPUT_IDS = ("class-mask", "probability-map", "overlay")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not Path(CHROMIUM).exists() and not os.environ.get("SEGDEMO_REQUIRE_BROWSER"),
     reason="Debian chromium is not installed (apt-get install -y chromium)",
-)
+)]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,39 @@ def test_bad_upload_shows_a_message_and_keeps_serving(page, tmp_path):
     bad.write_text("plain text")
     page.locator("#input-image input[type=file]").set_input_files(str(bad))
     page.get_by_text("not a readable image").first.wait_for(timeout=30_000)
+
+
+def test_page_shows_the_device_once_the_model_is_loaded(page):
+    page.wait_for_function("!document.querySelector('#segment-info').innerText.includes('Loading the model')",
+                           timeout=120_000)
+    text = page.locator("#segment-info").inner_text()
+    assert "CPU" in text or "GPU" in text
+
+
+def test_compare_tab_shows_both_overlays_in_a_slider(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-image input[type=file]").set_input_files("examples/chelsea_cat.png")
+    page.locator("#compare-note").get_by_text("disagree on").wait_for(timeout=60_000)
+    page.wait_for_function("[...document.querySelectorAll('#compare-slider img')].filter(i => i.naturalWidth > 0)"
+                           ".length >= 2", timeout=30_000)
+    sources = [img.get_attribute("src") for img in page.locator("#compare-slider img").all()]
+    assert any("overlay_a" in src for src in sources) and any("overlay_b" in src for src in sources)
+    page.wait_for_function("document.querySelector('#compare-disagreement img')?.naturalWidth > 0", timeout=30_000)
+    page.locator("#compare-shares").get_by_text("pet").first.wait_for()
+    page.get_by_role("tab", name="Segment").click()
+
+
+def test_batch_tab_zip_gallery_and_sorting(page, tmp_path):
+    from tests.test_showcase import batch_zip
+
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files(batch_zip(tmp_path / "batch.zip"))
+    page.locator("#batch-run").click()
+    page.locator("#batch-summary").get_by_text("3 images segmented").wait_for(timeout=120_000)
+    page.locator("#batch-summary").get_by_text("broken.jpg").first.wait_for()
+    page.wait_for_function("document.querySelectorAll('#batch-gallery img').length >= 3", timeout=30_000)
+    page.locator("#batch-gallery").get_by_text("cat · pet").first.wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Segment").click()
 
 
 def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):

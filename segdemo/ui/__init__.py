@@ -1,39 +1,94 @@
-"""The Gradio app: `build_demo()` assembles one module per tab."""
+"""The Gradio app: `build_demo()` assembles one module per tab; `launch(demo)` serves it with the upload
+limit and the MCP server. The page is served before TensorFlow is imported: the default model loads in the
+background (serving.STARTUP) and the page says "loading the model…" until it is ready."""
 
 import logging
+import os
+import threading
 
 import gradio as gr
 
-from segdemo.inference import describe_device, enable_bf16_inference, enable_gpu_memory_growth
-from segdemo.registry import bundled_models, default_model_name, get_segmenter
+from segdemo.registry import bundled_models, default_model_name
+from segdemo.serving import STARTUP
 from segdemo.ui.about_tab import build_about_tab
+from segdemo.ui.batch_tab import build_batch_tab
+from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.segment_tab import build_segment_tab
+from segdemo.uploads import MAX_ZIP_BYTES
 
 TITLE = "segdemo: U-Net semantic segmentation"
 INTRO = ("Pick a model (pets, street scenes or cell membranes) and drop an image: the U-Net labels every pixel "
-         "with a class. Outputs: the class mask, the probability map of one class, and an overlay. In "
-         "**Fine-tune**, upload a few labelled images of your own and adapt a model to them, for this session "
-         "only.")
+         "with a class. Outputs: the class mask, the probability map of one class, and an overlay. **Batch** "
+         "segments many images at once, **Compare** puts two models side by side, and in **Fine-tune** you "
+         "upload a few labelled images of your own and adapt a model to them, for this session only.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
+# One uploaded file may be as large as the largest ZIP the fine-tune and the batch unpack (uploads.MAX_ZIP_BYTES
+# of content; images barely compress, so the ZIP is about as large). Larger uploads are refused while they
+# stream in, before they fill the disk. SEGDEMO_MAX_UPLOAD_MB lowers (or raises) it.
+MAX_UPLOAD_MB = int(os.environ.get("SEGDEMO_MAX_UPLOAD_MB", MAX_ZIP_BYTES // 1_000_000))
+NOT_TOOLS = ("stop_finetune",)  # endpoints that make no sense to an AI assistant: kept callable, hidden from MCP
 
 log = logging.getLogger(__name__)
 
 
+def startup_status():
+    """Once the default model is loaded: the device lines of the Segment and About tabs."""
+    from segdemo.inference import describe_device
+
+    STARTUP.wait()
+    if STARTUP.error is not None:
+        failed = f"Loading the default model failed ({type(STARTUP.error).__name__}); it is retried on first use."
+        return failed, failed
+    device = describe_device()
+    return f"Device: {device}", f"Running on **{device}**."
+
+
+def hide_from_tools(demo, api_names):
+    """Keep these endpoints callable by clients but out of the API page and the MCP tool list."""
+    for function in demo.fns.values():
+        if function.api_name in api_names:
+            function.api_visibility = "undocumented"
+
+
 def build_demo():
-    """The whole app as a `gr.Blocks`, queued."""
-    enable_gpu_memory_growth()
-    enable_bf16_inference()  # before any model is loaded: it applies to graphs built afterwards
-    log.info("segdemo starting on %s", describe_device())
-    get_segmenter(default_model_name(bundled_models()))  # loaded and warmed before the first request
+    """The whole app as a `gr.Blocks`, queued, built without importing TensorFlow. Requests wait for the
+    default model, which `launch` loads in the background once the page is served."""
+    STARTUP.expect(default_model_name(bundled_models()))
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):
-            model_choice = build_segment_tab(demo)
+            model_choice, segment_info = build_segment_tab(demo)
+        with gr.Tab("Batch"):
+            build_batch_tab()
+        with gr.Tab("Compare"):
+            build_compare_tab()
         with gr.Tab("Fine-tune"):
             build_finetune_tab(model_choice)
         with gr.Tab("About"):
-            build_about_tab()
+            about_device = build_about_tab()
+        demo.load(startup_status, None, [segment_info, about_device], api_visibility="private",
+                  concurrency_limit=None, show_progress="hidden")
+    hide_from_tools(demo, NOT_TOOLS)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     return demo
+
+
+def launch(demo, **options):
+    """Serve the app: uploads bounded to MAX_UPLOAD_MB per file, and an MCP server at /gradio_api/mcp/ whose
+    tools are the documented endpoints (segment, segment_batch, compare, ...). TensorFlow and the default
+    model load in the background once the page is up."""
+    demo.launch(mcp_server=True, max_file_size=MAX_UPLOAD_MB * 1_000_000, prevent_thread_lock=True, **options)
+    STARTUP.start()
+    threading.Thread(target=prestart_finetune_worker, name="spare-worker", daemon=True).start()
+    demo.block_thread()
+
+
+def prestart_finetune_worker():
+    """A fine-tune worker with TensorFlow imported, so a Train's first figures come seconds later. Started after
+    the default model: on 2 cores, two TensorFlow imports at once would delay the first answered segment."""
+    from segdemo.finetune_worker import SPARE_WORKERS
+
+    STARTUP.done.wait()
+    SPARE_WORKERS.prestart()

@@ -4,8 +4,8 @@ import gradio as gr
 
 from segdemo.cards import card_markdown, load_card
 from segdemo.export import export_model
-from segdemo.inference import describe_device
 from segdemo.registry import bundled_models, default_model_name, model_choices
+from segdemo.serving import LOADING_MESSAGE
 from segdemo.ui.handlers import user_errors
 from segdemo.ui.sessions import (
     FINETUNED_CHOICE,
@@ -37,7 +37,8 @@ def export_selected(model_name, format_label, request: gr.Request = None):
 
 
 def build_about_tab():
-    gr.Markdown(f"Running on **{describe_device()}**.")
+    """Lay out the tab; returns the device line (filled in once the model has loaded)."""
+    device = gr.Markdown(LOADING_MESSAGE)
     models = bundled_models()
     for name, path in models.items():
         with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):
@@ -50,3 +51,4 @@ def build_about_tab():
         files = gr.File(label="Exported model and its card", file_count="multiple", interactive=False)
     export.click(export_selected, [model, fmt], files, api_name="export_model", concurrency_limit=1)
     gr.Markdown(CREDITS)
+    return device

@@ -54,6 +54,7 @@ FINETUNED_CHOICE = "my fine-tuned model (this session)"
 RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
 FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (150-200 MB: bench/model_memory.py)
 STOP_EVENTS = SessionStore(capacity=64)  # a session's running fine-tune job (the Stop button stops it)
+BATCHES = SessionStore(capacity=16)  # last batch per session (its gallery is re-sorted without the model)
 
 
 def session_folder(key):
@@ -104,7 +105,7 @@ def remove_stale_folders(root, max_age):
 def forget_session(request: gr.Request):
     """On tab close: drop everything the session held, files included."""
     key = session_key(request)
-    for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS):
+    for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS, BATCHES):
         store.pop(key)
     shutil.rmtree(SESSIONS_DIR / key, ignore_errors=True)
     _last_output_sweep.pop(SESSIONS_DIR / key / "outputs", None)
@@ -114,7 +115,9 @@ def segmenter_for(model_name, key):
     """The Segmenter a request asked for: a bundled model, or this session's own fine-tuned one."""
     from segdemo.data import InputError
     from segdemo.registry import DEFAULT_MODEL, get_segmenter
+    from segdemo.serving import STARTUP
 
+    STARTUP.wait()  # a request that arrives while the app starts waits for TensorFlow and the default model
     if model_name == FINETUNED_CHOICE:
         finetuned = FINETUNED_MODELS.get(key)
         if finetuned is None:

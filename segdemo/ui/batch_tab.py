@@ -1,0 +1,117 @@
+"""The Batch tab: many images or a ZIP in, a progress bar, a gallery of overlays sortable by a class's
+share, one ZIP (class-index PNGs, colour masks, classes.csv, model card) and the CSV out; the named API
+endpoint (and MCP tool) `segment_batch`."""
+
+import time
+
+import gradio as gr
+
+from segdemo.batch import MAX_BATCH_IMAGES, segment_files
+from segdemo.cards import load_card
+from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.serving import default_class
+from segdemo.ui.handlers import user_errors
+from segdemo.ui.sessions import BATCHES, FINETUNED_CHOICE, session_key
+from segdemo.uploads import MAX_ZIP_BYTES
+
+SKIPPED_SHOWN = 50  # problems listed in the summary; the ZIP's skipped.txt has them all
+HOW_TO = (f"Drop up to **{MAX_BATCH_IMAGES} images**, or ZIPs of images (up to {MAX_ZIP_BYTES // 1_000_000} MB "
+          "per file). Each image is segmented with the chosen model; the ZIP holds per image the class-index PNG "
+          "(`classes/`, pixel value = class index) and the colour mask (`masks/`), `classes.csv` (size, share "
+          "and mean probability of each class per image) and the model card. Unreadable files are listed and "
+          "skipped.")
+
+
+def progress_reporter(progress, started):
+    """A `progress(done, total)` callback that shows image k of n, the rate and the time left."""
+
+    def report(done, total):
+        rate = done / max(time.perf_counter() - started, 1e-6)
+        progress((done, total), desc=f"image {done} of {total} · {rate:.1f} images/s · "
+                                     f"{(total - done) / rate:.0f} s left", unit="images")
+
+    return report
+
+
+def summary_markdown(outcome):
+    lines = [f"**{len(outcome.images)} images segmented** with {len(outcome.classes)} classes in "
+             f"{outcome.seconds:.1f} s ({len(outcome.images) / outcome.seconds:.1f} images/s), "
+             f"**{len(outcome.problems)} skipped**."]
+    if outcome.problems:
+        lines += ["", "Skipped (the other images are in the ZIP):",
+                  *[f"- {problem}" for problem in outcome.problems[:SKIPPED_SHOWN]]]
+        if len(outcome.problems) > SKIPPED_SHOWN:
+            lines.append(f"- … and {len(outcome.problems) - SKIPPED_SHOWN} more (see skipped.txt in the ZIP)")
+    return "\n".join(lines)
+
+
+@user_errors
+def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, progress=gr.Progress()):
+    """Segment many images at once with one model (the model runs on batches of images).
+    Models and their classes: "pets" (pet, background, border: a cat or dog against its background), "street"
+    (CamVid road scenes: Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian,
+    Bicyclist), "membranes" (electron microscopy: cell interior, membrane).
+
+    Args:
+        files: Image files (JPEG, PNG, WebP, BMP, GIF, TIFF) and/or ZIPs of images, at most 200 images in all.
+        model_name: The model: "pets" (pet, background, border), "street" (11 road-scene classes) or "membranes".
+
+    Returns:
+        a ZIP: classes/<image>.png (pixel = class index), masks/<image>.png (colours), classes.csv, model card
+        classes.csv: per image file, width, height, share_<class> and mean_prob_<class> for every class
+        a summary that lists the skipped files and why
+    """
+    files = [getattr(item, "name", item) for item in (files or [])]
+    key = session_key(request)
+    outcome = segment_files(files, model_name, key, progress_reporter(progress, time.perf_counter()))
+    BATCHES.put(key, outcome)
+    return outcome.zip_path, outcome.csv_path, summary_markdown(outcome)
+
+
+def gallery_items(outcome, class_name):
+    return [(item.thumbnail, f"{item.name} · {class_name} {100 * item.shares[class_name]:.0f}%"
+             if class_name in item.shares else item.name) for item in outcome.sorted_by_share(class_name)]
+
+
+@user_errors
+def show_gallery(class_name, request: gr.Request = None):
+    """After a batch: the class choices of its model and the overlays, largest share of the class first."""
+    outcome = BATCHES.get(session_key(request))
+    if outcome is None:
+        return gr.skip(), gr.skip()
+    if class_name not in outcome.classes:
+        class_name = outcome.classes[0]
+    return gr.Dropdown(choices=outcome.classes, value=class_name), gallery_items(outcome, class_name)
+
+
+@user_errors
+def sort_gallery(class_name, request: gr.Request = None):
+    """Re-sort the session's last batch by another class (no model call)."""
+    outcome = BATCHES.get(session_key(request))
+    return gr.skip() if outcome is None else gallery_items(outcome, class_name)
+
+
+def build_batch_tab():
+    models = bundled_models()
+    model_name = default_model_name(models)
+    gr.Markdown(HOW_TO)
+    with gr.Row():
+        files = gr.File(label=f"Images or ZIPs of images (at most {MAX_BATCH_IMAGES} images)", file_count="multiple",
+                        file_types=[".zip", "image"], elem_id="batch-files", scale=2)
+        with gr.Column(scale=1):
+            model = gr.Dropdown(model_choices([FINETUNED_CHOICE]), value=model_name, label="Model",
+                                info="A bundled model, or this session's fine-tuned one")
+            run = gr.Button("Segment all", variant="primary", elem_id="batch-run")
+    summary = gr.Markdown(elem_id="batch-summary")
+    with gr.Row():
+        zip_file = gr.File(label="Masks, classes.csv and model card (ZIP)", interactive=False, elem_id="batch-zip")
+        csv_file = gr.File(label="classes.csv", interactive=False, elem_id="batch-csv")
+    card = load_card(models[model_name])
+    sort_by = gr.Dropdown(card["classes"], value=default_class(card),
+                          label="Sort the gallery by the share of", elem_id="batch-sort")
+    gallery = gr.Gallery(label="Overlays", columns=6, height="auto", format="png", elem_id="batch-gallery")
+    run.click(segment_batch, [files, model], [zip_file, csv_file, summary], api_name="segment_batch",
+              concurrency_limit=1, concurrency_id="batch").success(
+        show_gallery, sort_by, [sort_by, gallery], api_visibility="private")
+    sort_by.input(sort_gallery, sort_by, gallery, api_visibility="private")
+

@@ -1,0 +1,169 @@
+"""Batch, compare, the MCP tools and the start-up, through a launched app (`gradio_client`, MCP over HTTP)."""
+
+import asyncio
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from segdemo.cards import load_card
+from segdemo.registry import bundled_models
+from tests.conftest import start_app, stop_app
+
+pytestmark = pytest.mark.slow
+PETS = load_card(bundled_models()["pets"])
+SMALL_UPLOAD_LIMIT_MB = 1  # the second server's upload limit, so that a refused upload stays small
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def batch_zip(path):
+    """A ZIP with three good images (one in a folder, one PNG with alpha) and two bad files."""
+    cat = Image.open("examples/chelsea_cat.png").convert("RGB")
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, image, fmt in [("cat.jpg", cat, "JPEG"), ("more/cup.png", Image.open("examples/coffee_cup.png"), "PNG"),
+                                 ("small.png", cat.resize((50, 40)).convert("RGBA"), "PNG")]:
+            buffer = io.BytesIO()
+            image.save(buffer, fmt)
+            archive.writestr(name, buffer.getvalue())
+        archive.writestr("broken.jpg", b"not a jpeg at all")
+        archive.writestr("notes.txt", b"hello")
+    return str(path)
+
+
+def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
+    zip_path, csv_path, summary = client.predict([handle_file(batch_zip(tmp_path / "batch.zip"))], "pets",
+                                                 api_name="/segment_batch")
+    assert "3 images segmented" in summary and "2 skipped" in summary
+    assert "broken.jpg" in summary and "notes.txt" in summary
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [row["file"] for row in rows] == ["cat.png", "cup.png", "small.png"]  # ZIP members by path
+    classes = PETS["classes"]
+    assert set(rows[0]) == {"file", "width", "height", *[f"share_{c}" for c in classes],
+                            *[f"mean_prob_{c}" for c in classes]}
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+        assert {"classes.csv", "model_card.json", "model_card.md", "skipped.txt"} <= names
+        assert "broken.jpg" in archive.read("skipped.txt").decode()
+        assert list(csv.DictReader(io.StringIO(archive.read("classes.csv").decode()))) == rows
+        for row in rows:
+            labels = np.asarray(Image.open(io.BytesIO(archive.read(f"classes/{row['file']}"))))
+            colour = Image.open(io.BytesIO(archive.read(f"masks/{row['file']}")))
+            assert labels.shape == (int(row["height"]), int(row["width"]))
+            assert colour.size == (int(row["width"]), int(row["height"]))
+            palette = np.asarray(PETS["colors"], np.uint8)
+            assert np.array_equal(np.asarray(colour.convert("RGB")), palette[labels])
+            shares = np.bincount(labels.reshape(-1), minlength=3) / labels.size
+            assert np.allclose([float(row[f"share_{c}"]) for c in classes], shares, atol=1e-5)
+            assert abs(sum(float(row[f"mean_prob_{c}"]) for c in classes) - 1) < 1e-3
+    assert float(rows[0]["share_pet"]) > 0.5  # the cat
+
+
+def test_segment_batch_without_any_good_image_says_why(client, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"plain text")
+    with pytest.raises(Exception, match="No image in the batch could be segmented: bad.png"):
+        client.predict([handle_file(str(bad))], "pets", api_name="/segment_batch")
+
+
+def test_compare_two_models_through_the_api(client):
+    (overlay_a, overlay_b), disagreement, shares, note = client.predict(
+        handle_file("examples/chelsea_cat.png"), "pets", "street", api_name="/compare")
+    for path in (overlay_a, overlay_b, disagreement):
+        assert path.endswith(".png") and Image.open(path).size == (451, 300)
+    by_class = {item["label"]: item["confidence"] for item in shares["confidences"]}
+    assert "pet" in by_class and all(0.0 <= value <= 1.0 for value in by_class.values())
+    assert by_class["pet"] == 1.0  # street has no class "pet": every pet pixel disagrees
+    assert "disagree on" in note
+
+
+def test_compare_a_model_with_itself_agrees_everywhere(client):
+    _, disagreement, shares, note = client.predict(handle_file("examples/chelsea_cat.png"), "pets", "pets",
+                                                   api_name="/compare")
+    assert all(item["confidence"] == 0.0 for item in shares["confidences"])
+    assert "**0.0%**" in note
+    assert not np.any(np.all(np.asarray(Image.open(disagreement).convert("RGB")) == (255, 0, 255), axis=-1))
+
+
+def mcp_call(url, action):
+    """Run `action(session)` in an MCP client session over the app's streamable HTTP endpoint."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def run():
+        async with streamablehttp_client(f"{url}gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await action(session)
+
+    return asyncio.run(run())
+
+
+def data_url(path):
+    """A file as a base64 data URL (the MCP server refuses to fetch URLs of private hosts such as 127.0.0.1)."""
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def test_mcp_lists_the_tools_and_segments(app_url):
+    async def list_and_call(session):
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        image = data_url("examples/chelsea_cat.png")
+        result = await session.call_tool("segment", {"image": image, "model_name": "pets",
+                                                     "probability_class": "pet", "opacity": 0.5})
+        return tools, result
+
+    tools, result = mcp_call(app_url, list_and_call)
+    assert {"segment", "segment_batch", "compare"} <= set(tools)
+    assert not {"stop_training", "forget_session", "startup_status", "rerender"} & set(tools)
+    parameters = tools["segment"].inputSchema["properties"]
+    assert set(parameters) == {"image", "model_name", "probability_class", "opacity"}
+    assert "pet, background, border" in parameters["model_name"]["description"]
+    assert "class-index mask" in tools["segment"].description
+    assert not result.isError
+    text = " ".join(getattr(item, "text", "") for item in result.content)
+    assert "pet" in text and ".png" in text
+
+
+@pytest.fixture(scope="module")
+def fresh_app(tmp_path_factory):
+    """A second server, started for this module, with a small upload limit."""
+    log_path = tmp_path_factory.mktemp("fresh") / "server.log"
+    process, url = start_app(log_path, SEGDEMO_MAX_UPLOAD_MB=str(SMALL_UPLOAD_LIMIT_MB))
+    yield url, log_path
+    stop_app(process, log_path)
+
+
+def test_request_right_after_start_waits_for_the_model(fresh_app):
+    url, log_path = fresh_app
+    client = Client(url, verbose=False)  # at once: the model is still loading in the background
+    *_, info, mask_path = client.predict(handle_file("examples/chelsea_cat.png"), "pets", "pet", 0.5,
+                                         api_name="/segment")
+    assert Image.open(mask_path).size == (451, 300) and "Pets" in info
+    log = log_path.read_text()
+    assert "ready on" in log and "Traceback" not in log
+
+
+def test_upload_over_the_limit_is_refused_with_a_message(fresh_app, tmp_path):
+    import httpx
+
+    url, _ = fresh_app
+    large = tmp_path / "large.png"
+    large.write_bytes(b"\0" * (SMALL_UPLOAD_LIMIT_MB * 1_000_000 + 1))
+    client = Client(url, verbose=False)  # gradio_client reads the limit from the app and refuses first
+    with pytest.raises(Exception, match="exceeds the maximum file size of 1000000 bytes"):
+        client.predict(handle_file(str(large)), "pets", "pet", 0.5, api_name="/segment")
+    with open(large, "rb") as handle:  # a raw upload is refused by the server while it streams in
+        response = httpx.post(f"{url}gradio_api/upload", files={"files": handle}, timeout=30)
+    assert response.status_code == 413 and "exceeded maximum allowed size of 1000000 bytes" in response.text
+    # an upload under the limit is still served
+    assert client.predict(handle_file("examples/coffee_cup.png"), "pets", "pet", 0.5, api_name="/segment")
