@@ -168,6 +168,24 @@ def probability_map(probs, class_index, size):
     return np.asarray(Image.fromarray(channel).resize(size, Image.BILINEAR))
 
 
+def uncertainty(probs):
+    """Per-pixel uncertainty in [0, 1]: 1 - (top probability - second probability). 0 where the model is sure
+    of one class, 1 where two classes tie: the places a correction teaches the most."""
+    top_two = np.partition(probs, probs.shape[-1] - 2, axis=-1)[..., -2:]
+    return (1.0 - (top_two[..., 1] - top_two[..., 0])).astype(np.float32)
+
+
+def uncertainty_map(probs, size):
+    """Grayscale map of `uncertainty` at `size` (w, h): white = unsure, black = sure."""
+    channel = (uncertainty(probs) * 255.0).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(channel).resize(size, Image.BILINEAR))
+
+
+def mean_uncertainty(probs):
+    """The image's mean `uncertainty`: orders images least certain first."""
+    return float(uncertainty(probs).mean())
+
+
 def overlay(image, color_mask, opacity):
     """Blend the colour mask over the image; opacity 0 shows the image, 1 the mask."""
     weight = round(float(np.clip(opacity, 0.0, 1.0)) * 256)  # integer blend: 3x faster than float32

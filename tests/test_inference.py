@@ -11,7 +11,10 @@ from segdemo.inference import (
     colorize,
     overlay,
     palette_lut,
+    mean_uncertainty,
     probability_map,
+    uncertainty,
+    uncertainty_map,
 )
 from segdemo.models import build_unet
 from segdemo.registry import get_segmenter
@@ -69,6 +72,15 @@ def test_rendering_helpers():
     probs[..., 1] = 1.0
     assert probability_map(probs, 1, (7, 3)).shape == (3, 7) and probability_map(probs, 1, (7, 3)).min() == 255
     assert class_areas(labels, ["bg", "fg"]) == {"bg": 0.25, "fg": 0.5}
+
+
+def test_uncertainty_is_one_minus_the_top_two_margin():
+    probs = np.array([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], [[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]], np.float32)
+    assert uncertainty(probs) == pytest.approx(np.array([[0.0, 1.0], [0.8, 0.7]]))
+    assert mean_uncertainty(probs) == pytest.approx(0.625)
+    grey = uncertainty_map(probs, (4, 6))  # (w, h)
+    assert grey.shape == (6, 4) and grey.dtype == np.uint8
+    assert grey[0, 0] == 0 and grey[0, -1] == 255  # sure is black, a tie is white
 
 
 def test_model_file_with_card_loads_through_registry(tmp_path):
