@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdemo.cards import card_markdown
-from segdemo.data import IMAGE_SUFFIXES, InputError, load_image, resize_image, resize_mask
-from segdemo.inference import BATCH_SIZE, class_areas, colorize, overlay
-from segdemo.serving import PNG_WRITERS, display_size, write_png
-from segdemo.ui.sessions import request_folder, segmenter_for
+from segdemo.data import IMAGE_SUFFIXES, InputError, display_size, load_image, resize_image, resize_mask
+from segdemo.inference import BATCH_SIZE, class_areas, colorize, mean_uncertainty, overlay
+from segdemo.serving import PNG_WRITERS, write_png
+from segdemo.sessions import request_folder, segmenter_for
 from segdemo.uploads import new_workdir, unpack_zip
 
 MAX_BATCH_IMAGES = 200
 THUMBNAIL_SIDE = 320  # gallery overlays are at most this wide/high
 THUMBNAIL_OPACITY = 0.5
 CSV_NAME = "classes.csv"
+LEAST_CERTAIN_FIRST = "uncertainty (least certain first)"  # the gallery's other ordering
 ZIP_NAME = "segmentation.zip"
 DECODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-decoder")  # PIL decodes without the GIL
 IGNORED_NAMES = (".DS_Store", "Thumbs.db", "desktop.ini")
@@ -37,6 +38,7 @@ class BatchImage:
     height: int
     shares: dict  # {class: share of the pixels}
     mean_probs: dict  # {class: mean softmax probability over the model-size image}
+    uncertainty: float = 0.0  # mean per-pixel uncertainty (inference.uncertainty), 0 sure .. 1 unsure
     thumbnail: str = ""  # overlay PNG path
 
 
@@ -49,11 +51,14 @@ class BatchOutcome:
     csv_path: str = ""
     seconds: float = 0.0
 
-    def sorted_by_share(self, class_name):
-        """The images, largest share of `class_name` first (file order when the class is unknown)."""
-        if class_name not in self.classes:
+    def sorted_by(self, key):
+        """The images, largest share of the class `key` first, or least certain first for
+        LEAST_CERTAIN_FIRST (file order for an unknown key)."""
+        if key == LEAST_CERTAIN_FIRST:
+            return sorted(self.images, key=lambda item: -item.uncertainty)
+        if key not in self.classes:
             return list(self.images)
-        return sorted(self.images, key=lambda item: -item.shares[class_name])
+        return sorted(self.images, key=lambda item: -item.shares[key])
 
 
 def batch_inputs(paths, workdir):
@@ -126,7 +131,8 @@ def write_outputs(image, prediction, stem, folder, segmenter):
 def describe(stem, image, prediction, classes):
     mean_probs = prediction.probs.reshape(-1, len(classes)).mean(axis=0)
     return BatchImage(stem, image.shape[1], image.shape[0], class_areas(prediction.labels, classes),
-                      {name: float(value) for name, value in zip(classes, mean_probs)})
+                      {name: float(value) for name, value in zip(classes, mean_probs)},
+                      mean_uncertainty(prediction.probs))
 
 
 def segment_files(paths, model_name, key="anonymous", progress=None):
@@ -171,18 +177,20 @@ def segment_files(paths, model_name, key="anonymous", progress=None):
 
 def csv_header(classes):
     return ["file", "width", "height", *[f"share_{name}" for name in classes],
-            *[f"mean_prob_{name}" for name in classes]]
+            *[f"mean_prob_{name}" for name in classes], "mean_uncertainty"]
 
 
 def write_csv(outcome, path):
-    """One row per segmented image: file, width, height, share of each class, mean probability of each."""
+    """One row per segmented image: file, width, height, share of each class, mean probability of each, mean
+    uncertainty."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(csv_header(outcome.classes))
         for item in outcome.images:
             writer.writerow([f"{item.name}.png", item.width, item.height,
                              *[f"{item.shares[name]:.6f}" for name in outcome.classes],
-                             *[f"{item.mean_probs[name]:.6f}" for name in outcome.classes]])
+                             *[f"{item.mean_probs[name]:.6f}" for name in outcome.classes],
+                             f"{item.uncertainty:.6f}"])
     return str(path)
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segdemo.data import load_image, resize_image, resize_mask
+from segdemo.data import display_size, load_image, resize_image, resize_mask
 from segdemo.inference import colorize, overlay
-from segdemo.serving import PNG_WRITERS, display_size, require_image, write_png
-from segdemo.ui.sessions import request_folder, segmenter_for
+from segdemo.serving import DISPLAY_MAX_SIDE, PNG_WRITERS, require_image, write_png
+from segdemo.sessions import request_folder, segmenter_for
 
 DISAGREE_COLOR = (255, 0, 255)  # magenta: where the two models give a pixel different classes
 AGREE_BRIGHTNESS = 0.4  # the image, dimmed, where they agree
@@ -60,7 +60,7 @@ def compare_models(image_source, model_a, model_b, key="anonymous"):
     union_a, union_b, names = union_labels(prediction_a.labels, segmenter_a.classes, prediction_b.labels,
                                            segmenter_b.classes)
     disagree = union_a != union_b
-    size = display_size(image.shape[1], image.shape[0])
+    size = display_size(image.shape[1], image.shape[0], DISPLAY_MAX_SIDE)
     shown = resize_image(image, size)
     folder = request_folder(key)
     writes = [PNG_WRITERS.submit(write_png, overlay(shown, colorize(resize_mask(prediction.labels, size),

@@ -46,6 +46,7 @@ FINAL_LR_SHARE = 0.02  # cosine decay ends at this share of the peak learning ra
 PROBE_PIXELS = 30_000  # training pixels the head's linear probe is fitted on
 PROBE_ITERATIONS = 300
 PROBE_LEARNING_RATE = 0.1
+FINETUNED_SUFFIX = "-finetuned"
 
 
 @dataclass
@@ -271,11 +272,13 @@ def progress_callback(on_event, steps, rounds, stop_event):
 
 def new_card_for(base_card, classes, same_classes, size, pair_count):
     num_classes = len(classes)
+    again = base_card["name"].endswith(FINETUNED_SUFFIX)  # a teach-loop round continues a fine-tuned model
     return {
         **{k: base_card[k] for k in ("architecture", "architecture_args", "normalisation") if k in base_card},
-        "name": f"{base_card['name']}-finetuned",
-        "title": f"{base_card.get('title', base_card['name'])}, fine-tuned",
-        "description": f"Fine-tuned from {base_card['name']} on {pair_count} uploaded pairs.",
+        "name": base_card["name"] if again else f"{base_card['name']}{FINETUNED_SUFFIX}",
+        "title": base_card.get("title", base_card["name"]) if again else
+        f"{base_card.get('title', base_card['name'])}, fine-tuned",
+        "description": f"Fine-tuned from {base_card['name']} on {pair_count} pairs.",
         "classes": classes,
         "colors": base_card.get("colors") if same_classes else [list(c) for c in cards.DEFAULT_COLORS[:num_classes]],
         "default_class": base_card.get("default_class") if same_classes else cards.default_class_name(classes),

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segdemo.data import InputError, load_image, resize_image, resize_mask
-from segdemo.inference import class_areas, colorize, overlay, probability_map
+from segdemo.data import InputError, display_size, load_image, resize_image, resize_mask
+from segdemo.inference import class_areas, colorize, mean_uncertainty, overlay, probability_map, uncertainty_map
 from segdemo.png import png_bytes
-from segdemo.ui.sessions import request_folder, segmenter_for
+from segdemo.sessions import request_folder, segmenter_for
 
 DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 # The output PNGs are written in parallel: zlib releases the GIL, so the 4 files take about the time of the
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SegmentResult:
-    """What one segmentation keeps for re-rendering: the display-size image and labels, the probabilities."""
+    """What one segmentation keeps for re-rendering and correcting: the display-size image and labels, the
+    probabilities, the uncertainty map being written."""
 
     segmenter: object
     display_image: np.ndarray
@@ -43,15 +44,16 @@ class SegmentResult:
     areas: dict
     seconds: dict  # decode, preprocess, model, postprocess, encode
     folder: Path  # where this request's output files go
+    uncertainty_write: Future = None  # the uncertainty map PNG (display size) being written
+    mean_uncertainty: float = 0.0  # of the whole image, 0 (sure) to 1
+
+    @property
+    def uncertainty_file(self):
+        return self.uncertainty_write.result()
 
     @property
     def mask_file(self):
         return self.mask_write.result()
-
-
-def display_size(width, height, max_side=DISPLAY_MAX_SIDE):
-    scale = min(1.0, max_side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def write_png(array, folder, name, palette=None):
@@ -86,13 +88,15 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     prediction = segmenter.predict(image)
     predicted = time.perf_counter()
     height, width = image.shape[:2]
-    size = display_size(width, height)
+    size = display_size(width, height, DISPLAY_MAX_SIDE)
     display_image, display_labels = resize_image(image, size), resize_mask(prediction.labels, size)
     areas = class_areas(prediction.labels, segmenter.classes)
+    unsure = uncertainty_map(prediction.probs, size)
     postprocessed = time.perf_counter()
     stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
     folder = request_folder(key)
     mask_write = PNG_WRITERS.submit(write_png, prediction.labels, folder, f"{stem}_classes")
+    uncertainty_write = PNG_WRITERS.submit(write_png, unsure, folder, "uncertainty")
     notes = [f"{width}×{height} px, resized to {segmenter.size[0]}×{segmenter.size[1]} for the model; "
              "the mask is mapped back to the original size"]
     if size != (width, height):
@@ -100,7 +104,7 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     seconds = {"decode": decoded - started, **prediction.seconds,
                "postprocess": postprocessed - predicted, "encode": time.perf_counter() - postprocessed}
     return SegmentResult(segmenter, display_image, display_labels, prediction, mask_write, notes, areas, seconds,
-                         folder)
+                         folder, uncertainty_write, mean_uncertainty(prediction.probs))
 
 
 def render(result, class_name, opacity, folder):
@@ -121,6 +125,7 @@ def render(result, class_name, opacity, folder):
               PNG_WRITERS.submit(write_png, blended, folder, "overlay")]
     paths = tuple(write.result() for write in writes)
     result.mask_write.result()  # started before the drawing; usually done by now
+    result.uncertainty_write.result()
     return paths, {"postprocess": drawn - started, "encode": time.perf_counter() - drawn}
 
 

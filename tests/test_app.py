@@ -25,14 +25,18 @@ def test_api_lists_segment(client):
 
 
 def test_segment_returns_pngs_with_class_colours(client):
-    color_path, prob_path, overlay_path, areas, info, mask_path = client.predict(
+    color_path, prob_path, unsure_path, overlay_path, areas, info, mask_path = client.predict(
         handle_file("examples/chelsea_cat.png"), "pets", "pet", 0.5, api_name="/segment")
-    for path in (color_path, prob_path, overlay_path, mask_path):
+    for path in (color_path, prob_path, unsure_path, overlay_path, mask_path):
         assert path.endswith(".png")  # lossless: class colours survive
     color_mask = np.asarray(Image.open(color_path).convert("RGB"))
     classes = np.asarray(Image.open(mask_path))
     assert color_mask.shape[:2] == classes.shape == (300, 451)
     assert Image.open(prob_path).mode == "L"
+    unsure = np.asarray(Image.open(unsure_path))
+    assert unsure.shape == (300, 451) and unsure.max() > 128 > unsure.min()  # unsure at edges, sure elsewhere
+    mean_uncertainty = float(info.split("mean uncertainty ")[1].split()[0])
+    assert 0.0 < mean_uncertainty < 0.5
     # every pixel carries exactly its class's colour (pets card: pet red, background black, border yellow)
     palette = np.array([[230, 25, 75], [0, 0, 0], [255, 225, 25]], np.uint8)
     assert np.array_equal(color_mask, palette[classes])
@@ -45,7 +49,7 @@ def test_segment_returns_pngs_with_class_colours(client):
 def test_every_bundled_model_serves_its_examples_with_its_card_colours(client, name):
     card = load_card(bundled_models()[name])
     example = f"examples/{card.get('examples', ['chelsea_cat.png'])[0]}"
-    color_path, _, _, areas, info, mask_path = client.predict(
+    color_path, _, _, _, areas, info, mask_path = client.predict(
         handle_file(example), name, card["default_class"], 0.5, api_name="/segment")
     classes = np.asarray(Image.open(mask_path))
     palette = np.asarray(class_colors(card), np.uint8)

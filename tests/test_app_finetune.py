@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.ui.sessions import FINETUNED_CHOICE
+from segdemo.sessions import FINETUNED_CHOICE
 from tests.test_training import square_pairs
 
 KEEP = "keep the base model's classes"

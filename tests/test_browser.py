@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segdemo.cards import load_card
@@ -131,3 +132,57 @@ def test_model_selector_switches_legend_classes_and_examples(page):
     page.locator(".segdemo-legend").get_by_text(card["classes"][-1]).first.wait_for(timeout=60_000)
     page.get_by_text(f"Examples for {other}").first.wait_for(timeout=30_000)
     assert not page.get_by_text("Examples for pets").first.is_visible()
+
+
+def class_mask_pixels(page):
+    """The class mask shown in the Segment tab, as a (H, W, 3) array."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    source = page.locator("#class-mask img").get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(source).body())).convert("RGB"))
+
+
+def paint_background_band(page):
+    """Open the editor on the last prediction and paint a wide band across the cat's eyes in the background
+    class's brush (black)."""
+    editor = page.locator("#mask-editor")
+    page.locator("#correct-button").click()
+    page.wait_for_timeout(3000)  # the prediction loads into the editor's background
+    editor.locator("button[aria-label=Brush]").click()
+    editor.locator("button[aria-label=Color]").click()
+    editor.locator(".swatch button.color").nth(1).click()  # pets: pet, background, border
+    box = editor.locator("canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 120, y - 40)
+    page.mouse.down()
+    for step in range(1, 30):
+        page.mouse.move(x - 120 + 8 * step, y - 40 + (step % 2) * 40, steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(1000)  # the editor sends its layers to the server a moment after the stroke
+
+
+def test_teach_loop_paint_add_retrain_changes_the_prediction_where_painted(page):
+    page.reload()  # a new session: an empty training set
+    page.locator("#input-image input[type=file]").set_input_files("examples/chelsea_cat.png")
+    page.wait_for_function("document.querySelector('#class-mask img')?.naturalWidth > 0", timeout=60_000)
+    band = (slice(110, 150), slice(130, 310))  # inside the painted band, in the 451x300 image
+    before = class_mask_pixels(page)[band]
+    page.get_by_text("Correct this mask (teach the model)").click()
+    for count in (1, 2):  # two pairs: one to train on, one held out
+        paint_background_band(page)
+        page.locator("#add-pair-button").click()
+        page.locator("#correct-status").get_by_text(f"{count} pairs in your training set").wait_for(timeout=30_000)
+    assert "corrected" in page.locator("#correct-status").inner_text()
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#set-summary").get_by_text("2 pairs").wait_for(timeout=10_000)
+    page.locator("#retrain-button").click()
+    page.locator("#finetune-status").get_by_text("Round").first.wait_for(timeout=120_000)
+    page.locator("#finetune-status").get_by_text("Done").wait_for(timeout=240_000)
+    page.get_by_role("tab", name="Segment").click()
+    page.locator("#segment-info").get_by_text("fine-tuned").first.wait_for(timeout=60_000)  # redrawn with it
+    after = class_mask_pixels(page)[band]
+    black_before, black_after = (np.all(pixels == 0, axis=-1).mean() for pixels in (before, after))
+    assert black_after > black_before + 0.2, (black_before, black_after)

@@ -48,7 +48,7 @@ def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
     assert [row["file"] for row in rows] == ["cat.png", "cup.png", "small.png"]  # ZIP members by path
     classes = PETS["classes"]
     assert set(rows[0]) == {"file", "width", "height", *[f"share_{c}" for c in classes],
-                            *[f"mean_prob_{c}" for c in classes]}
+                            *[f"mean_prob_{c}" for c in classes], "mean_uncertainty"}
     with zipfile.ZipFile(zip_path) as archive:
         names = set(archive.namelist())
         assert {"classes.csv", "model_card.json", "model_card.md", "skipped.txt"} <= names
@@ -64,7 +64,19 @@ def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
             shares = np.bincount(labels.reshape(-1), minlength=3) / labels.size
             assert np.allclose([float(row[f"share_{c}"]) for c in classes], shares, atol=1e-5)
             assert abs(sum(float(row[f"mean_prob_{c}"]) for c in classes) - 1) < 1e-3
+            assert 0.0 <= float(row["mean_uncertainty"]) < 1.0
     assert float(rows[0]["share_pet"]) > 0.5  # the cat
+
+
+def test_batch_gallery_orders_by_share_or_least_certain_first():
+    from segdemo.batch import LEAST_CERTAIN_FIRST, BatchImage, BatchOutcome
+
+    images = [BatchImage(name, 1, 1, {"pet": share, "background": 1 - share}, {}, unsure)
+              for name, share, unsure in (("a", 0.2, 0.30), ("b", 0.9, 0.05), ("c", 0.5, 0.60))]
+    outcome = BatchOutcome(images, [], ["pet", "background"])
+    assert [item.name for item in outcome.sorted_by("pet")] == ["b", "c", "a"]
+    assert [item.name for item in outcome.sorted_by(LEAST_CERTAIN_FIRST)] == ["c", "a", "b"]
+    assert [item.name for item in outcome.sorted_by("no such class")] == ["a", "b", "c"]
 
 
 def test_segment_batch_without_any_good_image_says_why(client, tmp_path):

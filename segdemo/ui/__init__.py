@@ -15,20 +15,22 @@ from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.segment_tab import build_segment_tab
+from segdemo.ui.teach import wire_teach_loop
 from segdemo.uploads import MAX_ZIP_BYTES
 
 TITLE = "segdemo: U-Net semantic segmentation"
 INTRO = ("Pick a model (pets, street scenes or cell membranes) and drop an image: the U-Net labels every pixel "
          "with a class. Outputs: the class mask, the probability map of one class, and an overlay. **Batch** "
          "segments many images at once, **Compare** puts two models side by side, and in **Fine-tune** you "
-         "upload a few labelled images of your own and adapt a model to them, for this session only.")
+         "upload a few labelled images of your own and adapt a model to them, for this session only. To teach "
+         "it: correct a prediction with the brush (Segment tab), add it to your training set, and Retrain.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
 # One uploaded file may be as large as the largest ZIP the fine-tune and the batch unpack (uploads.MAX_ZIP_BYTES
 # of content; images barely compress, so the ZIP is about as large). Larger uploads are refused while they
 # stream in, before they fill the disk. SEGDEMO_MAX_UPLOAD_MB lowers (or raises) it.
 MAX_UPLOAD_MB = int(os.environ.get("SEGDEMO_MAX_UPLOAD_MB", MAX_ZIP_BYTES // 1_000_000))
-NOT_TOOLS = ("stop_finetune",)  # endpoints that make no sense to an AI assistant: kept callable, hidden from MCP
+NOT_TOOLS = ("stop_finetune", "download_training_set")  # endpoints that make no sense to an AI assistant: kept callable, hidden from MCP
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,17 @@ def build_demo():
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):
-            model_choice, segment_info = build_segment_tab(demo)
+            segment_tab = build_segment_tab(demo)
         with gr.Tab("Batch"):
             build_batch_tab()
         with gr.Tab("Compare"):
             build_compare_tab()
         with gr.Tab("Fine-tune"):
-            build_finetune_tab(model_choice)
+            finetune_tab = build_finetune_tab(segment_tab.model_choice)
         with gr.Tab("About"):
             about_device = build_about_tab()
-        demo.load(startup_status, None, [segment_info, about_device], api_visibility="private",
+        wire_teach_loop(segment_tab, finetune_tab)  # after the tabs: its API-only endpoint would split them
+        demo.load(startup_status, None, [segment_tab.info, about_device], api_visibility="private",
                   concurrency_limit=None, show_progress="hidden")
     hide_from_tools(demo, NOT_TOOLS)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)

@@ -7,7 +7,7 @@ from segdemo.export import export_model
 from segdemo.registry import bundled_models, default_model_name, model_choices
 from segdemo.serving import LOADING_MESSAGE
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import (
+from segdemo.sessions import (
     FINETUNED_CHOICE,
     segmenter_for,
     session_folder,

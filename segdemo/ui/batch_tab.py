@@ -6,12 +6,12 @@ import time
 
 import gradio as gr
 
-from segdemo.batch import MAX_BATCH_IMAGES, segment_files
+from segdemo.batch import LEAST_CERTAIN_FIRST, MAX_BATCH_IMAGES, segment_files
 from segdemo.cards import load_card
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.serving import default_class
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import BATCHES, FINETUNED_CHOICE, session_key
+from segdemo.sessions import BATCHES, FINETUNED_CHOICE, session_key
 from segdemo.uploads import MAX_ZIP_BYTES
 
 SKIPPED_SHOWN = 50  # problems listed in the summary; the ZIP's skipped.txt has them all
@@ -68,27 +68,33 @@ def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, p
     return outcome.zip_path, outcome.csv_path, summary_markdown(outcome)
 
 
-def gallery_items(outcome, class_name):
-    return [(item.thumbnail, f"{item.name} · {class_name} {100 * item.shares[class_name]:.0f}%"
-             if class_name in item.shares else item.name) for item in outcome.sorted_by_share(class_name)]
+def gallery_items(outcome, order):
+    """(overlay, caption) per image in the chosen order: by a class's share, or least certain first."""
+    def caption(item):
+        if order == LEAST_CERTAIN_FIRST:
+            return f"{item.name} · uncertainty {item.uncertainty:.3f}"
+        return f"{item.name} · {order} {100 * item.shares[order]:.0f}%" if order in item.shares else item.name
+
+    return [(item.thumbnail, caption(item)) for item in outcome.sorted_by(order)]
 
 
 @user_errors
-def show_gallery(class_name, request: gr.Request = None):
-    """After a batch: the class choices of its model and the overlays, largest share of the class first."""
+def show_gallery(order, request: gr.Request = None):
+    """After a batch: the orderings its model offers and the overlays, largest share of the class first (or
+    least certain first)."""
     outcome = BATCHES.get(session_key(request))
     if outcome is None:
         return gr.skip(), gr.skip()
-    if class_name not in outcome.classes:
-        class_name = outcome.classes[0]
-    return gr.Dropdown(choices=outcome.classes, value=class_name), gallery_items(outcome, class_name)
+    if order not in outcome.classes and order != LEAST_CERTAIN_FIRST:
+        order = outcome.classes[0]
+    return gr.Dropdown(choices=[*outcome.classes, LEAST_CERTAIN_FIRST], value=order), gallery_items(outcome, order)
 
 
 @user_errors
-def sort_gallery(class_name, request: gr.Request = None):
-    """Re-sort the session's last batch by another class (no model call)."""
+def sort_gallery(order, request: gr.Request = None):
+    """Re-sort the session's last batch by another class, or least certain first (no model call)."""
     outcome = BATCHES.get(session_key(request))
-    return gr.skip() if outcome is None else gallery_items(outcome, class_name)
+    return gr.skip() if outcome is None else gallery_items(outcome, order)
 
 
 def build_batch_tab():
@@ -107,8 +113,9 @@ def build_batch_tab():
         zip_file = gr.File(label="Masks, classes.csv and model card (ZIP)", interactive=False, elem_id="batch-zip")
         csv_file = gr.File(label="classes.csv", interactive=False, elem_id="batch-csv")
     card = load_card(models[model_name])
-    sort_by = gr.Dropdown(card["classes"], value=default_class(card),
-                          label="Sort the gallery by the share of", elem_id="batch-sort")
+    sort_by = gr.Dropdown([*card["classes"], LEAST_CERTAIN_FIRST], value=default_class(card),
+                          label="Sort the gallery by the share of a class, or least certain first (to correct)",
+                          elem_id="batch-sort")
     gallery = gr.Gallery(label="Overlays", columns=6, height="auto", format="png", elem_id="batch-gallery")
     run.click(segment_batch, [files, model], [zip_file, csv_file, summary], api_name="segment_batch",
               concurrency_limit=1, concurrency_id="batch").success(

@@ -36,13 +36,14 @@ from segdemo.inference import Segmenter, colorize, overlay, palette_lut, release
 from segdemo.losses import LOSSES
 from segdemo.registry import bundled_models, default_model_name, load_keras_model, model_choices
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import (
+from segdemo.sessions import (
     FINETUNED_CHOICE,
     FINETUNED_MODELS,
     STOP_EVENTS,
     segmenter_for,
     session_folder,
     session_key,
+    training_set_of,
 )
 from segdemo.uploads import collect_upload, looks_inverted, new_workdir, validate_and_load
 
@@ -144,13 +145,20 @@ def problems_markdown(reports, problems, card):
 
 
 @user_errors
-def check_pairs(files, base, class_mode, class_names):
+def check_pairs(files, base, class_mode, class_names, request: gr.Request = None):
     """Pair and validate uploaded files without training. Returns the pairs table, thumbnails and the
-    list of problems."""
-    card = finetune_card(class_mode, class_names, segmenter_for(base, None).card)
+    list of problems. The good pairs join this session's training set (replacing an earlier upload's)."""
+    key = session_key(request)
+    card = finetune_card(class_mode, class_names, segmenter_for(base, key).card)
     reports, loaded, problems = read_upload(files, card)
-    return (pairs_table(reports, card["classes"]), thumbnails(loaded, class_colors(card)),
-            problems_markdown(reports, problems, card))
+    training_set = training_set_of(key)
+    training_set.replace_uploaded(loaded, card["classes"], class_colors(card))
+    corrected = len(training_set.corrected_for(card["classes"]))
+    report = problems_markdown(reports, problems, card)
+    if corrected:
+        report += (f"\n\nTrain also uses the **{corrected} corrected pairs** of your training set "
+                   f"({len(loaded) + corrected} pairs in all).")
+    return pairs_table(reports, card["classes"]), thumbnails(loaded, class_colors(card)), report
 
 
 def curve_frame(history):
@@ -188,15 +196,25 @@ def _finetune(key, files, base, class_mode, class_names, steps, learning_rate, b
     options.check()
     progress(0.0, desc="reading pairs")
     reports, loaded, _ = read_upload(files, card)
+    training_set = training_set_of(key)
+    training_set.replace_uploaded(loaded, card["classes"], class_colors(card))
+    loaded += training_set.corrected_for(card["classes"])  # one set: the uploads and the corrected pairs
     try:
         check_pair_count(len(loaded))
     except InputError as error:
         raise InputError(f"{error}: see 'Check pairs' for what was skipped") from None
+    yield from run_job(key, loaded, options, card, reports, progress)
+
+
+def run_job(key, pairs, options, card, reports, progress):
+    """Run a fine-tune of `pairs` [(name, image, mask)] in the worker and stream the tab's outputs (status,
+    curves, sample, metrics table, metrics JSON, files); the result serves this session at once."""
     job_dir = session_folder(key) / f"finetune_{uuid.uuid4().hex[:12]}"
     job_dir.mkdir()
     started = time.perf_counter()
-    job = finetune_worker.start(job_dir, loaded, options, class_colors(card))
-    del loaded  # the worker has its own copy; this process keeps nothing of the training
+    job = finetune_worker.start(job_dir, pairs, options, class_colors(card))
+    pair_count = len(pairs)
+    del pairs  # the worker has its own copy; this process keeps nothing of the training
     STOP_EVENTS.put(key, job)
     history, outcome, last_yield = [], None, 0.0
     try:
@@ -224,7 +242,7 @@ def _finetune(key, files, base, class_mode, class_names, steps, learning_rate, b
         if outcome.input_error:
             raise InputError(outcome.message)
         raise RuntimeError(f"fine-tune failed: {outcome.message}\n{outcome.details}")
-    yield finished_outputs(key, outcome.summary, reports, started, history)
+    yield finished_outputs(key, outcome.summary, reports, started, history, pair_count)
 
 
 def round_status(event, started):
@@ -234,7 +252,7 @@ def round_status(event, started):
             f"mean Dice {logs.get('val_mdice') or 0:.3f} · {time.perf_counter() - started:.0f}s")
 
 
-def finished_outputs(key, summary, reports, started, history):
+def finished_outputs(key, summary, reports, started, history, pair_count):
     """Serve the finished model to this session; the final (status, curves, sample, table, JSON, files)."""
     model_path = Path(summary.model_path)
     files_out = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
@@ -246,7 +264,7 @@ def finished_outputs(key, summary, reports, started, history):
     result = {"before": before, "before_note": summary.before_note, "after": after,
               "seconds": round(summary.seconds, 1), "wall_seconds": round(wall, 1),
               "steps_run": summary.steps_run, "stopped_by_user": summary.stopped_by_user,
-              "held_out": summary.held_out, "pairs": sum(r.ok for r in reports),
+              "held_out": summary.held_out, "pairs": pair_count, "model_name": FINETUNED_CHOICE,
               "curves": [{"step": step, **values} for step, values in history],
               "skipped_pairs": [r.name for r in reports if not r.ok]}
     how = "stopped by you; the weights so far are kept" if summary.stopped_by_user else "finished"
@@ -295,8 +313,25 @@ def use_finetuned(use, request: gr.Request = None):
     return gr.Dropdown(choices=model_choices(), value=default_model_name(bundled_models()))
 
 
+@dataclass
+class FinetuneTab:
+    """What the teach loop wires to: the set view, the Retrain button, the training options it reads, the job's
+    outputs (status, curves, sample, metrics, JSON, files) and the 'use this model' box."""
+
+    set_summary: gr.Markdown
+    set_gallery: gr.Gallery
+    retrain: gr.Button
+    steps: gr.Slider
+    learning_rate: gr.Number
+    batch_size: gr.Slider
+    job_outputs: list
+    use: gr.Checkbox
+
+
 def build_finetune_tab(model_choice):
-    """Lay out the tab; `model_choice` is the Segment tab's model dropdown (switched by 'use this model')."""
+    """Lay out the tab; `model_choice` is the Segment tab's model dropdown (switched by 'use this model').
+    Returns a FinetuneTab."""
+    from segdemo.ui.teach import build_training_set_panel, set_view
     defaults = FinetuneOptions()
     gr.Markdown(HOW_TO)
     with gr.Row():
@@ -322,6 +357,7 @@ def build_finetune_tab(model_choice):
             augment = gr.Checkbox(value=defaults.augment, label="Augmentation (flip, rotate, zoom, colour)")
             loss = gr.Radio(list(LOSSES), value=defaults.loss, label="Loss")
             freeze = gr.Checkbox(value=defaults.freeze_encoder, label="Freeze the encoder (faster)")
+    set_summary, set_gallery, retrain = build_training_set_panel()
     check = gr.Button("Check pairs")
     table = gr.Dataframe(label="Pairs found", interactive=False, wrap=True, elem_id="pairs-table")
     with gr.Row():
@@ -353,11 +389,20 @@ def build_finetune_tab(model_choice):
         push_status = gr.Markdown()
 
     check_inputs = [files, base, class_mode, class_names]
-    check.click(check_pairs, check_inputs, [table, gallery, report], api_name="check_pairs")
-    files.upload(check_pairs, check_inputs, [table, gallery, report], api_visibility="undocumented")
+    job_outputs = [status, curve, sample, metrics, metrics_json, downloads]
+
+    def show_set(request: gr.Request = None):
+        return set_view(session_key(request))
+
+    check.click(check_pairs, check_inputs, [table, gallery, report], api_name="check_pairs").then(
+        show_set, None, [set_summary, set_gallery], api_visibility="private")
+    files.upload(check_pairs, check_inputs, [table, gallery, report], api_visibility="undocumented").then(
+        show_set, None, [set_summary, set_gallery], api_visibility="private")
     train.click(finetune, [*check_inputs, steps, learning_rate, batch_size, input_size, val_share, augment,
-                           loss, freeze], [status, curve, sample, metrics, metrics_json, downloads],
-                api_name="finetune", concurrency_limit=1, concurrency_id="finetune")
+                           loss, freeze], job_outputs, api_name="finetune", concurrency_limit=1,
+                concurrency_id="finetune", trigger_mode="once").then(
+        show_set, None, [set_summary, set_gallery], api_visibility="private")
     stop.click(stop_training, None, status, api_name="stop_finetune", concurrency_limit=None)
     use.change(use_finetuned, use, model_choice, api_name="use_finetuned")
     push.click(push_finetuned, [repo_id, token], push_status, api_name="push_to_hub", concurrency_limit=1)
+    return FinetuneTab(set_summary, set_gallery, retrain, steps, learning_rate, batch_size, job_outputs, use)

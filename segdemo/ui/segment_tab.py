@@ -1,6 +1,7 @@
 """The Segment tab: upload any image -> input, colour class mask, probability map, overlay, class areas,
 a download of the class-index mask, and the named API endpoint `segment`."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -16,7 +17,8 @@ from segdemo.registry import (
 from segdemo.serving import LARGE_IMAGE_PIXELS, LOADING_MESSAGE, STEPS, default_class, render, segment_and_render
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
-from segdemo.ui.sessions import (
+from segdemo.ui.teach import build_correction_panel
+from segdemo.sessions import (
     RESULTS,
     forget_session,
     request_folder,
@@ -34,8 +36,8 @@ def timing_note(result, model_name):
     total = sum(seconds.values())
     steps = " · ".join(f"{step} {seconds[step] * 1000:.0f}" for step in STEPS)
     return (f"**{result.segmenter.card.get('title', model_name)}** on {describe_device()} · model "
-            f"{seconds['model'] * 1000:.0f} ms · total {total * 1000:.0f} ms ({steps} ms)  \n"
-            + "; ".join(result.notes))
+            f"{seconds['model'] * 1000:.0f} ms · total {total * 1000:.0f} ms ({steps} ms) · mean uncertainty "
+            f"{result.mean_uncertainty:.3f}  \n" + "; ".join(result.notes))
 
 
 @user_errors
@@ -55,6 +57,7 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     Returns:
         the colour class mask (PNG)
         the probability map of `probability_class` (grey PNG, white = probability 1)
+        the uncertainty map (grey PNG, white = unsure: 1 - the margin between the two likeliest classes)
         the overlay of the colour mask on the image (PNG)
         the share of the image per class
         a note with timings and device
@@ -65,7 +68,8 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     RESULTS.put(key, result)
     if result.prediction.labels.size >= LARGE_IMAGE_PIXELS:
         release_freed_memory()  # a large image's temporary arrays would otherwise stay in the RSS
-    return color_mask, prob, blended, result.areas, timing_note(result, model_name), result.mask_file
+    return (color_mask, prob, result.uncertainty_file, blended, result.areas, timing_note(result, model_name),
+            result.mask_file)
 
 
 @user_errors
@@ -100,7 +104,7 @@ def select_model(model_names):
         choices = gr.Dropdown(choices=segmenter.classes, value=default_class(segmenter))
         shown = examples_model(segmenter.card, model_names)
         groups = [gr.Column(visible=name == shown) for name in model_names]
-        outputs = segment(image, model_name, default_class(segmenter), opacity, request) if image else [gr.skip()] * 6
+        outputs = segment(image, model_name, default_class(segmenter), opacity, request) if image else [gr.skip()] * 7
         return choices, legend_html(segmenter.card), *groups, *outputs
 
     return handler
@@ -121,10 +125,25 @@ def example_images(card):
     return [[str(path)] for path in paths if path.is_file()]
 
 
+@dataclass
+class SegmentTab:
+    """The components other tabs read or update: the model dropdown (switched to the session's fine-tuned
+    model), the info line (the device, once the model has loaded), the inputs and outputs of `segment` (a
+    retrain redraws them) and the correction panel's button, editor and status line."""
+
+    model_choice: gr.Dropdown
+    info: gr.Markdown
+    image: gr.Image
+    class_choice: gr.Dropdown
+    opacity: gr.Slider
+    outputs: list
+    add_pair: gr.Button
+    editor: gr.ImageEditor
+    correct_status: gr.Markdown
+
+
 def build_segment_tab(demo):
-    """Lay out the tab inside an open `gr.Blocks` and wire its events. Returns the model dropdown (the
-    Fine-tune tab switches it to the session's fine-tuned model) and the info line (the device, once the
-    model has loaded)."""
+    """Lay out the tab inside an open `gr.Blocks` and wire its events; returns a SegmentTab."""
     models = bundled_models()
     model_name = default_model_name(models)
     card = load_card(models[model_name])  # build_demo has loaded this model; the others load on first use
@@ -140,6 +159,8 @@ def build_segment_tab(demo):
         color_mask = gr.Image(format="png", label="Class mask (argmax)", interactive=False, elem_id="class-mask")
         prob = gr.Image(format="png", label="Probability map (white = 1)", interactive=False,
                         image_mode="L", elem_id="probability-map")
+        unsure = gr.Image(format="png", label="Uncertainty (white = unsure: where to correct)", interactive=False,
+                          image_mode="L", elem_id="uncertainty-map")
     legend = gr.HTML(legend_html(card))
     with gr.Row():
         blended = gr.Image(format="png", label="Overlay", interactive=False, elem_id="overlay")
@@ -153,8 +174,9 @@ def build_segment_tab(demo):
             gr.Examples(example_images(load_card(path)), inputs=[image],
                         label=f"Examples for {name} (free to redistribute, see examples/SOURCES.md)")
         example_groups.append(group)
+    add_pair, editor, correct_status = build_correction_panel()
 
-    outputs = [color_mask, prob, blended, areas, info, mask_file]
+    outputs = [color_mask, prob, unsure, blended, areas, info, mask_file]
     image.change(segment, [image, model_choice, class_choice, opacity], outputs, api_name="segment",
                  concurrency_limit=4)
     for control in (class_choice, opacity):
@@ -163,4 +185,4 @@ def build_segment_tab(demo):
     model_choice.change(select_model(list(models)), [model_choice, image, opacity],
                         [class_choice, legend, *example_groups, *outputs], api_visibility="undocumented")
     demo.unload(forget_session)  # registered once, here: it clears every tab's session state
-    return model_choice, info
+    return SegmentTab(model_choice, info, image, class_choice, opacity, outputs, add_pair, editor, correct_status)

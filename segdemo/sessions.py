@@ -44,6 +44,10 @@ class SessionStore:
     def __len__(self):
         return len(self._items)
 
+    def __contains__(self, key):
+        with self._lock:
+            return key in self._items
+
 
 def session_key(request):
     """The browser session (or API client) a request belongs to."""
@@ -55,6 +59,8 @@ RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-ren
 FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (150-200 MB: bench/model_memory.py)
 STOP_EVENTS = SessionStore(capacity=64)  # a session's running fine-tune job (the Stop button stops it)
 BATCHES = SessionStore(capacity=16)  # last batch per session (its gallery is re-sorted without the model)
+TRAINING_SETS = SessionStore(capacity=32)  # corrected + uploaded pairs per session (at most 200 of <= 640 px)
+EDITING = SessionStore(capacity=64)  # the result a session's mask editor was opened on
 
 
 def session_folder(key):
@@ -105,10 +111,21 @@ def remove_stale_folders(root, max_age):
 def forget_session(request: gr.Request):
     """On tab close: drop everything the session held, files included."""
     key = session_key(request)
-    for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS, BATCHES):
+    for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS, BATCHES, TRAINING_SETS, EDITING):
         store.pop(key)
     shutil.rmtree(SESSIONS_DIR / key, ignore_errors=True)
     _last_output_sweep.pop(SESSIONS_DIR / key / "outputs", None)
+
+
+def training_set_of(key):
+    """The session's training set (created empty on first use)."""
+    from segdemo.corrections import TrainingSet
+
+    training_set = TRAINING_SETS.get(key)
+    if training_set is None:
+        training_set = TrainingSet()
+        TRAINING_SETS.put(key, training_set)
+    return training_set
 
 
 def segmenter_for(model_name, key):
