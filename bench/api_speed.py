@@ -91,7 +91,7 @@ def main():
                     if index >= 2:
                         timings[endpoint].append(time.perf_counter() - started)
                         if endpoint == "segment":
-                            splits.append(handler_split(output[4]))
+                            splits.append(handler_split(output[-2]))  # (..., info, class-index mask)
             stats = {endpoint: percentiles(values) for endpoint, values in timings.items()}
             row = {"input": name, "calls": calls}
             for endpoint, figures in stats.items():

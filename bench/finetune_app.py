@@ -3,7 +3,8 @@
     python bench/finetune_app.py [--domain pets-binary-from-pets] [--shared ../shared]
 
 Prints: seconds from Train to the first round's figures and to the finished model, and another user's
-`segment` latency while the training runs against the same calls with the server idle (ratio); then the
+`segment` latency while the training runs against the same calls with the server idle (ratio); the same
+fine-tune again with the server otherwise idle; then the
 seconds of one teach-loop round (a bare `retrain` call: the session's set, here the 20 uploaded pairs, from
 the fine-tuned model, at its default steps), then one JSON line. The domain folders come from bench/finetune_robustness.py.
 """
@@ -74,6 +75,10 @@ def main():
         result = job.result()
         finished = time.perf_counter() - started
         visitor_thread.join()
+        started = time.perf_counter()  # the same fine-tune with nobody else using the server
+        alone = trainer.submit([handle_file(str(archive))], base, mode, ", ".join(classes or []),
+                               api_name="/finetune").result()
+        finished_alone = time.perf_counter() - started
         started = time.perf_counter()  # a teach-loop round: a bare retrain on the session's set, from its model
         retrained = trainer.predict(api_name="/retrain")
         retrain_s = time.perf_counter() - started
@@ -85,7 +90,8 @@ def main():
               "held_out_miou_before": summary["before"]["miou"], "held_out_miou_after": summary["after"]["miou"],
               "segment_idle_median_s": round(statistics.median(idle), 3),
               "segment_during_training_median_s": round(statistics.median(busy), 3) if busy else None,
-              "segment_calls_during_training": len(busy),
+              "segment_calls_during_training": len(busy), "finished_alone_s": round(finished_alone, 1),
+              "held_out_miou_after_alone": alone[4]["after"]["miou"],
               "retrain_s": round(retrain_s, 1), "retrain_pairs": retrained["pairs"],
               "retrain_steps": retrained["steps_run"], "retrain_miou_before": retrained["before"]["miou"],
               "retrain_miou_after": retrained["after"]["miou"]}

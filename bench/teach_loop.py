@@ -239,9 +239,9 @@ def plot(curves, baselines, round0, path, title):
         ax.fill_between(pairs, low, high, color=colors[arm], alpha=0.15)
     styles = {"baseline": ("s", "black", "one fine-tune on the random pairs, same steps"),
               "baseline-long": ("D", "tab:gray", "one fine-tune on the random pairs, rounds x steps")}
-    for arm, baseline in baselines.items():
+    for offset, (arm, baseline) in enumerate(baselines.items()):
         marker, color, label = styles[arm]
-        ax.errorbar([baseline["pairs"]], [baseline["iou"]["median"]],
+        ax.errorbar([baseline["pairs"] + 0.15 * (offset + 1)], [baseline["iou"]["median"]],
                     yerr=[[baseline["iou"]["median"] - baseline["iou"]["min"]],
                           [baseline["iou"]["max"] - baseline["iou"]["median"]]],
                     fmt=marker, color=color, capsize=4, label=label)

@@ -120,7 +120,8 @@ def test_push_never_shows_or_logs_the_token(tiny_model, tmp_path, caplog):
 def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
     import gradio as gr
 
-    from segdemo.ui import finetune_tab, sessions
+    from segdemo import sessions
+    from segdemo.ui import finetune_tab
 
     sessions.FINETUNED_MODELS.put("anonymous", finetune_tab.FinetunedModel(None, [str(tiny_model)]))
     try:

@@ -4,10 +4,11 @@ import os
 import threading
 import time
 
+import numpy as np
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.ui import sessions
+from segdemo import sessions
 
 
 def test_concurrent_sessions_get_their_own_results(app_url, tmp_path):
@@ -45,8 +46,11 @@ def test_forget_session_removes_state_and_files():
     folder = sessions.session_folder("test-forget")
     (folder / "mask.png").write_bytes(b"x")
     sessions.RESULTS.put("test-forget", object())
+    sessions.training_set_of("test-forget").add(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8),
+                                                ("a", "b"), [(0, 0, 0), (255, 255, 255)])
     sessions.forget_session(Request())
     assert not folder.exists() and sessions.RESULTS.get("test-forget") is None
+    assert "test-forget" not in sessions.TRAINING_SETS  # the training set goes with the session
 
 
 def test_stale_session_folders_are_swept(tmp_path):

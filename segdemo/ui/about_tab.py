@@ -6,13 +6,13 @@ from segdemo.cards import card_markdown, load_card
 from segdemo.export import export_model
 from segdemo.registry import bundled_models, default_model_name, model_choices
 from segdemo.serving import LOADING_MESSAGE
-from segdemo.ui.handlers import user_errors
 from segdemo.sessions import (
     FINETUNED_CHOICE,
     segmenter_for,
     session_folder,
     session_key,
 )
+from segdemo.ui.handlers import user_errors
 
 EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.keras)": ".keras"}
 CREDITS = """

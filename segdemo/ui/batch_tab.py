@@ -10,8 +10,8 @@ from segdemo.batch import LEAST_CERTAIN_FIRST, MAX_BATCH_IMAGES, segment_files
 from segdemo.cards import load_card
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.serving import default_class
-from segdemo.ui.handlers import user_errors
 from segdemo.sessions import BATCHES, FINETUNED_CHOICE, session_key
+from segdemo.ui.handlers import user_errors
 from segdemo.uploads import MAX_ZIP_BYTES
 
 SKIPPED_SHOWN = 50  # problems listed in the summary; the ZIP's skipped.txt has them all

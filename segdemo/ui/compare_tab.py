@@ -6,9 +6,9 @@ import gradio as gr
 
 from segdemo.compare import DISAGREE_COLOR, compare_models
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.sessions import FINETUNED_CHOICE, session_key
 from segdemo.ui.components import ImageUpload
 from segdemo.ui.handlers import user_errors
-from segdemo.sessions import FINETUNED_CHOICE, session_key
 
 HOW_TO = ("Pick two models and drop an image: drag the slider to see model A's overlay (left) against model B's "
           "(right). With the session's fine-tuned model as B and its base model as A, this shows what "

@@ -35,7 +35,6 @@ from segdemo.hub import build_push_folder, push_folder
 from segdemo.inference import Segmenter, colorize, overlay, palette_lut, release_freed_memory
 from segdemo.losses import LOSSES
 from segdemo.registry import bundled_models, default_model_name, load_keras_model, model_choices
-from segdemo.ui.handlers import user_errors
 from segdemo.sessions import (
     FINETUNED_CHOICE,
     FINETUNED_MODELS,
@@ -45,6 +44,7 @@ from segdemo.sessions import (
     session_key,
     training_set_of,
 )
+from segdemo.ui.handlers import user_errors
 from segdemo.uploads import collect_upload, looks_inverted, new_workdir, validate_and_load
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ layout), or as **loose files** paired by name: `x.jpg` goes with `x.png` or `x_m
 base model's main class, or the last new class, and black its *background* class; the report below says how they
 were read), Oxford trimaps, or colour masks in the base model's class colours. {LIMITS}
 The defaults (a fixed number of steps, held-out pairs picked by name) give the same result for any seed: on 20
-pairs of a new domain, about 40 s on 2 CPU cores."""
+pairs of a new domain, 45-55 s on 2 CPU cores."""
 
 
 @dataclass
@@ -116,14 +116,15 @@ def pairs_table(reports, classes):
     return pd.DataFrame(rows, columns=["pair", "image", "mask", "size", "classes", "status"])
 
 
+def thumbnail(image, mask, colors):
+    """The mask over the image, THUMBNAIL_SIDE px on the long side."""
+    scale = THUMBNAIL_SIDE / max(image.shape[:2])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return overlay(resize_image(image, size), colorize(resize_mask(mask, size), palette_lut(colors)), 0.5)
+
+
 def thumbnails(loaded, colors):
-    lut = palette_lut(colors)
-    items = []
-    for name, image, mask in loaded[:THUMBNAILS]:
-        scale = THUMBNAIL_SIDE / max(image.shape[:2])
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        items.append((overlay(resize_image(image, size), colorize(resize_mask(mask, size), lut), 0.5), name))
-    return items
+    return [(thumbnail(image, mask, colors), name) for name, image, mask in loaded[:THUMBNAILS]]
 
 
 def problems_markdown(reports, problems, card):
@@ -321,7 +322,7 @@ class FinetuneTab:
     set_summary: gr.Markdown
     set_gallery: gr.Gallery
     retrain: gr.Button
-    steps: gr.Slider
+    retrain_steps: gr.Slider
     learning_rate: gr.Number
     batch_size: gr.Slider
     job_outputs: list
@@ -357,7 +358,7 @@ def build_finetune_tab(model_choice):
             augment = gr.Checkbox(value=defaults.augment, label="Augmentation (flip, rotate, zoom, colour)")
             loss = gr.Radio(list(LOSSES), value=defaults.loss, label="Loss")
             freeze = gr.Checkbox(value=defaults.freeze_encoder, label="Freeze the encoder (faster)")
-    set_summary, set_gallery, retrain = build_training_set_panel()
+    set_summary, set_gallery, retrain, retrain_steps = build_training_set_panel()
     check = gr.Button("Check pairs")
     table = gr.Dataframe(label="Pairs found", interactive=False, wrap=True, elem_id="pairs-table")
     with gr.Row():
@@ -405,4 +406,4 @@ def build_finetune_tab(model_choice):
     stop.click(stop_training, None, status, api_name="stop_finetune", concurrency_limit=None)
     use.change(use_finetuned, use, model_choice, api_name="use_finetuned")
     push.click(push_finetuned, [repo_id, token], push_status, api_name="push_to_hub", concurrency_limit=1)
-    return FinetuneTab(set_summary, set_gallery, retrain, steps, learning_rate, batch_size, job_outputs, use)
+    return FinetuneTab(set_summary, set_gallery, retrain, retrain_steps, learning_rate, batch_size, job_outputs, use)

@@ -15,9 +15,6 @@ from segdemo.registry import (
     model_choices,
 )
 from segdemo.serving import LARGE_IMAGE_PIXELS, LOADING_MESSAGE, STEPS, default_class, render, segment_and_render
-from segdemo.ui.components import ImageUpload
-from segdemo.ui.handlers import user_errors
-from segdemo.ui.teach import build_correction_panel
 from segdemo.sessions import (
     RESULTS,
     forget_session,
@@ -25,6 +22,9 @@ from segdemo.sessions import (
     segmenter_for,
     session_key,
 )
+from segdemo.ui.components import ImageUpload
+from segdemo.ui.handlers import user_errors
+from segdemo.ui.teach import build_correction_panel
 
 DEFAULT_OPACITY = 0.5
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"

@@ -11,10 +11,8 @@ import gradio as gr
 from segdemo.cards import binary_mask_classes, class_colors
 from segdemo.corrections import brush_colors, class_histogram, editor_to_labels, editor_value
 from segdemo.data import InputError, Pair, read_pair
-from segdemo.finetune import FinetuneOptions, check_pair_count
+from segdemo.finetune import MAX_STEPS, FinetuneOptions, check_pair_count
 from segdemo.registry import DEFAULT_MODEL
-from segdemo.ui.finetune_tab import run_job, thumbnails
-from segdemo.ui.handlers import user_errors
 from segdemo.sessions import (
     EDITING,
     FINETUNED_CHOICE,
@@ -26,6 +24,8 @@ from segdemo.sessions import (
     session_key,
     training_set_of,
 )
+from segdemo.ui.finetune_tab import run_job, thumbnail
+from segdemo.ui.handlers import user_errors
 
 RETRAIN_STEPS = 100  # a round of the teach loop: fewer steps than a first fine-tune, it starts close
 SET_THUMBNAILS = 24
@@ -51,10 +51,8 @@ def set_view(key):
     """The training set's summary line and its thumbnails (mask over image, numbered)."""
     training_set = training_set_of(key)
     pairs = training_set.pairs[:SET_THUMBNAILS]
-    items = []
-    for number, pair in enumerate(pairs, 1):
-        (thumbnail, _), = thumbnails([(pair.name, pair.image, pair.mask)], pair.colors)
-        items.append((thumbnail, f"{number} · {pair.name} ({pair.source})"))
+    items = [(thumbnail(pair.image, pair.mask, pair.colors), f"{number} · {pair.name} ({pair.source})")
+             for number, pair in enumerate(pairs, 1)]
     more = f"; the first {SET_THUMBNAILS} are shown" if len(training_set.pairs) > SET_THUMBNAILS else ""
     return training_set.summary() + more, items
 
@@ -86,7 +84,9 @@ def add_correction(editor, request: gr.Request = None):
     pair = training_set_of(key).add(result.display_image, labels, card["classes"], colors)
     changed = float((labels != result.display_labels).mean())
     summary, items = set_view(key)
-    return f"Added **{pair.name}** ({100 * changed:.1f}% of its pixels corrected). {summary}", summary, items
+    note = (f"Added **{pair.name}** ({100 * changed:.1f}% of its pixels corrected). {summary}; retrain in the "
+            "Fine-tune tab.")
+    return note, summary, items
 
 
 @user_errors
@@ -231,7 +231,7 @@ def build_correction_panel():
 def build_training_set_panel():
     """Inside the Fine-tune tab: the session's training set (summary, numbered thumbnails, remove, clear,
     download as ZIP) and the form that adds a pair by file (the `add_training_pair` endpoint). Returns
-    (summary, gallery, retrain button)."""
+    (summary, gallery, retrain button, its steps)."""
     with gr.Accordion("Your training set (corrected and uploaded pairs) and Retrain", open=True):
         summary = gr.Markdown("**0 pairs** in your training set", elem_id="set-summary")
         gallery = gr.Gallery(label="Pairs, mask over image (numbered)", columns=8, height=200, format="png",
@@ -241,6 +241,7 @@ def build_training_set_panel():
             remove = gr.Button("Remove this pair", scale=1)
             clear = gr.Button("Clear the set", variant="stop", scale=1)
             download = gr.Button("Download the set (ZIP)", scale=1)
+            retrain_steps = gr.Slider(10, MAX_STEPS, value=RETRAIN_STEPS, step=10, label="Retrain steps", scale=2)
             retrain_button = gr.Button("Retrain from my current model", variant="primary", scale=2,
                                        elem_id="retrain-button")
         zip_file = gr.File(label="Training set: images/ + masks/ (class indices), uploadable again", interactive=False)
@@ -255,7 +256,7 @@ def build_training_set_panel():
     remove.click(remove_pair, number, [summary, gallery], api_visibility="private")
     clear.click(clear_set, None, [summary, gallery], api_visibility="private")
     download.click(download_set, None, zip_file, api_name="download_training_set")
-    return summary, gallery, retrain_button
+    return summary, gallery, retrain_button, retrain_steps
 
 
 def wire_teach_loop(segment_tab, finetune_tab):
@@ -265,7 +266,8 @@ def wire_teach_loop(segment_tab, finetune_tab):
                                [segment_tab.correct_status, finetune_tab.set_summary, finetune_tab.set_gallery],
                                api_visibility="private")
     finetune_tab.retrain.click(
-        retrain, [segment_tab.model_choice, finetune_tab.steps, finetune_tab.learning_rate, finetune_tab.batch_size],
+        retrain, [segment_tab.model_choice, finetune_tab.retrain_steps, finetune_tab.learning_rate,
+                  finetune_tab.batch_size],
         finetune_tab.job_outputs, api_name="retrain_ui", api_visibility="private", concurrency_limit=1,
         concurrency_id="finetune",
         trigger_mode="once").success(
