@@ -75,10 +75,12 @@ def main():
         result = job.result()
         finished = time.perf_counter() - started
         visitor_thread.join()
+        time.sleep(8)  # the next spare worker starts when a job ends; a person takes longer than this to go on
         started = time.perf_counter()  # the same fine-tune with nobody else using the server
         alone = trainer.submit([handle_file(str(archive))], base, mode, ", ".join(classes or []),
                                api_name="/finetune").result()
         finished_alone = time.perf_counter() - started
+        time.sleep(8)
         started = time.perf_counter()  # a teach-loop round: a bare retrain on the session's set, from its model
         retrained = trainer.predict(api_name="/retrain")
         retrain_s = time.perf_counter() - started

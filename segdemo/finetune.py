@@ -229,6 +229,22 @@ def base_class_mapping(base_model, images, masks, num_classes):
     return overlap.argmax(0)
 
 
+def score_base(base, size, val_full, train_arrays, classes, same_classes):
+    """The base model's metrics on the held-out pairs at `size` ("before"), and a note: for a new class set its
+    classes are mapped to the new ones by overlap on the training pairs."""
+    from segdemo.evaluate import evaluate_arrays
+    from segdemo.inference import Segmenter
+
+    scorer = base if size == base.size else Segmenter(base.model, {**base.card, "input_size": size_value(size)},
+                                                      freeze=False)
+    if same_classes:
+        return evaluate_arrays(scorer, val_full), ""
+    mapping = base_class_mapping(base.model, *train_arrays, len(classes))
+    note = "base classes mapped to the new ones by overlap on the training pairs: " + ", ".join(
+        f"{name} → {classes[mapping[i]]}" for i, name in enumerate(base.classes))
+    return evaluate_arrays(scorer, val_full, classes=classes, label_map=mapping), note
+
+
 def default_input_size(base_size):
     """The base's input size, scaled down (aspect kept, sides multiples of 32) when larger than
     MAX_DEFAULT_AREA: a few hundred steps at 480x352 would not fit the time a demo has."""
@@ -323,16 +339,6 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     val_full = [pairs_data[i][1:] for i in val_idx]  # original resolution, for before/after metrics
     keras.utils.set_random_seed(options.seed)
     new_card = new_card_for(base.card, classes, same_classes, size, len(pairs_data))
-    scorer = base if size == base.size else Segmenter(base.model, {**base.card, "input_size": size_value(size)},
-                                                      freeze=False)
-    if same_classes:
-        before, before_note = evaluate_arrays(scorer, val_full), ""
-    else:
-        mapping = base_class_mapping(base.model, *train_arrays, num_classes)
-        before = evaluate_arrays(scorer, val_full, classes=classes, label_map=mapping)
-        before_note = "base classes mapped to the new ones by overlap on the training pairs: " + ", ".join(
-            f"{name} → {classes[mapping[i]]}" for i, name in enumerate(base.classes))
-
     model = finetune_model(base.model, same_classes, num_classes)  # a copy: the base model stays as it is
     freeze_batchnorm(model)
     set_encoder_trainable(model, not options.freeze_encoder)
@@ -350,6 +356,8 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
                         steps_per_epoch=round_steps, callbacks=callbacks, verbose=0)
     steps_run = callbacks[1].step
     stopped = bool(stop_event is not None and stop_event.is_set())
+    # the base is scored after training, not before it: the first curves reach the screen a second sooner
+    before, before_note = score_base(base, size, val_full, train_arrays, classes, same_classes)
     set_encoder_trainable(model, True)
     after = evaluate_arrays(Segmenter(model, new_card, freeze=False), val_full)
     seconds = time.perf_counter() - started
