@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, print_json  # noqa: E402
 from finetune_robustness import (  # noqa: E402
-    DOMAINS, DOMAINS_DIR, build_domain, cars_source, foreground_iou, recipe_key, score_pairs, write_pair)
+    DOMAINS, build_domain, cars_source, foreground_iou, recipe_key, score_pairs, write_pair)
 
 CACHE = ROOT / ".cache" / "teach_loop"
 RESULTS = CACHE / "results.json"

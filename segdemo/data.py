@@ -208,27 +208,17 @@ def decode_palette_mask(mask, palette, name="mask"):
     """RGB mask -> indices of the nearest palette colour; colours far from every entry are an error."""
     if palette is None or not len(palette):
         raise InputError(f"{name} is a colour mask but no class colours were given")
-    rgb = mask if mask.ndim == 3 else np.repeat(mask[:, :, None], 3, axis=2)
-    labels, distance = nearest_palette_colors(rgb, palette)
-    far = distance > PALETTE_TOLERANCE
-    if far.any():
-        unique = np.unique(rgb[far].reshape(-1, 3), axis=0)
-        listed = ", ".join(f"({r},{g},{b})" for r, g, b in unique[:8].tolist())
-        more = f" and {len(unique) - 8} more" if len(unique) > 8 else ""
-        raise InputError(f"{name} has colours not in the class palette: {listed}{more}")
-    return labels
-
-
-def nearest_palette_colors(rgb, palette):
-    """(H, W, 3) colours -> (index of the nearest palette colour (uint8), its distance) per pixel; computed
-    once per distinct colour, so a mask of few colours costs one pass."""
     colors = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+    rgb = mask if mask.ndim == 3 else np.repeat(mask[:, :, None], 3, axis=2)
     unique, inverse = np.unique(rgb.reshape(-1, 3).astype(np.int64), axis=0, return_inverse=True)
     distances = np.sqrt(((unique[:, None, :] - colors[None, :, :]) ** 2).sum(axis=2))
-    shape = rgb.shape[:2]
-    inverse = inverse.reshape(-1)
-    return (distances.argmin(axis=1)[inverse].reshape(shape).astype(np.uint8),
-            distances.min(axis=1)[inverse].reshape(shape))
+    nearest = distances.argmin(axis=1)
+    far = distances.min(axis=1) > PALETTE_TOLERANCE
+    if far.any():
+        listed = ", ".join(f"({r},{g},{b})" for r, g, b in unique[far][:8].tolist())
+        more = f" and {int(far.sum()) - 8} more" if far.sum() > 8 else ""
+        raise InputError(f"{name} has colours not in the class palette: {listed}{more}")
+    return nearest[inverse.reshape(-1)].reshape(rgb.shape[:2]).astype(np.uint8)
 
 
 # --- pairs -------------------------------------------------------------------------------------------------

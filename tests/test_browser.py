@@ -161,7 +161,7 @@ def paint_background_band(page):
     for step in range(1, 30):
         page.mouse.move(x - 120 + 8 * step, y - 40 + (step % 2) * 40, steps=2)
     page.mouse.up()
-    page.wait_for_timeout(1000)  # the editor sends its layers to the server a moment after the stroke
+    page.wait_for_timeout(2000)  # the editor sends its layers to the server a moment after the stroke
 
 
 def test_teach_loop_paint_add_retrain_changes_the_prediction_where_painted(page):
@@ -171,8 +171,8 @@ def test_teach_loop_paint_add_retrain_changes_the_prediction_where_painted(page)
     band = (slice(110, 150), slice(130, 310))  # inside the painted band, in the 451x300 image
     before = class_mask_pixels(page)[band]
     page.get_by_text("Correct this mask (teach the model)").click()
-    for count in (1, 2):  # two pairs: one to train on, one held out
-        paint_background_band(page)
+    paint_background_band(page)
+    for count in (1, 2):  # the same correction twice: one pair to train on, one held out
         page.locator("#add-pair-button").click()
         page.locator("#correct-status").get_by_text(f"{count} pairs in your training set").wait_for(timeout=30_000)
     assert "corrected" in page.locator("#correct-status").inner_text()

@@ -53,7 +53,7 @@ def test_editor_value_is_the_prediction_over_the_image_at_most_1024_px():
     labels[:, 1500:] = 2
     value = editor_value(image, labels, COLORS)
     background = value["background"]
-    assert background.shape == (512, 1024, 3) and value["layers"] == []  # the editor adds one empty layer
+    assert background.shape == (512, EDITOR_MAX_SIDE, 3) and value["layers"] == []  # the editor adds one layer
     left, right = background[0, 0].astype(int), background[0, -1].astype(int)
     expected_left = 200 * (1 - MASK_OPACITY) + np.array(COLORS[0]) * MASK_OPACITY
     assert np.abs(left - expected_left).max() <= 2 and right[2] < left[2]  # pet red vs border yellow tint

@@ -18,7 +18,10 @@ from tests.test_training import square_pairs, write_dataset
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     """A small classic U-Net 'base model' with a card, as the registry loads any .keras path."""
+    import keras
+
     path = tmp_path_factory.mktemp("base") / "squares.keras"
+    keras.utils.set_random_seed(0)  # an untrained base: its predictions (and the "before" mapping) depend on it
     build_unet(2, depth=2, base_filters=8).save(path)
     save_card({"name": "squares", "classes": ["background", "square"], "colors": [[0, 0, 0], [255, 0, 0]],
                "input_size": 32, "architecture": "unet"}, path)

@@ -25,7 +25,6 @@ from segdemo.finetune import (
     MAX_STEPS,
     Failed,
     FinetuneOptions,
-    Finished,
     RoundDone,
     StepDone,
     check_pair_count,
@@ -145,6 +144,14 @@ def problems_markdown(reports, problems, card):
     return "\n".join(lines)
 
 
+def join_training_set(key, loaded, card):
+    """The upload's good pairs replace the previous upload's in the session's training set; returns the set's
+    corrected pairs with `card`'s classes, which train along with them."""
+    training_set = training_set_of(key)
+    training_set.replace_uploaded(loaded, card["classes"], class_colors(card))
+    return training_set.corrected_for(card["classes"])
+
+
 @user_errors
 def check_pairs(files, base, class_mode, class_names, request: gr.Request = None):
     """Pair and validate uploaded files without training. Returns the pairs table, thumbnails and the
@@ -152,9 +159,7 @@ def check_pairs(files, base, class_mode, class_names, request: gr.Request = None
     key = session_key(request)
     card = finetune_card(class_mode, class_names, segmenter_for(base, key).card)
     reports, loaded, problems = read_upload(files, card)
-    training_set = training_set_of(key)
-    training_set.replace_uploaded(loaded, card["classes"], class_colors(card))
-    corrected = len(training_set.corrected_for(card["classes"]))
+    corrected = len(join_training_set(key, loaded, card))
     report = problems_markdown(reports, problems, card)
     if corrected:
         report += (f"\n\nTrain also uses the **{corrected} corrected pairs** of your training set "
@@ -197,9 +202,7 @@ def _finetune(key, files, base, class_mode, class_names, steps, learning_rate, b
     options.check()
     progress(0.0, desc="reading pairs")
     reports, loaded, _ = read_upload(files, card)
-    training_set = training_set_of(key)
-    training_set.replace_uploaded(loaded, card["classes"], class_colors(card))
-    loaded += training_set.corrected_for(card["classes"])  # one set: the uploads and the corrected pairs
+    loaded += join_training_set(key, loaded, card)  # one set: the uploads and the corrected pairs
     try:
         check_pair_count(len(loaded))
     except InputError as error:

@@ -175,7 +175,6 @@ def retrain(model_name="", steps=RETRAIN_STEPS, learning_rate=1e-3, batch_size=2
 
 
 @user_errors
-@user_errors
 def retrain_api(model_name: str = "", steps: int = RETRAIN_STEPS, learning_rate: float = 1e-3,
                 batch_size: int = 2, request: gr.Request = None) -> Iterator[dict]:
     """Retrain this session's model on its training set (the pairs added with add_training_pair, corrected in
