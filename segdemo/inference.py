@@ -162,10 +162,15 @@ def sample_strip(model, image, mask, lut):
     return np.concatenate([image, gap, colorize(mask, lut), gap, colorize(prediction, lut)], axis=1)
 
 
-def probability_map(probs, class_index, size):
-    """Grayscale (0 black = 0.0, 255 white = 1.0) map of one class's probability at `size` (w, h)."""
-    channel = (probs[:, :, class_index] * 255.0).round().astype(np.uint8)
+def grey_map(values, size):
+    """Grayscale image (0 black = 0.0, 255 white = 1.0) of (h, w) values in [0, 1], resized to `size` (w, h)."""
+    channel = (values * 255.0).round().astype(np.uint8)
     return np.asarray(Image.fromarray(channel).resize(size, Image.BILINEAR))
+
+
+def probability_map(probs, class_index, size):
+    """Grayscale map of one class's probability at `size` (w, h)."""
+    return grey_map(probs[:, :, class_index], size)
 
 
 def uncertainty(probs):
@@ -177,8 +182,7 @@ def uncertainty(probs):
 
 def uncertainty_map(probs, size):
     """Grayscale map of `uncertainty` at `size` (w, h): white = unsure, black = sure."""
-    channel = (uncertainty(probs) * 255.0).round().astype(np.uint8)
-    return np.asarray(Image.fromarray(channel).resize(size, Image.BILINEAR))
+    return grey_map(uncertainty(probs), size)
 
 
 def mean_uncertainty(probs):
