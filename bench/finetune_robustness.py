@@ -113,7 +113,7 @@ def foreground_iou(segmenter, items):
 # --- runs ----------------------------------------------------------------------------------------------------
 
 
-def run_ours(folder, base, classes, seed):
+def run_ours(folder, base, classes, seed, overrides=None):
     from segdemo import cards
     from segdemo.finetune import FinetuneOptions, load_training_pairs, run_finetune
     from segdemo.inference import Segmenter
@@ -122,7 +122,7 @@ def run_ours(folder, base, classes, seed):
     base_card = cards.load_card(resolve_model_path(base))
     pairs, _ = load_training_pairs(folder / "train", base_card, classes)
     started = time.perf_counter()
-    model, summary = run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=seed))
+    model, summary = run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=seed, **(overrides or {})))
     seconds = time.perf_counter() - started
     segmenter = Segmenter(model, summary.card, freeze=False)
     before = summary.before["per_class_iou"][segmenter.classes[binary_mask_classes(summary.card)[1]]]
@@ -202,14 +202,31 @@ def cached_run(key, run):
     return cache[key]
 
 
-def recipe_key():
-    """What identifies the fine-tune recipe: the defaults and constants of segdemo.finetune."""
+def parse_overrides(items):
+    """`--option steps=300 freeze_encoder=False` -> {"steps": 300, "freeze_encoder": False}, typed as the
+    FinetuneOptions field's default."""
+    from dataclasses import fields
+
+    from segdemo.finetune import FinetuneOptions
+
+    types = {field.name: type(field.default) for field in fields(FinetuneOptions)}
+    overrides = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in types or name in ("base", "classes", "seed"):
+            raise SystemExit(f"--option {item}: not a FinetuneOptions field this bench varies")
+        overrides[name] = value.lower() in ("1", "true", "yes") if types[name] is bool else types[name](value)
+    return overrides
+
+
+def recipe_key(overrides=None):
+    """What identifies the fine-tune recipe: the defaults and constants of segdemo.finetune (and overrides)."""
     from dataclasses import asdict
 
     from segdemo import finetune
 
     constants = {k: getattr(finetune, k) for k in dir(finetune) if k.isupper() and isinstance(getattr(finetune, k), (int, float))}
-    return str(sorted({**asdict(finetune.FinetuneOptions()), **constants}.items()))
+    return str(sorted({**asdict(finetune.FinetuneOptions(**(overrides or {}))), **constants}.items()))
 
 
 def summarise(values):
@@ -224,7 +241,10 @@ def main():
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--option", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="fine-tune options other than the tab's defaults, e.g. steps=300 (to measure a change)")
     args = parser.parse_args()
+    overrides = parse_overrides(args.option)
     from segdemo.training import limit_threads
 
     limit_threads(2)
@@ -234,8 +254,8 @@ def main():
         base, classes = DOMAINS[domain]
         runs = {"ours": [], "baseline": []}
         for seed in args.seeds:
-            runs["ours"].append(cached_run(f"{domain}|ours|{seed}|{recipe_key()}",
-                                           lambda: run_ours(folder, base, classes, seed)))
+            runs["ours"].append(cached_run(f"{domain}|ours|{seed}|{recipe_key(overrides)}",
+                                           lambda: run_ours(folder, base, classes, seed, overrides)))
             print(domain, "seed", seed, "ours", {k: round(v, 3) for k, v in runs["ours"][-1].items()}, flush=True)
             if not args.no_baseline and seed in args.baseline_seeds:
                 runs["baseline"].append(cached_run(f"{domain}|baseline|{seed}",
@@ -244,6 +264,7 @@ def main():
                       flush=True)
         scored = len(find_pairs(folder / "score").pairs)
         report[domain] = {"base": base, "classes": classes or "the base's", "scored_images": scored,
+                          "options": overrides or "the tab's defaults",
                           **{name: {"iou": summarise([r["iou"] for r in results]),
                                     "seconds": summarise([r["seconds"] for r in results])}
                              for name, results in runs.items() if results},

@@ -40,7 +40,7 @@ MAX_BATCH_SIZE = 16
 MAX_INPUT_SIZE = 512
 BINARY_CLASSES = ("background", "object")
 MAX_DEFAULT_AREA = 192 * 192  # a larger base input (street: 480x352) is scaled down to this area by default
-ROUNDS = 8  # validation rounds (curve points, sample predictions) over a run
+ROUNDS = 10  # validation rounds (curve points, sample predictions) over a run
 WARMUP_SHARE = 0.1  # of the steps, linear warm-up of the learning rate
 FINAL_LR_SHARE = 0.02  # cosine decay ends at this share of the peak learning rate
 PROBE_PIXELS = 30_000  # training pixels the head's linear probe is fitted on
@@ -139,6 +139,43 @@ class Failed:
     message: str
     input_error: bool = True  # False: a bug; `details` holds the traceback for the log
     details: str = ""
+
+
+PRELOADED_BASES = {}  # resolved path -> model loaded ahead of the job (see `preload_bases`)
+
+
+def preload_bases(paths, job_waiting=lambda: False):
+    """Load base models before a job needs them (the fine-tune worker does this while it waits: ~1.3 s
+    of Train's time to first figures); stops early once `job_waiting()`."""
+    from segdemo.registry import load_keras_model
+
+    for path in paths:
+        if job_waiting():
+            return
+        PRELOADED_BASES[str(Path(path).resolve())] = load_keras_model(path)
+
+
+def warm_up_training():
+    """One tiny fit the way `run_finetune` fits (loss, metric, augmented tf.data): TensorFlow's and Keras's
+    first-use costs are paid here rather than after Train (~0.5 s of the first figures' wait)."""
+    import keras
+
+    from segdemo.losses import make_loss
+    from segdemo.training import PixelAccuracy, train_dataset
+
+    images, masks = np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 32, 32), np.uint8)
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(keras.layers.BatchNormalization()(inputs)))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_loss("ce_dice"), metrics=[PixelAccuracy()])
+    model.fit(train_dataset(images, masks, 2, parallel=False).repeat(), epochs=1, steps_per_epoch=2, verbose=0)
+
+
+def load_base_model(path):
+    """The base model at `path`: a preloaded one (each is used once: a fine-tune copies it) or loaded now."""
+    from segdemo.registry import load_keras_model
+
+    preloaded = PRELOADED_BASES.pop(str(Path(path).resolve()), None)
+    return preloaded if preloaded is not None else load_keras_model(path)
 
 
 def resize_pairs(images_and_masks, size):
@@ -316,15 +353,15 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     from segdemo.evaluate import evaluate_arrays
     from segdemo.inference import Segmenter
     from segdemo.models import set_encoder_trainable
-    from segdemo.registry import load_keras_model, resolve_model_path
-    from segdemo.training import PixelAccuracy, ValidationIoU, eval_dataset, train_dataset
+    from segdemo.registry import resolve_model_path
+    from segdemo.training import PixelAccuracy, ValidationIoU, train_dataset
     from segdemo.losses import make_loss
 
     options.check()
     check_pair_count(len(pairs_data))
     started = time.perf_counter()
     base_path = resolve_model_path(options.base)
-    base = Segmenter(load_keras_model(base_path), cards.load_card(base_path), freeze=False)  # scores 4-40 pairs once
+    base = Segmenter(load_base_model(base_path), cards.load_card(base_path), freeze=False)  # scores 4-40 pairs once
     classes = list(options.classes) if options.classes else list(base.classes)
     same_classes = classes == list(base.classes)
     num_classes = len(classes)
@@ -341,19 +378,20 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     new_card = new_card_for(base.card, classes, same_classes, size, len(pairs_data))
     model = finetune_model(base.model, same_classes, num_classes)  # a copy: the base model stays as it is
     freeze_batchnorm(model)
-    set_encoder_trainable(model, not options.freeze_encoder)
+    set_encoder_trainable(model, not options.freeze_encoder)  # its BatchNorm layers stay frozen (tested)
     if not same_classes:
         init_head_by_probe(model, *train_arrays, num_classes, options.seed)
-    rounds = min(ROUNDS, options.steps)
-    round_steps = math.ceil(options.steps / rounds)
-    steps = rounds * round_steps
-    model.compile(optimizer=keras.optimizers.Adam(step_schedule(options.learning_rate, steps)),
-                  loss=make_loss(options.loss), metrics=[PixelAccuracy()])
-    train = train_dataset(*train_arrays, options.batch_size, augment=options.augment, seed=options.seed).repeat()
-    callbacks = [ValidationIoU(*val_arrays, num_classes),  # before the callback that reads val_miou
+    round_steps = math.ceil(options.steps / ROUNDS)
+    rounds = math.ceil(options.steps / round_steps)  # at most ROUNDS
+    steps = rounds * round_steps  # the steps asked for, or up to a round's worth more
+    loss = make_loss(options.loss)
+    model.compile(optimizer=keras.optimizers.Adam(step_schedule(options.learning_rate, steps)), loss=loss,
+                  metrics=[PixelAccuracy()])
+    train = train_dataset(*train_arrays, options.batch_size, augment=options.augment, seed=options.seed,
+                          parallel=False).repeat()
+    callbacks = [ValidationIoU(*val_arrays, num_classes, loss=loss),  # before the callback that reads its logs
                  progress_callback(on_event, steps, rounds, stop_event)]
-    history = model.fit(train, validation_data=eval_dataset(*val_arrays, 8), epochs=rounds,
-                        steps_per_epoch=round_steps, callbacks=callbacks, verbose=0)
+    history = model.fit(train, epochs=rounds, steps_per_epoch=round_steps, callbacks=callbacks, verbose=0)
     steps_run = callbacks[1].step
     stopped = bool(stop_event is not None and stop_event.is_set())
     # the base is scored after training, not before it: the first curves reach the screen a second sooner

@@ -26,19 +26,27 @@ def steps_per_epoch(count, batch_size):
     return count // batch_size if drops_remainder(count, batch_size) else math.ceil(count / batch_size)
 
 
-def train_dataset(images, masks, batch_size, augment=True, seed=0, crop=None, elastic=False):
+def train_dataset(images, masks, batch_size, augment=True, seed=0, crop=None, elastic=False, parallel=True):
     """Shuffled, augmented batches of (float32 images in [0, 255], uint8 masks). `crop` (width, height)
-    trains on random windows of the arrays: full-resolution detail at a fraction of the cost per step."""
+    trains on random windows of the arrays: full-resolution detail at a fraction of the cost per step.
+    `parallel=False` (a short fine-tune): one map call at a time, a fixed prefetch and tf.data's autotuning
+    off: with autotuning on, a fine-tune's `fit` sometimes ended ~20 s late, CPU idle (bench/finetune_stall.py)."""
+    parallel_calls = AUTOTUNE if parallel else None
     dataset = tf.data.Dataset.from_tensor_slices((images, masks))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if crop:
-        dataset = dataset.map(lambda x, y: random_crop_pair(x, y, crop[1], crop[0]), num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(lambda x, y: random_crop_pair(x, y, crop[1], crop[0]),
+                              num_parallel_calls=parallel_calls)
     dataset = dataset.batch(batch_size, drop_remainder=drops_remainder(len(images), batch_size))
     if augment:
-        dataset = dataset.map(lambda x, y: augment_batch(x, y, elastic=elastic), num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(lambda x, y: augment_batch(x, y, elastic=elastic), num_parallel_calls=parallel_calls)
     else:
         dataset = dataset.map(lambda x, y: (tf.cast(x, tf.float32), y))
-    return dataset.prefetch(AUTOTUNE)
+    if parallel:
+        return dataset.prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
 
 
 def eval_dataset(images, masks, batch_size):
@@ -83,23 +91,34 @@ class PixelAccuracy(keras.metrics.Mean):
 
 class ValidationIoU(keras.callbacks.Callback):
     """Adds val_miou and val_mdice (from a confusion matrix over the validation arrays) to each epoch's logs;
-    list it before callbacks that read them."""
+    list it before callbacks that read them. Given `loss`, also val_loss and val_pixel_acc from the same
+    forward pass, so `fit` needs no validation data: Keras's evaluation traced a second graph (~1.5 s before a
+    fine-tune's first figures), and while `fit` ran it, the end of `fit` sat idle for ~20 s in 5 of 36
+    fine-tunes (bench/finetune_stall.py)."""
 
-    def __init__(self, images, masks, num_classes, batch_size=8):
+    def __init__(self, images, masks, num_classes, batch_size=8, loss=None):
         super().__init__()
         self.images, self.masks, self.num_classes, self.batch_size = images, masks, num_classes, batch_size
+        self.loss = loss
 
     def on_epoch_end(self, epoch, logs=None):
         from segdemo.metrics import confusion_matrix, metrics_from_confusion
 
         matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
+        losses = []
         for start in range(0, len(self.images), self.batch_size):
             batch = self.images[start: start + self.batch_size].astype(np.float32)
-            predicted = np.asarray(self.model(batch, training=False)).argmax(-1)
-            matrix += confusion_matrix(self.masks[start: start + self.batch_size], predicted, self.num_classes)
+            labels = self.masks[start: start + self.batch_size]
+            logits = self.model(batch, training=False)
+            if self.loss is not None:
+                losses.append((float(self.loss(labels, logits)), len(batch)))
+            matrix += confusion_matrix(labels, np.asarray(logits).argmax(-1), self.num_classes)
         metrics = metrics_from_confusion(matrix)
         if logs is not None:
             logs["val_miou"], logs["val_mdice"] = metrics["miou"], metrics["mdice"]
+            if self.loss is not None:
+                logs["val_loss"] = sum(value * count for value, count in losses) / len(self.images)
+                logs["val_pixel_acc"] = metrics["pixel_acc"]
 
 
 class EpochState(keras.callbacks.Callback):

@@ -42,7 +42,9 @@ def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     assert summary.before["images"] == summary.after["images"] == 3 and summary.before_note == ""
     assert summary.history[-1]["loss"] < summary.history[0]["loss"]
     rounds = [e for e in events if isinstance(e, RoundDone)]
-    assert [e.round for e in rounds] == list(range(1, finetune.ROUNDS + 1)) == [r + 1 for r in range(len(summary.history))]
+    assert [e.round for e in rounds] == list(range(1, len(rounds) + 1)) == [r + 1 for r in range(len(summary.history))]
+    assert 1 < len(rounds) <= finetune.ROUNDS and rounds[-1].step == 16
+    assert {"loss", "val_loss", "val_miou", "val_pixel_acc"} <= set(rounds[0].logs)
     assert [e.step for e in events if isinstance(e, StepDone)] == list(range(1, 17)) and summary.steps_run == 16
     assert summary.card["base_model"] == "squares" and summary.card["classes"] == ["background", "square"]
 
@@ -176,3 +178,58 @@ def test_a_new_foreground_is_learned_for_any_seed(tiny_base, seed):
     _, summary = run_finetune(pairs, FinetuneOptions(base=tiny_base, steps=120, learning_rate=3e-3,
                                                      classes=["background", "thing"], seed=seed))
     assert summary.after["per_class_iou"]["thing"] > 0.8, summary.after
+
+
+def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base, monkeypatch):
+    monkeypatch.setattr(finetune, "PRELOADED_BASES", {})
+    finetune.preload_bases([tiny_base], job_waiting=lambda: True)
+    assert finetune.PRELOADED_BASES == {}  # a job was waiting: nothing loaded
+    finetune.preload_bases([tiny_base])
+    preloaded = next(iter(finetune.PRELOADED_BASES.values()))
+    assert finetune.load_base_model(tiny_base) is preloaded and finetune.PRELOADED_BASES == {}
+    fresh = finetune.load_base_model(tiny_base)  # the preloaded one was handed out: loaded again
+    assert fresh is not preloaded and fresh.count_params() == preloaded.count_params()
+
+
+def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
+    import keras
+
+    from segdemo.losses import make_loss
+    from segdemo.training import ValidationIoU
+
+    images, masks = square_pairs(4, 32, rng)
+    model = build_unet(2, depth=2, base_filters=8)
+    logs = {}
+    callback = ValidationIoU(images, masks, 2, batch_size=3, loss=make_loss("ce"))
+    callback.set_model(model)
+    callback.on_epoch_end(0, logs)
+    logits = model(images.astype(np.float32), training=False)
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(masks, logits)
+    assert abs(logs["val_loss"] - float(expected)) < 1e-4  # batches of 3 and 1, weighted by their size
+    predicted = np.asarray(logits).argmax(-1)
+    assert abs(logs["val_pixel_acc"] - (predicted == masks).mean()) < 1e-3 and 0 <= logs["val_miou"] <= 1
+
+
+def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(tmp_path, squares):
+    import keras
+
+    from segdemo.models import ENCODER_NAME, build_mobilenet_unet
+
+    path = tmp_path / "mobile.keras"
+    keras.utils.set_random_seed(0)
+    build_mobilenet_unet(2, input_size=32, decoder_filters=(8, 8, 8, 8)).save(path)
+    save_card({"name": "mobile", "classes": ["background", "square"], "input_size": 32,
+               "architecture": "mobilenet_unet"}, path)
+    seen = {}
+
+    def on_event(event, model):  # during training, not after (the result's encoder is left trainable)
+        if isinstance(event, StepDone) and not seen:
+            encoder = model.get_layer(ENCODER_NAME)
+            seen["encoder_trainable"] = any(layer.trainable for layer in encoder._flatten_layers()
+                                            if isinstance(layer, keras.layers.Conv2D))
+            seen["batchnorm_trainable"] = any(layer.trainable for layer in model._flatten_layers()
+                                              if isinstance(layer, keras.layers.BatchNormalization))
+
+    run_finetune(squares, FinetuneOptions(base=str(path), steps=2, freeze_encoder=False, val_share=0.25),
+                 on_event=on_event)
+    assert seen == {"encoder_trainable": True, "batchnorm_trainable": False}
