@@ -23,7 +23,7 @@ import json
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,9 @@ class RoundDone:
     steps: int
     logs: dict
     sample: str = ""
+    # the first held-out pair's predicted class indices at the training size (in process only, not sent:
+    # the worker draws the sample from it rather than running the model again)
+    prediction: np.ndarray = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -300,9 +303,10 @@ def step_schedule(learning_rate, steps):
                                                   warmup_steps=warmup)
 
 
-def progress_callback(on_event, steps, rounds, stop_event):
-    """Keras callback: StepDone after each step, RoundDone after each round (with the model), and the end of
-    training after the current step once `stop_event` is set (the Stop button)."""
+def progress_callback(on_event, steps, rounds, stop_event, validation):
+    """Keras callback: StepDone after each step, RoundDone after each round (with the model and the
+    `validation` callback's prediction of the first held-out pair), and the end of training after the current
+    step once `stop_event` is set (the Stop button)."""
     import keras
 
     class _Progress(keras.callbacks.Callback):
@@ -318,7 +322,8 @@ def progress_callback(on_event, steps, rounds, stop_event):
         def on_epoch_end(self, epoch, logs=None):
             if on_event:
                 logs = {k: (None if v is None else float(v)) for k, v in (logs or {}).items()}
-                on_event(RoundDone(epoch + 1, rounds, self.step, steps, logs), self.model)
+                on_event(RoundDone(epoch + 1, rounds, self.step, steps, logs, prediction=validation.predictions[0]),
+                         self.model)
 
     return _Progress()
 
@@ -389,8 +394,9 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
                   metrics=[PixelAccuracy()])
     train = train_dataset(*train_arrays, options.batch_size, augment=options.augment, seed=options.seed,
                           parallel=False).repeat()
-    callbacks = [ValidationIoU(*val_arrays, num_classes, loss=loss),  # before the callback that reads its logs
-                 progress_callback(on_event, steps, rounds, stop_event)]
+    validation = ValidationIoU(*val_arrays, num_classes, loss=loss)
+    callbacks = [validation,  # before the callback that reads its logs
+                 progress_callback(on_event, steps, rounds, stop_event, validation)]
     history = model.fit(train, epochs=rounds, steps_per_epoch=round_steps, callbacks=callbacks, verbose=0)
     steps_run = callbacks[1].step
     stopped = bool(stop_event is not None and stop_event.is_set())

@@ -38,8 +38,10 @@ EVENT_TYPES = {cls.__name__: cls for cls in (StepDone, RoundDone, Finished, Fail
 
 
 def encode_event(event):
-    """One JSON line for an event."""
-    return json.dumps({"type": type(event).__name__, **asdict(event)})
+    """One JSON line for an event (a RoundDone's in-process `prediction` stays behind)."""
+    data = asdict(event)
+    data.pop("prediction", None)
+    return json.dumps({"type": type(event).__name__, **data})
 
 
 def decode_event(line):
@@ -101,8 +103,10 @@ def run_job(job_dir, emit):
         def on_event(event, model):
             if isinstance(event, RoundDone):
                 event.sample = str(job_dir / f"sample_{event.round}.png")
-                Image.fromarray(sample_strip(model, sample_image, sample_mask, lut)).save(event.sample,
-                                                                                          compress_level=1)
+                prediction = event.prediction if event.prediction.shape == sample_mask.shape else \
+                    resize_mask(event.prediction, sample_mask.shape[::-1])
+                Image.fromarray(sample_strip(sample_image, sample_mask, prediction, lut)).save(event.sample,
+                                                                                             compress_level=1)
             emit(event)
 
         model, summary = run_finetune(pairs, options, on_event=on_event, stop_event=stop)

@@ -154,10 +154,9 @@ def colorize(labels, lut):
     return np.take(lut, labels, axis=0)
 
 
-def sample_strip(model, image, mask, lut):
-    """Held-out image | its mask | the current prediction, side by side (the fine-tune progress view)."""
-    logits = model(image[None].astype(np.float32), training=False)
-    prediction = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+def sample_strip(image, mask, prediction, lut):
+    """Held-out image | its mask | the current prediction (class indices), side by side (the fine-tune
+    progress view)."""
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([image, gap, colorize(mask, lut), gap, colorize(prediction, lut)], axis=1)
 

@@ -105,14 +105,16 @@ class ValidationIoU(keras.callbacks.Callback):
         from segdemo.metrics import confusion_matrix, metrics_from_confusion
 
         matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
-        losses = []
+        losses, predictions = [], []
         for start in range(0, len(self.images), self.batch_size):
             batch = self.images[start: start + self.batch_size].astype(np.float32)
             labels = self.masks[start: start + self.batch_size]
             logits = self.model(batch, training=False)
             if self.loss is not None:
                 losses.append((float(self.loss(labels, logits)), len(batch)))
-            matrix += confusion_matrix(labels, np.asarray(logits).argmax(-1), self.num_classes)
+            predictions.append(np.asarray(logits).argmax(-1).astype(np.uint8))
+            matrix += confusion_matrix(labels, predictions[-1], self.num_classes)
+        self.predictions = np.concatenate(predictions)  # the latest class indices, for a sample view
         metrics = metrics_from_confusion(matrix)
         if logs is not None:
             logs["val_miou"], logs["val_mdice"] = metrics["miou"], metrics["mdice"]

@@ -28,15 +28,26 @@ def test_a_job_yields_steps_rounds_then_its_result(tiny_base, squares, tmp_path)
     summary = events[-1].summary
     assert summary.model_path.endswith(".keras") and (tmp_path / "squares-finetuned.keras").is_file()
     assert summary.steps_run == 8 and not summary.stopped_by_user and len(summary.history) == 8
+    # the last sample's prediction panel is the finished model's prediction of the first held-out pair
+    from PIL import Image
+
+    from segdemo.registry import load_keras_model
+
+    _, image, _ = squares[finetune_worker.sample_index([name for name, _, _ in squares], 0.25)]
+    predicted = np.asarray(load_keras_model(summary.model_path)(image[None].astype(np.float32)))[0].argmax(-1)
+    panel = np.asarray(Image.open(tmp_path / f"sample_{rounds[-1].round}.png").convert("RGB"))[:, -image.shape[1]:]
+    assert (panel == np.array(palette(), np.uint8)[predicted]).all(-1).mean() > 0.99
 
 
 def test_events_round_trip_the_wire_format():
     summary = FinetuneSummary(card={"name": "m"}, before={"miou": 0.3}, after={"miou": 0.9}, history=[{"loss": 1.0}],
                               seconds=3.5, stopped_by_user=True, held_out=["a"], steps_run=7, before_note="x → y",
                               model_path="/tmp/m.keras")
-    for event in (StepDone(3, 10), RoundDone(1, 8, 5, 40, {"loss": 0.5, "val_miou": None}, "s.png"),
+    in_process_only = np.zeros((4, 4), np.uint8)  # a RoundDone's prediction is not sent
+    for event in (StepDone(3, 10), RoundDone(1, 8, 5, 40, {"loss": 0.5, "val_miou": None}, "s.png", in_process_only),
                   Finished(summary), Failed("bad pairs"), Failed("boom", input_error=False, details="trace")):
         assert finetune_worker.decode_event(finetune_worker.encode_event(event)) == event
+    assert "prediction" not in finetune_worker.encode_event(RoundDone(1, 8, 5, 40, {}, "", in_process_only))
     assert finetune_worker.decode_event("some library's stray output") is None
     assert finetune_worker.decode_event('{"type": "Unknown"}') is None
 
