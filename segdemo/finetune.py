@@ -163,13 +163,12 @@ def warm_up_training():
     first-use costs are paid here rather than after Train (~0.5 s of the first figures' wait)."""
     import keras
 
-    from segdemo.losses import make_loss
-    from segdemo.training import PixelAccuracy, train_dataset
+    from segdemo.training import compile_model, train_dataset
 
     images, masks = np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 32, 32), np.uint8)
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same")(keras.layers.BatchNormalization()(inputs)))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=make_loss("ce_dice"), metrics=[PixelAccuracy()])
+    compile_model(model, 1e-3)
     model.fit(train_dataset(images, masks, 2, parallel=False).repeat(), epochs=1, steps_per_epoch=2, verbose=0)
 
 
@@ -359,8 +358,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     from segdemo.inference import Segmenter
     from segdemo.models import set_encoder_trainable
     from segdemo.registry import resolve_model_path
-    from segdemo.training import PixelAccuracy, ValidationIoU, train_dataset
-    from segdemo.losses import make_loss
+    from segdemo.training import ValidationIoU, compile_model, train_dataset
 
     options.check()
     check_pair_count(len(pairs_data))
@@ -389,12 +387,10 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     round_steps = math.ceil(options.steps / ROUNDS)
     rounds = math.ceil(options.steps / round_steps)  # at most ROUNDS
     steps = rounds * round_steps  # the steps asked for, or up to a round's worth more
-    loss = make_loss(options.loss)
-    model.compile(optimizer=keras.optimizers.Adam(step_schedule(options.learning_rate, steps)), loss=loss,
-                  metrics=[PixelAccuracy()])
+    compile_model(model, step_schedule(options.learning_rate, steps), options.loss)
     train = train_dataset(*train_arrays, options.batch_size, augment=options.augment, seed=options.seed,
                           parallel=False).repeat()
-    validation = ValidationIoU(*val_arrays, num_classes, loss=loss)
+    validation = ValidationIoU(*val_arrays, num_classes, loss=model.loss)
     callbacks = [validation,  # before the callback that reads its logs
                  progress_callback(on_event, steps, rounds, stop_event, validation)]
     history = model.fit(train, epochs=rounds, steps_per_epoch=round_steps, callbacks=callbacks, verbose=0)

@@ -85,28 +85,24 @@ def run_job(job_dir, emit):
     """Run the job in JOB_DIR in this process, passing each event to `emit`; the last is Finished or Failed."""
     from PIL import Image
 
-    from segdemo.cards import input_wh, load_card
     from segdemo.data import InputError, resize_image, resize_mask
-    from segdemo.finetune import default_input_size, run_finetune, save_result
+    from segdemo.finetune import run_finetune, save_result
     from segdemo.inference import palette_lut, sample_strip
-    from segdemo.registry import resolve_model_path
 
     job_dir = Path(job_dir)
     try:
         pairs, options, palette = read_job(job_dir)
         stop = threading.Event()
         threading.Thread(target=watch_stop_file, args=(job_dir / "stop", stop), daemon=True).start()
-        size = options.input_size or default_input_size(input_wh(load_card(resolve_model_path(options.base))))
         _, image, mask = pairs[sample_index([name for name, _, _ in pairs], options.val_share)]
-        sample_image, sample_mask, lut = resize_image(image, size), resize_mask(mask, size), palette_lut(palette)
+        lut = palette_lut(palette)
 
         def on_event(event, model):
             if isinstance(event, RoundDone):
+                size = event.prediction.shape[::-1]  # the training size, (w, h)
                 event.sample = str(job_dir / f"sample_{event.round}.png")
-                prediction = event.prediction if event.prediction.shape == sample_mask.shape else \
-                    resize_mask(event.prediction, sample_mask.shape[::-1])
-                Image.fromarray(sample_strip(sample_image, sample_mask, prediction, lut)).save(event.sample,
-                                                                                             compress_level=1)
+                strip = sample_strip(resize_image(image, size), resize_mask(mask, size), event.prediction, lut)
+                Image.fromarray(strip).save(event.sample, compress_level=1)
             emit(event)
 
         model, summary = run_finetune(pairs, options, on_event=on_event, stop_event=stop)
