@@ -58,7 +58,7 @@ def main():
         trainer, visitor = Client(url, verbose=False), Client(url, verbose=False)
         count = iter(range(IDLE_CALLS + 3))
         idle = segment_latencies(visitor, lambda: next(count, None) is None, handle_file)[3:]
-        time.sleep(8)  # the spare worker finishes importing, as it has long done when a real user arrives
+        time.sleep(20)  # the spare worker has imported and traced, as it has long done when a real user arrives
         mode = "define new classes" if classes else "keep the base model's classes"
         started = time.perf_counter()
         job = trainer.submit([handle_file(str(archive))], base, mode, ", ".join(classes or []),
@@ -75,12 +75,12 @@ def main():
         result = job.result()
         finished = time.perf_counter() - started
         visitor_thread.join()
-        time.sleep(8)  # the next spare worker starts when a job ends; a person takes longer than this to go on
+        time.sleep(20)  # the next spare worker starts when a job ends; a person takes longer than this to go on
         started = time.perf_counter()  # the same fine-tune with nobody else using the server
         alone = trainer.submit([handle_file(str(archive))], base, mode, ", ".join(classes or []),
                                api_name="/finetune").result()
         finished_alone = time.perf_counter() - started
-        time.sleep(8)
+        time.sleep(20)
         started = time.perf_counter()  # a teach-loop round: a bare retrain on the session's set, from its model
         retrained = trainer.predict(api_name="/retrain")
         retrain_s = time.perf_counter() - started

@@ -67,6 +67,38 @@ def cosine_schedule(learning_rate, epochs, warmup_epochs=0, final_fraction=0.02)
     return rate
 
 
+class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Per optimizer step: linear warm-up from 1% of the peak, then cosine decay to `final_share` of it. Its
+    figures live in variables (`set`), so a training step traced once serves any learning rate and length
+    (the fine-tune worker traces one before a job arrives)."""
+
+    def __init__(self, learning_rate=1e-3, steps=100, warmup_share=0.1, final_share=0.02):
+        self.peak = keras.Variable(0.0, trainable=False, name="schedule_peak")
+        self.warmup = keras.Variable(1.0, trainable=False, name="schedule_warmup")
+        self.decay = keras.Variable(1.0, trainable=False, name="schedule_decay")
+        self.warmup_share, self.final_share = warmup_share, final_share
+        self.set(learning_rate, steps)
+
+    def set(self, learning_rate, steps):
+        warmup = max(1, round(steps * self.warmup_share))
+        self.peak.assign(learning_rate)
+        self.warmup.assign(warmup)
+        self.decay.assign(max(1, steps - warmup))
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        warming = self.peak * (0.01 + 0.99 * ops.minimum(step / self.warmup, 1.0))
+        progress = ops.clip((step - self.warmup) / self.decay, 0.0, 1.0)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        decaying = self.peak * (self.final_share + (1.0 - self.final_share) * cosine)
+        return ops.where(step < self.warmup, warming, decaying)
+
+    def get_config(self):
+        return {"learning_rate": float(self.peak.numpy()), "steps": int(self.warmup.numpy() + self.decay.numpy()),
+                "warmup_share": self.warmup_share, "final_share": self.final_share}
+
+
 def compile_model(model, learning_rate, loss="ce_dice", class_weights=None):
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

@@ -191,6 +191,38 @@ def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base,
     assert fresh is not preloaded and fresh.count_params() == preloaded.count_params()
 
 
+@pytest.mark.parametrize("classes", [None, ["background", "thing"]])
+def test_a_prepared_model_trains_as_a_fresh_one_and_is_used_once(tiny_base, squares, monkeypatch, classes):
+    """The worker traces a job's model ahead (one step on blank images, then weights and optimizer reset):
+    the job that takes it follows the same losses as one that builds its model."""
+    monkeypatch.setattr(finetune, "PREPARED_MODELS", {})
+    options = FinetuneOptions(base=tiny_base, steps=12, learning_rate=3e-3, val_share=0.25, augment=False,
+                              classes=classes)
+    fresh_model, fresh = run_finetune(squares, options)
+    finetune.prepare_training_model(tiny_base, classes, options)
+    (prepared_model, _), = finetune.PREPARED_MODELS.values()
+    taken_model, taken = run_finetune(squares, options)
+    assert taken_model is prepared_model and finetune.PREPARED_MODELS == {}
+    assert [round(r["loss"], 5) for r in taken.history] == [round(r["loss"], 5) for r in fresh.history]
+    assert taken.after == {**fresh.after, "seconds": taken.after["seconds"]}
+    other = FinetuneOptions(**{**options.__dict__, "batch_size": 4})  # a different traced step: not taken
+    finetune.prepare_training_model(tiny_base, classes, options)
+    run_finetune(squares, other)
+    assert len(finetune.PREPARED_MODELS) == 1
+
+
+def test_step_schedule_warms_up_then_decays_and_can_be_reset():
+    from segdemo.training import StepSchedule
+
+    schedule = StepSchedule(1e-3, 100, warmup_share=0.1, final_share=0.02)
+    rates = [float(schedule(step)) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-5) and rates[10] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11])) and all(a >= b for a, b in zip(rates[10:], rates[11:]))
+    assert rates[100] == pytest.approx(2e-5)
+    schedule.set(2e-3, 20)
+    assert float(schedule(2)) == pytest.approx(2e-3) and float(schedule(20)) == pytest.approx(4e-5)
+
+
 def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
     import keras
 

@@ -123,7 +123,8 @@ def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
     from segdemo import sessions
     from segdemo.ui import finetune_tab
 
-    sessions.FINETUNED_MODELS.put("anonymous", finetune_tab.FinetunedModel(None, [str(tiny_model)]))
+    card = load_card(tiny_model)
+    sessions.FINETUNED_MODELS.put("anonymous", finetune_tab.FinetunedModel(tiny_model, card, [str(tiny_model)]))
     try:
         with caplog.at_level(logging.DEBUG):
             with pytest.raises(gr.Error) as raised:

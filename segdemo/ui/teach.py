@@ -42,7 +42,7 @@ def model_for_retrain(model_name, key):
     if model_name == FINETUNED_CHOICE or (not model_name and finetuned is not None):
         if finetuned is None:
             raise InputError("This session has no fine-tuned model yet: pick a bundled model to start from.")
-        return finetuned.files[0], finetuned.segmenter.card
+        return finetuned.files[0], finetuned.card
     name = model_name or DEFAULT_MODEL
     return name, segmenter_for(name, key).card
 
