@@ -227,8 +227,9 @@ def prepare_training_model(base_path, classes=None, options=None):
     card = cards.load_card(base_path)
     classes = list(classes or card["classes"])
     same_classes = classes == list(card["classes"])
-    size = size_wh(options.input_size or default_input_size(size_wh(card["input_size"])))
-    base_model = PRELOADED_BASES.get(str(Path(base_path).resolve())) or load_base_model(base_path)
+    size = training_size(options, cards.input_wh(card))
+    base_model = PRELOADED_BASES.get(str(Path(base_path).resolve()))  # left for the job, which takes it
+    base_model = base_model if base_model is not None else load_base_model(base_path)
     model, schedule = build_training_model(base_model, same_classes, len(classes), options)
     weights = model.get_weights()
     count = 2 * options.batch_size  # whole batches, as a job's 16 training pairs give
@@ -323,6 +324,11 @@ def score_base(base, size, val_full, train_arrays, classes, same_classes):
     return evaluate_arrays(scorer, val_full, classes=classes, label_map=mapping), note
 
 
+def training_size(options, base_size):
+    """(width, height) a fine-tune trains and serves at: the options' input size, else `default_input_size`."""
+    return size_wh(options.input_size or default_input_size(base_size))
+
+
 def default_input_size(base_size):
     """The base's input size, scaled down (aspect kept, sides multiples of 32) when larger than
     MAX_DEFAULT_AREA: a few hundred steps at 480x352 would not fit the time a demo has."""
@@ -401,7 +407,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
         extra = [int(v) for v in np.unique(mask) if num_classes <= v != IGNORE_INDEX]
         if extra:
             raise InputError(f"{name}: mask has class values {extra} but only {num_classes} classes are defined")
-    size = size_wh(options.input_size or default_input_size(base.size))
+    size = training_size(options, base.size)
     train_idx, val_idx = split_pairs([name for name, _, _ in pairs_data], options.val_share)
     train_arrays = resize_pairs([pairs_data[i][1:] for i in train_idx], size)
     val_arrays = resize_pairs([pairs_data[i][1:] for i in val_idx], size)

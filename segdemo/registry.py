@@ -91,10 +91,16 @@ def get_segmenter(name_or_path, tta=False):
 
 @functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
 def _load_segmenter(name_or_path, tta=False):
+    path = resolve_model_path(name_or_path)
+    segmenter = load_segmenter(path, tta)
+    log.info("loaded model %s from %s", name_or_path, path)
+    return segmenter
+
+
+def load_segmenter(path, tta=False):
+    """A warmed-up `Segmenter` of the `.keras` file at `path` and its card (not cached: `get_segmenter` is)."""
     from segdemo.inference import Segmenter, release_freed_memory
 
-    path = resolve_model_path(name_or_path)
     segmenter = Segmenter(load_keras_model(path), load_card(path), tta=tta).warm_up()
     release_freed_memory()
-    log.info("loaded model %s from %s", name_or_path, path)
     return segmenter

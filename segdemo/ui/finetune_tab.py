@@ -32,9 +32,9 @@ from segdemo.finetune import (
     target_card,
 )
 from segdemo.hub import build_push_folder, push_folder
-from segdemo.inference import Segmenter, colorize, overlay, palette_lut, release_freed_memory
+from segdemo.inference import colorize, overlay, palette_lut
 from segdemo.losses import LOSSES
-from segdemo.registry import bundled_models, default_model_name, load_keras_model, model_choices
+from segdemo.registry import bundled_models, default_model_name, load_segmenter, model_choices
 from segdemo.sessions import (
     FINETUNED_CHOICE,
     FINETUNED_MODELS,
@@ -74,18 +74,12 @@ class FinetunedModel:
     sooner; a request that uses the model before then waits for it."""
 
     def __init__(self, model_path, card, files):
-        self.card, self.files = card, files
-        self._segmenter = LOADER.submit(load_serving, model_path, card)
+        self.card, self.files = card, files  # the card is the one saved beside model_path
+        self._segmenter = LOADER.submit(load_segmenter, model_path)
 
     @property
     def segmenter(self):
         return self._segmenter.result()
-
-
-def load_serving(model_path, card):
-    serving = Segmenter(load_keras_model(model_path), card).warm_up()
-    release_freed_memory()
-    return serving
 
 
 def finetune_card(class_mode, class_names, base_card):
