@@ -14,7 +14,9 @@ images of the domain scored at their original resolution:
   white -> pet, black -> background)
 Each seed runs `run_finetune` at the tab's defaults; the baseline is the tutorial's frozen ImageNet
 MobileNetV2 + pix2pix decoder at 128x128, Adam 1e-3, flips, 40 epochs, batch 4, on the same 16 training
-pairs. Prints per domain min / median / max foreground IoU and seconds, then one JSON line.
+pairs. Prints per domain min / median / max foreground IoU as each is served (ours: as its card says, flip TTA
+by default; the baseline plainly, as the tutorial does) and seconds, then every model scored both ways, then
+one JSON line.
 """
 
 import argparse
@@ -47,6 +49,7 @@ BASELINE_SIZE = 128
 BASELINE_EPOCHS = 40
 BASELINE_BATCH = 4
 CAMVID_CAR = 8
+SERVINGS = ("iou_plain", "iou_flip")  # each model is also scored both ways: served plainly, and with flip TTA
 
 
 # --- domains: binary masks from the shared datasets -------------------------------------------------------
@@ -110,6 +113,14 @@ def foreground_iou(segmenter, items):
     return result["per_class_iou"][segmenter.classes[white]]
 
 
+def served_both_ways(model, card, items):
+    """Foreground IoU of `model` served plainly and as the mean with the mirrored image's prediction."""
+    from segdemo.inference import Segmenter
+
+    return {f"iou_{name}": foreground_iou(Segmenter(model, card, tta=tta, freeze=False), items)
+            for name, tta in (("plain", False), ("flip", True))}
+
+
 # --- runs ----------------------------------------------------------------------------------------------------
 
 
@@ -124,11 +135,12 @@ def run_ours(folder, base, classes, seed, overrides=None):
     started = time.perf_counter()
     model, summary = run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=seed, **(overrides or {})))
     seconds = time.perf_counter() - started
-    segmenter = Segmenter(model, summary.card, freeze=False)
-    before = summary.before["per_class_iou"][segmenter.classes[binary_mask_classes(summary.card)[1]]]
-    return {"iou": foreground_iou(segmenter, score_pairs(folder, summary.card)), "seconds": seconds,
-            "held_out_before": before,
-            "held_out_after": summary.after["per_class_iou"][segmenter.classes[binary_mask_classes(summary.card)[1]]]}
+    segmenter = Segmenter(model, summary.card, freeze=False)  # served as the card says (flip_tta)
+    white = segmenter.classes[binary_mask_classes(summary.card)[1]]
+    both = served_both_ways(model, summary.card, score_pairs(folder, summary.card))
+    return {"iou": both["iou_flip" if segmenter.tta else "iou_plain"], **both, "seconds": seconds,
+            "held_out_before": summary.before["per_class_iou"][white],
+            "held_out_after": summary.after["per_class_iou"][white]}
 
 
 def build_tutorial_model(encoder_weights, num_classes=2, size=BASELINE_SIZE):
@@ -162,7 +174,6 @@ def run_baseline(folder, shared, seed):
 
     from segdemo.data import resize_image, resize_mask
     from segdemo.data import split_pairs
-    from segdemo.inference import Segmenter
 
     card = {"name": "tutorial", "classes": NEW_CLASSES, "input_size": BASELINE_SIZE}
     pairs = find_pairs(folder / "train").pairs
@@ -184,8 +195,9 @@ def run_baseline(folder, shared, seed):
             .map(flip).batch(BASELINE_BATCH).prefetch(2))
     model.fit(data, epochs=BASELINE_EPOCHS, verbose=0)
     seconds = time.perf_counter() - started
-    segmenter = Segmenter(model, {**card, "default_class": "object"}, freeze=False)
-    return {"iou": foreground_iou(segmenter, score_pairs(folder, segmenter.card)), "seconds": seconds}
+    card = {**card, "default_class": "object"}
+    both = served_both_ways(model, card, score_pairs(folder, card))
+    return {"iou": both["iou_plain"], **both, "seconds": seconds}  # the tutorial serves plainly
 
 
 RUNS_CACHE = ROOT / ".cache" / "finetune_robustness_runs.json"
@@ -258,7 +270,7 @@ def main():
                                            lambda: run_ours(folder, base, classes, seed, overrides)))
             print(domain, "seed", seed, "ours", {k: round(v, 3) for k, v in runs["ours"][-1].items()}, flush=True)
             if not args.no_baseline and seed in args.baseline_seeds:
-                runs["baseline"].append(cached_run(f"{domain}|baseline|{seed}",
+                runs["baseline"].append(cached_run(f"{domain}|baseline|{seed}|plain+flip",
                                                    lambda: run_baseline(folder, args.shared, seed)))
                 print(domain, "seed", seed, "baseline", {k: round(v, 3) for k, v in runs["baseline"][-1].items()},
                       flush=True)
@@ -266,16 +278,20 @@ def main():
         report[domain] = {"base": base, "classes": classes or "the base's", "scored_images": scored,
                           "options": overrides or "the tab's defaults",
                           **{name: {"iou": summarise([r["iou"] for r in results]),
+                                    **{key: summarise([r[key] for r in results]) for key in SERVINGS},
                                     "seconds": summarise([r["seconds"] for r in results])}
                              for name, results in runs.items() if results},
                           "seeds": args.seeds, "baseline_seeds": [s for s in args.seeds if s in args.baseline_seeds]}
-    print(f"\n{'domain':24} {'recipe':9} {'fg IoU min / median / max':28} {'seconds median':>14}")
+    print(f"\n{'domain':24} {'recipe':9} {'fg IoU min / median / max':28} {'seconds median':>14}   "
+          f"{'served plainly':22}   {'with flip TTA':22}")
     for domain, result in report.items():
         for name in ("ours", "baseline"):
             if name in result:
                 iou, secs = result[name]["iou"], result[name]["seconds"]
                 print(f"{domain:24} {name:9} {iou['min']:.3f} / {iou['median']:.3f} / {iou['max']:.3f}"
-                      f"{'':7} {secs['median']:14.1f}")
+                      f"{'':7} {secs['median']:14.1f}   "
+                      + "   ".join(f"{result[name][key]['min']:.3f} / {result[name][key]['median']:.3f} / "
+                                   f"{result[name][key]['max']:.3f}" for key in SERVINGS))
     print_json(report)
 
 

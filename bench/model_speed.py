@@ -9,6 +9,7 @@ Rows (one image at the model's input size, so no resizing is timed):
 - Keras mixed_bfloat16: the same with the model rebuilt under Keras' mixed_bfloat16 policy (an experiment)
 - serving bf16 rewrite: the frozen graph with oneDNN's bfloat16 rewrite, which the app turns on for CPUs with
   native bfloat16 (`inference.enable_bf16_inference`); on other CPUs the app serves float32
+- ... mean with the mirror: the same serving with flip TTA, as a fine-tuned model is served by default
 and batch throughput (images/s) of `model.predict` vs the frozen graph on batches of --batch.
 Prints a table, then one JSON line. Ratios are against the seeds' way measured in this run.
 """
@@ -55,6 +56,11 @@ def main():
     def serving():
         return colorize(segmenter.predict(image).labels, colors)
 
+    mirrored = Segmenter(model, segmenter.card, tta=True)
+
+    def serving_mirrored():
+        return colorize(mirrored.predict(image).labels, colors)
+
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     bf16_model = keras.Model.from_config(model.get_config())
     keras.mixed_precision.set_global_policy("float32")
@@ -74,6 +80,7 @@ def main():
     paths = [("seeds' way (predict + loop colouring)", seeds_way),
              ("tf.function, weights as variables", variables_way),
              ("serving float32 (frozen graph)", serving),
+             ("serving float32, mean with the mirror (fine-tunes)", serving_mirrored),
              ("Keras mixed_bfloat16 policy (experiment)", keras_bf16)]
 
     def measure(name, function):
@@ -90,6 +97,7 @@ def main():
     if cpu_supports_bf16():
         enable_bf16_inference(force=True)
         measure("serving bf16 rewrite (the app's default here)", serving)
+        measure("serving bf16, mean with the mirror (fine-tunes here)", serving_mirrored)
         throughput["frozen graph bf16 rewrite"] = args.batch / float(np.median(
             time_calls(lambda: frozen_batch(tf.constant(images))[0].numpy(), 20)))
     seeds_p50 = rows[0]["p50_ms"]

@@ -122,6 +122,8 @@ def card_markdown(card):
         "predictions are resized back to the original resolution) |",
         f"| architecture | {card['architecture']} {json.dumps(card.get('architecture_args', {}))} |",
         f"| input normalisation | {card.get('normalisation', '')} |",
+        *(["| served as | the mean of the image's and its mirror's prediction (flip test-time augmentation) |"]
+          if card.get("flip_tta") else []),
         f"| date | {card.get('date', '')} |",
     ]
     training = card.get("training", {})

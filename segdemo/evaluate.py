@@ -50,7 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", required=True, help="bundled model name or path to a .keras file")
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--split", default=None, help="split name, e.g. test")
-    parser.add_argument("--tta", action="store_true", help="average with the mirrored image's prediction")
+    parser.add_argument("--tta", action="store_true",
+                        help="average with the mirrored image's prediction (a fine-tune's card may already say so)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs")
     parser.add_argument("--names", nargs="*", default=None, help="evaluate only the pairs with these names")
     parser.add_argument("--precision", default="float32", choices=["float32", "bf16"],
@@ -68,13 +69,13 @@ def main(argv=None):
         from segdemo.inference import enable_bf16_inference
 
         enable_bf16_inference(force=True)
-    segmenter = get_segmenter(args.model, tta=args.tta)
+    segmenter = get_segmenter(args.model, tta=args.tta or None)
     pairs = find_pairs(args.data, args.split).pairs
     if args.names is not None:
         pairs = [pair for pair in pairs if pair.name in set(args.names)]
     if args.limit:
         pairs = pairs[: args.limit]
-    result = {"model": args.model, "data": args.data, "split": args.split, "tta": args.tta,
+    result = {"model": args.model, "data": args.data, "split": args.split, "tta": segmenter.tta,
               "precision": args.precision}
     result.update(evaluate(segmenter, pairs))
     if args.update_card:
@@ -83,7 +84,7 @@ def main(argv=None):
         label = args.split or "all"
         if args.names is not None:
             label += f" pairs {' '.join(args.names)}"
-        label += f"{' (flip TTA)' if args.tta else ''}{' (bf16)' if args.precision == 'bf16' else ''}"
+        label += f"{' (flip TTA)' if segmenter.tta else ''}{' (bf16)' if args.precision == 'bf16' else ''}"
         command = "python -m segdemo.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
         card.setdefault("metrics", {})[label] = {**result, "command": command.replace(" --update-card", "")}
         cards.save_card(card, path)

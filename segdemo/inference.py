@@ -43,12 +43,13 @@ class Segmenter:
     dynamic output size, so no request retraces. Its graph is frozen (weights become constants), which
     lets TensorFlow's graph optimiser fold each BatchNorm into its convolution: about 20% faster on CPU,
     same results to float rounding. `tta` averages the prediction with that of the mirrored image (two
-    forward passes)."""
+    forward passes); None: as the card's `flip_tta` says (a fine-tune sets it)."""
 
-    def __init__(self, model, card, tta=False, freeze=True):
+    def __init__(self, model, card, tta=None, freeze=True):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        self.model, self.card, self.tta = model, card, tta
+        self.model, self.card = model, card
+        self.tta = bool(card.get("flip_tta", False)) if tta is None else tta
         self.size = input_wh(card)  # (width, height), as PIL and `resize_image` take it
         self.classes = list(card["classes"])
         self.palette = palette_lut(class_colors(card))

@@ -81,8 +81,8 @@ _model_locks = collections.defaultdict(threading.Lock)  # per model: two first r
 _model_locks_guard = threading.Lock()  # once; requests for other models are not held up
 
 
-def get_segmenter(name_or_path, tta=False):
-    """The warmed-up `Segmenter` of a model (cached)."""
+def get_segmenter(name_or_path, tta=None):
+    """The warmed-up `Segmenter` of a model (cached); `tta` None: as its card says."""
     with _model_locks_guard:
         lock = _model_locks[(name_or_path, tta)]
     with lock:
@@ -90,14 +90,14 @@ def get_segmenter(name_or_path, tta=False):
 
 
 @functools.lru_cache(maxsize=LOADED_MODELS_CACHE)
-def _load_segmenter(name_or_path, tta=False):
+def _load_segmenter(name_or_path, tta=None):
     path = resolve_model_path(name_or_path)
     segmenter = load_segmenter(path, tta)
     log.info("loaded model %s from %s", name_or_path, path)
     return segmenter
 
 
-def load_segmenter(path, tta=False):
+def load_segmenter(path, tta=None):
     """A warmed-up `Segmenter` of the `.keras` file at `path` and its card (not cached: `get_segmenter` is)."""
     from segdemo.inference import Segmenter, release_freed_memory
 

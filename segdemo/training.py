@@ -126,12 +126,22 @@ class ValidationIoU(keras.callbacks.Callback):
     list it before callbacks that read them. Given `loss`, also val_loss and val_pixel_acc from the same
     forward pass, so `fit` needs no validation data: Keras's evaluation traced a second graph (~1.5 s before a
     fine-tune's first figures), and while `fit` ran it, the end of `fit` sat idle for ~20 s in 5 of 36
-    fine-tunes (bench/finetune_stall.py)."""
+    fine-tunes (bench/finetune_stall.py). `flip_tta`: the prediction is the mean of the image's and its
+    mirror's probabilities, as `Segmenter(tta=True)` serves it (the loss reads their log as logits)."""
 
-    def __init__(self, images, masks, num_classes, batch_size=8, loss=None):
+    def __init__(self, images, masks, num_classes, batch_size=8, loss=None, flip_tta=False):
         super().__init__()
         self.images, self.masks, self.num_classes, self.batch_size = images, masks, num_classes, batch_size
-        self.loss = loss
+        self.loss, self.flip_tta = loss, flip_tta
+
+    def predict_logits(self, batch):
+        """Logits of a (n, h, w, 3) batch in inference mode; with `flip_tta`, the log of the mean of the
+        image's and its mirror's probabilities (one model call on both)."""
+        if not self.flip_tta:
+            return self.model(batch, training=False)
+        probs = keras.ops.softmax(self.model(np.concatenate([batch, batch[:, :, ::-1]]), training=False))
+        count = len(batch)
+        return keras.ops.log((probs[:count] + keras.ops.flip(probs[count:], axis=2)) / 2.0 + 1e-7)
 
     def on_epoch_end(self, epoch, logs=None):
         from segdemo.metrics import confusion_matrix, metrics_from_confusion
@@ -141,7 +151,7 @@ class ValidationIoU(keras.callbacks.Callback):
         for start in range(0, len(self.images), self.batch_size):
             batch = self.images[start: start + self.batch_size].astype(np.float32)
             labels = self.masks[start: start + self.batch_size]
-            logits = self.model(batch, training=False)
+            logits = self.predict_logits(batch)
             if self.loss is not None:
                 losses.append((float(self.loss(labels, logits)), len(batch)))
             predictions.append(np.asarray(logits).argmax(-1).astype(np.uint8))

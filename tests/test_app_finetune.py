@@ -16,7 +16,7 @@ from tests.test_training import square_pairs
 KEEP = "keep the base model's classes"
 NEW = "define new classes"
 FAST = dict(steps=24, learning_rate=1e-3, batch_size=4, input_size=64, val_share=0.25, augment=False,
-            loss="ce_dice", freeze_encoder=True)
+            loss="ce_dice", freeze_encoder=True, flip_tta=True)
 
 
 def png(array, fmt="PNG"):
@@ -74,7 +74,7 @@ def test_finetune_lowers_loss_isolates_sessions_and_serves(app_url, pairs_zip):
     owner.predict(True, api_name="/use_finetuned")
     *_, info, _ = owner.predict(handle_file("examples/chelsea_cat.png"), FINETUNED_CHOICE, "pet", 0.5,
                                 api_name="/segment")
-    assert "fine-tuned" in info
+    assert "fine-tuned" in info and "mean with the mirrored image" in info  # served as its card says
     # (Gradio itself refuses the choice: the other session's dropdown never offered it)
     with pytest.raises(Exception, match="fine-tuned model .*(not in the list of choices|yet)"):
         other.predict(handle_file("examples/chelsea_cat.png"), FINETUNED_CHOICE, "pet", 0.5, api_name="/segment")

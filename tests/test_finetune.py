@@ -157,6 +157,8 @@ def test_saved_result_round_trips(tiny_base, squares, tmp_path):
 
 
 def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares, tmp_path):
+    import keras
+
     from segdemo.hub import build_push_folder
     from segdemo.registry import get_segmenter
 
@@ -165,8 +167,10 @@ def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares,
     loaded = get_segmenter(str(folder / "model.keras"))
     assert loaded.classes == ["sky", "square"] and loaded.card["base_model"] == "squares"
     image = squares[0][1]
-    expected = np.asarray(model(image[None].astype(np.float32)))[0].argmax(-1)
-    assert np.array_equal(loaded.predict(image).labels, expected)
+    batch = np.stack([image, image[:, ::-1]]).astype(np.float32)
+    probs = np.asarray(keras.ops.softmax(model(batch)))
+    expected = (probs[0] + probs[1][:, ::-1]).argmax(-1)  # served as the mean with the mirror's prediction
+    assert loaded.tta and np.array_equal(loaded.predict(image).labels, expected)
 
 
 @pytest.mark.slow
@@ -241,6 +245,27 @@ def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
     assert abs(logs["val_loss"] - float(expected)) < 1e-4  # batches of 3 and 1, weighted by their size
     predicted = np.asarray(logits).argmax(-1)
     assert abs(logs["val_pixel_acc"] - (predicted == masks).mean()) < 1e-3 and 0 <= logs["val_miou"] <= 1
+
+
+def test_flip_validation_scores_what_the_served_model_predicts(rng):
+    from segdemo.evaluate import evaluate_arrays
+    from segdemo.inference import Segmenter
+    from segdemo.losses import make_loss
+    from segdemo.training import ValidationIoU
+
+    images, masks = square_pairs(4, 32, rng)
+    model = build_unet(2, depth=2, base_filters=8)
+    logs = {}
+    callback = ValidationIoU(images, masks, 2, batch_size=3, loss=make_loss("ce"), flip_tta=True)
+    callback.set_model(model)
+    callback.on_epoch_end(0, logs)
+    served = Segmenter(model, {"name": "t", "classes": ["a", "b"], "input_size": 32, "flip_tta": True}, freeze=False)
+    assert served.tta
+    assert np.array_equal(callback.predictions, np.stack([served.predict(image).labels for image in images]))
+    assert logs["val_miou"] == pytest.approx(evaluate_arrays(served, list(zip(images, masks)))["miou"], abs=1e-3)
+    probs = np.stack([served.predict(image).probs for image in images])
+    expected = -np.log(np.take_along_axis(probs, masks[..., None].astype(int), -1) + 1e-7).mean()
+    assert logs["val_loss"] == pytest.approx(expected, rel=1e-3)  # cross-entropy of the averaged probabilities
 
 
 def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(tmp_path, squares):

@@ -57,6 +57,9 @@ def test_flip_tta_averages_with_the_mirrored_prediction(rng):
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     expected = (plain.predict(image).probs + plain.predict(image[:, ::-1]).probs[:, ::-1]) / 2
     np.testing.assert_allclose(tta.predict(image).probs, expected, atol=1e-5)
+    from_card = Segmenter(model, {**TINY_CARD, "flip_tta": True})  # a fine-tune's card asks for it
+    assert from_card.tta and not Segmenter(model, {**TINY_CARD, "flip_tta": True}, tta=False).tta
+    np.testing.assert_allclose(from_card.predict(image).probs, expected, atol=1e-5)
 
 
 def test_rendering_helpers():

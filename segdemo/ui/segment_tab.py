@@ -35,7 +35,8 @@ def timing_note(result, model_name):
     seconds = result.seconds
     total = sum(seconds.values())
     steps = " · ".join(f"{step} {seconds[step] * 1000:.0f}" for step in STEPS)
-    return (f"**{result.segmenter.card.get('title', model_name)}** on {describe_device()} · model "
+    mirrored = " (mean with the mirrored image)" if result.segmenter.tta else ""
+    return (f"**{result.segmenter.card.get('title', model_name)}** on {describe_device()} · model{mirrored} "
             f"{seconds['model'] * 1000:.0f} ms · total {total * 1000:.0f} ms ({steps} ms) · mean uncertainty "
             f"{result.mean_uncertainty:.3f}  \n" + "; ".join(result.notes))
 
