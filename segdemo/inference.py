@@ -36,6 +36,14 @@ class Prediction:
         return self.labels.shape[1], self.labels.shape[0]
 
 
+def mirror_mean_probabilities(model, batch):
+    """Softmax of `model` (inference mode) on a (n, h, w, 3) batch averaged with that of the mirrored
+    images, mirrored back: one model call on both."""
+    count = tf.shape(batch)[0]
+    logits = model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
+    return (tf.nn.softmax(logits[:count]) + tf.reverse(tf.nn.softmax(logits[count:]), axis=[2])) / 2.0
+
+
 class Segmenter:
     """Predicts with a Keras segmentation model described by its card.
 
@@ -69,9 +77,7 @@ class Segmenter:
         """Softmax of a (n, h, w, 3) batch, averaged with the mirrored images' when `tta`."""
         if not self.tta:
             return tf.nn.softmax(self.model(batch, training=False))
-        count = tf.shape(batch)[0]
-        logits = self.model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
-        return (tf.nn.softmax(logits[:count]) + tf.reverse(tf.nn.softmax(logits[count:]), axis=[2])) / 2.0
+        return mirror_mean_probabilities(self.model, batch)
 
     @staticmethod
     def _labels(probs, out_size):

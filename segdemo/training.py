@@ -137,11 +137,11 @@ class ValidationIoU(keras.callbacks.Callback):
     def predict_logits(self, batch):
         """Logits of a (n, h, w, 3) batch in inference mode; with `flip_tta`, the log of the mean of the
         image's and its mirror's probabilities (one model call on both)."""
+        from segdemo.inference import mirror_mean_probabilities
+
         if not self.flip_tta:
             return self.model(batch, training=False)
-        probs = keras.ops.softmax(self.model(np.concatenate([batch, batch[:, :, ::-1]]), training=False))
-        count = len(batch)
-        return keras.ops.log((probs[:count] + keras.ops.flip(probs[count:], axis=2)) / 2.0 + 1e-7)
+        return tf.math.log(mirror_mean_probabilities(self.model, tf.constant(batch)) + 1e-7)
 
     def on_epoch_end(self, epoch, logs=None):
         from segdemo.metrics import confusion_matrix, metrics_from_confusion

@@ -65,7 +65,7 @@ layout), or as **loose files** paired by name: `x.jpg` goes with `x.png` or `x_m
 base model's main class, or the last new class, and black its *background* class; the report below says how they
 were read), Oxford trimaps, or colour masks in the base model's class colours. {LIMITS}
 The defaults (a fixed number of steps, held-out pairs picked by name) give the same result for any seed: on 20
-pairs of a new domain, about 35 s on 2 CPU cores (40-50 s while others use the app)."""
+pairs of a new domain, about 35-40 s on 2 CPU cores (40-50 s while others use the app)."""
 
 
 class FinetunedModel:
