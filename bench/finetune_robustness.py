@@ -115,7 +115,7 @@ def foreground_iou(segmenter, items):
 
 def served_both_ways(model, card, items):
     """Foreground IoU of `model` served plainly and as the mean with the mirrored image's prediction."""
-    from segdemo.inference import Segmenter
+    from segdemo.segmenter import Segmenter
 
     return {f"iou_{name}": foreground_iou(Segmenter(model, card, tta=tta, freeze=False), items)
             for name, tta in (("plain", False), ("flip", True))}
@@ -126,8 +126,9 @@ def served_both_ways(model, card, items):
 
 def run_ours(folder, base, classes, seed, overrides=None):
     from segdemo import cards
-    from segdemo.finetune import FinetuneOptions, load_training_pairs, run_finetune
-    from segdemo.inference import Segmenter
+    from segdemo.finetune.options import FinetuneOptions
+    from segdemo.finetune.recipe import load_training_pairs, run_finetune
+    from segdemo.segmenter import Segmenter
     from segdemo.registry import resolve_model_path
 
     base_card = cards.load_card(resolve_model_path(base))
@@ -219,7 +220,7 @@ def parse_overrides(items):
     FinetuneOptions field's default."""
     from dataclasses import fields
 
-    from segdemo.finetune import FinetuneOptions
+    from segdemo.finetune.options import FinetuneOptions
 
     types = {field.name: type(field.default) for field in fields(FinetuneOptions)}
     overrides = {}
@@ -232,13 +233,16 @@ def parse_overrides(items):
 
 
 def recipe_key(overrides=None):
-    """What identifies the fine-tune recipe: the defaults and constants of segdemo.finetune (and overrides)."""
+    """What identifies the fine-tune recipe: the options' defaults, the recipe's and the probe's constants (and
+    overrides)."""
     from dataclasses import asdict
 
-    from segdemo import finetune
+    from segdemo.finetune import probe, recipe
+    from segdemo.finetune.options import FinetuneOptions
 
-    constants = {k: getattr(finetune, k) for k in dir(finetune) if k.isupper() and isinstance(getattr(finetune, k), (int, float))}
-    return str(sorted({**asdict(finetune.FinetuneOptions(**(overrides or {}))), **constants}.items()))
+    constants = {k: getattr(module, k) for module in (recipe, probe) for k in dir(module)
+                 if k.isupper() and isinstance(getattr(module, k), (int, float))}
+    return str(sorted({**asdict(FinetuneOptions(**(overrides or {}))), **constants}.items()))
 
 
 def summarise(values):

@@ -30,7 +30,9 @@ def one_run(domain, pipeline):
     sys.path.insert(0, str(ROOT))
     from finetune_robustness import DOMAINS, build_domain
     from segdemo import cards
-    from segdemo.finetune import FinetuneOptions, RoundDone, load_training_pairs, run_finetune
+    from segdemo.finetune.events import RoundDone
+    from segdemo.finetune.options import FinetuneOptions
+    from segdemo.finetune.recipe import load_training_pairs, run_finetune
     from segdemo.registry import resolve_model_path
     from segdemo.training import limit_threads
 
@@ -44,7 +46,7 @@ def one_run(domain, pipeline):
         if isinstance(event, RoundDone):
             last_round["at"] = time.perf_counter()
 
-    import segdemo.finetune as finetune
+    import segdemo.finetune.recipe as finetune
 
     fit_returned = {}
     score_base = finetune.score_base

@@ -59,7 +59,7 @@ def main():
 
     import numpy as np
 
-    from segdemo.inference import describe_device, enable_bf16_inference
+    from segdemo.runtime import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
     from segdemo.serving import STEPS, segment_and_render
 
@@ -67,12 +67,14 @@ def main():
     segmenter = get_segmenter(args.model)
     folder = tempfile.mkdtemp(prefix="segdemo-bench-")
     paths = make_inputs(folder)
+    outputs = Path(folder) / "outputs"
+    outputs.mkdir()
     rows = []
     for name, path in paths.items():
         steps = {step: [] for step in STEPS}
 
         def handler():
-            result, _ = segment_and_render(path, args.model, "", 0.5)
+            result, _ = segment_and_render(path, segmenter, "", 0.5, outputs)
             for step in STEPS:
                 steps[step].append(result.seconds[step])
 

@@ -35,7 +35,9 @@ def main():
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from segdemo.data import load_image, resize_image
-    from segdemo.inference import Segmenter, colorize, cpu_supports_bf16, describe_device, enable_bf16_inference
+    from segdemo.drawing import colorize
+    from segdemo.runtime import cpu_supports_bf16, describe_device, enable_bf16_inference
+    from segdemo.segmenter import Segmenter
     from segdemo.registry import get_segmenter
 
     segmenter = get_segmenter(args.model)

@@ -29,7 +29,7 @@ def main():
     import tensorflow as tf
     from PIL import Image
 
-    from segdemo.inference import describe_device, enable_bf16_inference
+    from segdemo.runtime import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
     from segdemo.serving import STEPS, segment_and_render
 
@@ -55,7 +55,7 @@ def main():
         cat.resize(size, Image.BICUBIC).save(path, quality=90)
         steps = {step: [] for step in STEPS}
         for index in range(args.runs + 1):
-            result, _ = segment_and_render(str(path), args.model, "", 0.5)
+            result, _ = segment_and_render(str(path), segmenter, "", 0.5, folder)
             if index:
                 for step in STEPS:
                     steps[step].append(result.seconds[step])

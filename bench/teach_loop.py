@@ -112,7 +112,7 @@ def build_pool(domain, shared, folder, extended):
 
 
 def score_segmenter(model, card, items):
-    from segdemo.inference import Segmenter
+    from segdemo.segmenter import Segmenter
 
     started = time.perf_counter()
     iou = foreground_iou(Segmenter(model, card, freeze=False), items)
@@ -123,8 +123,9 @@ def round0_iou(base, pool_pairs, score_items, classes):
     """The base model scored on the new classes, its classes mapped by overlap on the pool (as `before`)."""
     from segdemo import cards
     from segdemo.evaluate import evaluate_arrays
-    from segdemo.finetune import base_class_mapping, resize_pairs
-    from segdemo.inference import Segmenter
+    from segdemo.finetune.recipe import resize_pairs
+    from segdemo.finetune.scoring import base_class_mapping
+    from segdemo.segmenter import Segmenter
     from segdemo.registry import load_keras_model, resolve_model_path
 
     path = resolve_model_path(base)
@@ -145,7 +146,7 @@ def round0_iou(base, pool_pairs, score_items, classes):
 def select_uncertain(model_path, pool_pairs, chosen, count):
     """The `count` not-yet-chosen pool pairs the model at `model_path` is least sure of."""
     from segdemo import cards
-    from segdemo.inference import Segmenter, mean_uncertainty
+    from segdemo.segmenter import Segmenter, mean_uncertainty
     from segdemo.registry import load_keras_model, resolve_model_path
 
     path = resolve_model_path(model_path)
@@ -157,7 +158,8 @@ def select_uncertain(model_path, pool_pairs, chosen, count):
 
 
 def finetune_round(pool_by_name, names, base, classes, steps, seed, out_path, score_items):
-    from segdemo.finetune import FinetuneOptions, run_finetune, save_result
+    from segdemo.finetune.options import FinetuneOptions
+    from segdemo.finetune.recipe import run_finetune, save_result
 
     pairs = [pool_by_name[name] for name in names]
     started = time.perf_counter()
@@ -271,7 +273,8 @@ def main():
     parser.add_argument("--plot", default=str(PLOT))
     args = parser.parse_args()
     from segdemo import cards
-    from segdemo.finetune import load_training_pairs, target_card
+    from segdemo.finetune.options import target_card
+    from segdemo.finetune.recipe import load_training_pairs
     from segdemo.registry import resolve_model_path
     from segdemo.training import limit_threads
 

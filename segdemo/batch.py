@@ -13,15 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdemo.cards import card_markdown
-from segdemo.data import IMAGE_SUFFIXES, InputError, display_size, load_image, resize_image, resize_mask
-from segdemo.inference import BATCH_SIZE, class_areas, colorize, mean_uncertainty, overlay
+from segdemo.data import IMAGE_SUFFIXES, InputError, load_image
+from segdemo.drawing import thumbnail
+from segdemo.segmenter import BATCH_SIZE, class_areas, mean_uncertainty
 from segdemo.serving import PNG_WRITERS, write_png
-from segdemo.sessions import request_folder, segmenter_for
+from segdemo.limits import MAX_BATCH_IMAGES
 from segdemo.uploads import new_workdir, unpack_zip
 
-MAX_BATCH_IMAGES = 200
 THUMBNAIL_SIDE = 320  # gallery overlays are at most this wide/high
-THUMBNAIL_OPACITY = 0.5
 CSV_NAME = "classes.csv"
 LEAST_CERTAIN_FIRST = "uncertainty (least certain first)"  # the gallery's other ordering
 ZIP_NAME = "segmentation.zip"
@@ -38,7 +37,7 @@ class BatchImage:
     height: int
     shares: dict  # {class: share of the pixels}
     mean_probs: dict  # {class: mean softmax probability over the model-size image}
-    uncertainty: float = 0.0  # mean per-pixel uncertainty (inference.uncertainty), 0 sure .. 1 unsure
+    uncertainty: float = 0.0  # mean per-pixel uncertainty (segmenter.uncertainty), 0 sure .. 1 unsure
     thumbnail: str = ""  # overlay PNG path
 
 
@@ -123,9 +122,7 @@ def write_outputs(image, prediction, stem, folder, segmenter):
     """The class-index PNG and the colour mask (full size) and the gallery overlay of one image."""
     write_png(prediction.labels, folder / "classes", stem)
     write_png(prediction.labels, folder / "masks", stem, segmenter.palette)
-    size = display_size(image.shape[1], image.shape[0], THUMBNAIL_SIDE)
-    small = colorize(resize_mask(prediction.labels, size), segmenter.palette)
-    return write_png(overlay(resize_image(image, size), small, THUMBNAIL_OPACITY), folder / "overlays", stem)
+    return write_png(thumbnail(image, prediction.labels, segmenter.palette, THUMBNAIL_SIDE), folder / "overlays", stem)
 
 
 def describe(stem, image, prediction, classes):
@@ -135,16 +132,15 @@ def describe(stem, image, prediction, classes):
                       mean_uncertainty(prediction.probs))
 
 
-def segment_files(paths, model_name, key="anonymous", progress=None):
-    """Segment every image in `paths` (files and/or ZIPs) with one model. `progress(done, total)` is called
-    after each batch. Returns a BatchOutcome whose ZIP and CSV are written."""
+def segment_files(paths, segmenter, folder, progress=None):
+    """Segment every image in `paths` (files and/or ZIPs) with `segmenter`; the outputs go into `folder`.
+    `progress(done, total)` is called after each batch. Returns a BatchOutcome whose ZIP and CSV are written."""
     if not paths:
         raise InputError("No files given: upload images or a ZIP of images (at most "
                          f"{MAX_BATCH_IMAGES} images).")
-    segmenter = segmenter_for(model_name, key)
     started = time.perf_counter()
     workdir = new_workdir("segdemo_batch_")
-    folder = request_folder(key)
+    folder = Path(folder)
     for sub in ("classes", "masks", "overlays"):
         (folder / sub).mkdir()
     try:

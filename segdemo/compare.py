@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdemo.data import display_size, load_image, resize_image, resize_mask
-from segdemo.inference import colorize, overlay
-from segdemo.serving import DISPLAY_MAX_SIDE, PNG_WRITERS, require_image, write_png
-from segdemo.sessions import request_folder, segmenter_for
+from segdemo.drawing import mask_overlay
+from segdemo.limits import DISPLAY_MAX_SIDE
+from segdemo.serving import PNG_WRITERS, require_image, write_png
 
 DISAGREE_COLOR = (255, 0, 255)  # magenta: where the two models give a pixel different classes
 AGREE_BRIGHTNESS = 0.4  # the image, dimmed, where they agree
@@ -51,10 +51,10 @@ def disagreement_image(image, disagree):
     return dimmed
 
 
-def compare_models(image_source, model_a, model_b, key="anonymous"):
-    """Segment one image with two models (bundled names or the session's fine-tuned model)."""
+def compare_models(image_source, segmenter_a, segmenter_b, folder, names=("A", "B")):
+    """Segment one image with two Segmenters; the outputs go into `folder`. `names` title a model whose card
+    has no title."""
     require_image(image_source)
-    segmenter_a, segmenter_b = segmenter_for(model_a, key), segmenter_for(model_b, key)
     image = load_image(image_source)
     prediction_a, prediction_b = segmenter_a.predict(image), segmenter_b.predict(image)
     union_a, union_b, names = union_labels(prediction_a.labels, segmenter_a.classes, prediction_b.labels,
@@ -62,14 +62,12 @@ def compare_models(image_source, model_a, model_b, key="anonymous"):
     disagree = union_a != union_b
     size = display_size(image.shape[1], image.shape[0], DISPLAY_MAX_SIDE)
     shown = resize_image(image, size)
-    folder = request_folder(key)
-    writes = [PNG_WRITERS.submit(write_png, overlay(shown, colorize(resize_mask(prediction.labels, size),
-                                                                        segmenter.palette), OVERLAY_OPACITY),
-                                 folder, f"overlay_{side}")
+    writes = [PNG_WRITERS.submit(write_png, mask_overlay(shown, prediction.labels, segmenter.palette, size,
+                                                         OVERLAY_OPACITY), folder, f"overlay_{side}")
               for side, segmenter, prediction in (("a", segmenter_a, prediction_a), ("b", segmenter_b, prediction_b))]
     shown_disagree = resize_mask(disagree.astype(np.uint8), size).astype(bool)
     writes.append(PNG_WRITERS.submit(write_png, disagreement_image(shown, shown_disagree), folder, "disagreement"))
     overlay_a, overlay_b, disagreement_map = (write.result() for write in writes)
     return Comparison((overlay_a, overlay_b), disagreement_map, class_disagreement(union_a, union_b, names),
-                      float(disagree.mean()), (segmenter_a.card.get("title", model_a),
-                                               segmenter_b.card.get("title", model_b)))
+                      float(disagree.mean()), (segmenter_a.card.get("title", names[0]),
+                                               segmenter_b.card.get("title", names[1])))

@@ -13,17 +13,20 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segdemo.cards import size_wh
+from segdemo.limits import MAX_IMAGE_PIXELS, megapixels
 
-# Largest image accepted, in pixels. 12 MP photos pass; a decompression bomb is refused before decoding.
-MAX_IMAGE_PIXELS = 40_000_000
+# 12 MP photos pass MAX_IMAGE_PIXELS; a decompression bomb is refused before decoding.
 # PIL's own guard stays as a backstop (it raises above twice this); `open_image` refuses anything above
 # MAX_IMAGE_PIXELS first, from the header alone, with the image's size in the message.
 Image.MAX_IMAGE_PIXELS = 4 * MAX_IMAGE_PIXELS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp", ".gif", ".tif", ".tiff")
-# A mask file may carry one of these after the image's stem: x.jpg pairs with x.png, x_mask.png, x-label.png ...
-MASK_STEM_SUFFIX = re.compile(r"[_\-. ](mask|masks|label|labels|annot|annotation|gt|seg|trimap)$", re.IGNORECASE)
+# A mask file may carry one of these after the image's stem (after _ - . or a space): x.jpg pairs with x.png,
+# x_mask.png, x-label.png ...
+MASK_STEM_WORDS = ("mask", "masks", "label", "labels", "annot", "annotation", "gt", "seg", "trimap")
+MASK_STEM_SUFFIX = re.compile(rf"[_\-. ]({'|'.join(MASK_STEM_WORDS)})$", re.IGNORECASE)
+IMAGE_FORMATS = "JPEG, PNG, WebP, BMP, GIF or TIFF"  # what IMAGE_SUFFIXES are, in words
 # (image folder, mask folder, layout name) pairs of folders matched by file stem
 FOLDER_LAYOUTS = (("images", "masks", "images+masks"), ("Images", "Labels", "seed"), ("image", "label", "isbi"))
 IGNORE_INDEX = 255  # class index of pixels that count neither in the loss nor in the metrics
@@ -62,7 +65,7 @@ def open_image(source):
 
 def too_large_error(name, size):
     what = f"{size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} MP" if size else "too many pixels"
-    return InputError(f"{name} is too large ({what}); the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels")
+    return InputError(f"{name} is too large ({what}); the limit is {megapixels()}")
 
 
 def decode_pixels(image, name="the upload"):

@@ -66,7 +66,7 @@ def main(argv=None):
     from segdemo.registry import get_segmenter, resolve_model_path
 
     if args.precision == "bf16":
-        from segdemo.inference import enable_bf16_inference
+        from segdemo.runtime import enable_bf16_inference
 
         enable_bf16_inference(force=True)
     segmenter = get_segmenter(args.model, tta=args.tta or None)

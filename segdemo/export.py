@@ -15,7 +15,7 @@ import numpy as np
 
 from segdemo import cards
 from segdemo.cards import size_wh
-from segdemo.inference import float32_graphs
+from segdemo.runtime import float32_graphs
 from segdemo.lazy import LazyModule
 
 tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.lazy

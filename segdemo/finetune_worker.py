@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from segdemo.data import split_pairs
-from segdemo.finetune import Failed, FinetuneOptions, FinetuneSummary, Finished, RoundDone, StepDone
+from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
+from segdemo.finetune.options import FinetuneOptions
 
 WORKER_THREADS = 2  # at the lowest CPU priority, so a serving request preempts it
 WORKER_NICENESS = 19
@@ -86,8 +87,8 @@ def run_job(job_dir, emit):
     from PIL import Image
 
     from segdemo.data import InputError, resize_image, resize_mask
-    from segdemo.finetune import run_finetune, save_result
-    from segdemo.inference import palette_lut, sample_strip
+    from segdemo.finetune.recipe import run_finetune, save_result
+    from segdemo.drawing import palette_lut, sample_strip
 
     job_dir = Path(job_dir)
     try:
@@ -232,8 +233,9 @@ def main():
     from segdemo.training import limit_threads
 
     limit_threads(WORKER_THREADS)
-    import segdemo.inference  # noqa: F401 - the heavy imports happen before the job arrives
-    from segdemo.finetune import BINARY_CLASSES, preload_bases, prepare_training_model
+    import segdemo.segmenter  # noqa: F401 - the heavy imports happen before the job arrives
+    from segdemo.finetune.options import BINARY_CLASSES
+    from segdemo.finetune.recipe import preload_bases, prepare_training_model
     from segdemo.registry import MODEL_SUFFIX, WEIGHTS_DIR, DEFAULT_MODEL
 
     def job_waiting():

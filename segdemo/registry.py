@@ -99,7 +99,8 @@ def _load_segmenter(name_or_path, tta=None):
 
 def load_segmenter(path, tta=None):
     """A warmed-up `Segmenter` of the `.keras` file at `path` and its card (not cached: `get_segmenter` is)."""
-    from segdemo.inference import Segmenter, release_freed_memory
+    from segdemo.runtime import release_freed_memory
+    from segdemo.segmenter import Segmenter
 
     segmenter = Segmenter(load_keras_model(path), load_card(path), tta=tta).warm_up()
     release_freed_memory()

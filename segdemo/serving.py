@@ -1,11 +1,9 @@
 """The serving pipeline every front end shares (the Segment tab, batch, compare, the API and MCP tools):
-decode -> `Segmenter` -> display-size arrays and class areas -> PNG files written in parallel, and the
-start-up that loads TensorFlow and the default model in a background thread while the page is already served.
+decode -> a `Segmenter` -> display-size arrays and class areas -> PNG files written in parallel into the
+folder the caller gives. It takes models, not names or sessions: the caller resolves those
+(`sessions.segmenter_for`), so a script segments with `run_segmentation(path, segmenter, folder)` and never
+imports the web app. UI modules lay out components and format these results."""
 
-UI modules lay out components and format these results; nothing here knows about the page."""
-
-import logging
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -13,21 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from segdemo.data import InputError, display_size, load_image, resize_image, resize_mask
-from segdemo.inference import class_areas, colorize, grey_map, overlay, probability_map, uncertainty
+from segdemo.data import IMAGE_FORMATS, InputError, display_size, load_image, resize_image, resize_mask
+from segdemo.drawing import colorize, grey_map, overlay, probability_map
+from segdemo.limits import DISPLAY_MAX_SIDE
 from segdemo.png import png_bytes
-from segdemo.sessions import request_folder, segmenter_for
+from segdemo.segmenter import class_areas, uncertainty
 
-DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; the download is full size
 # The output PNGs are written in parallel: zlib releases the GIL, so the 4 files take about the time of the
 # largest (the overlay) instead of their sum.
 PNG_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="png-writer")
 LARGE_IMAGE_PIXELS = 4_000_000  # after requests this large, freed memory is handed back to the OS
 STEPS = ("decode", "preprocess", "model", "postprocess", "encode")  # the handler's timed steps, in order
-STARTUP_WAIT_S = 600  # how long a request that arrives during start-up waits for the model
-LOADING_MESSAGE = "Loading the model… (TensorFlow and the default model load once, after the page is up)"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,13 +69,14 @@ def default_class(segmenter_or_card):
 
 def require_image(image_source):
     if image_source is None or image_source == "":
-        raise InputError("No image given: drag, paste or upload a photo (JPEG, PNG, WebP, BMP, GIF, TIFF).")
+        raise InputError(f"No image given: drag, paste or upload a photo ({IMAGE_FORMATS}).")
 
 
-def run_segmentation(image_source, model_name, key="anonymous"):
-    """Decode, predict, and prepare everything the outputs need. Raises InputError for bad input."""
+def run_segmentation(image_source, segmenter, folder):
+    """Decode, predict with `segmenter`, and prepare everything the outputs need; their PNG files go into
+    `folder`. Raises InputError for bad input."""
     require_image(image_source)
-    segmenter = segmenter_for(model_name, key)  # loaded once, outside the timings
+    folder = Path(folder)
     started = time.perf_counter()
     image = load_image(image_source)
     decoded = time.perf_counter()
@@ -95,7 +90,6 @@ def run_segmentation(image_source, model_name, key="anonymous"):
     unsure = grey_map(per_pixel, size)
     postprocessed = time.perf_counter()
     stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
-    folder = request_folder(key)
     mask_write = PNG_WRITERS.submit(write_png, prediction.labels, folder, f"{stem}_classes")
     uncertainty_write = PNG_WRITERS.submit(write_png, unsure, folder, "uncertainty")
     notes = [f"{width}×{height} px, resized to {segmenter.size[0]}×{segmenter.size[1]} for the model; "
@@ -130,67 +124,10 @@ def render(result, class_name, opacity, folder):
     return paths, {"postprocess": drawn - started, "encode": time.perf_counter() - drawn}
 
 
-def segment_and_render(image_source, model_name, probability_class, opacity, key="anonymous"):
+def segment_and_render(image_source, segmenter, probability_class, opacity, folder):
     """The whole `segment` handler's work: (result with every step's seconds, the three output PNG paths)."""
-    result = run_segmentation(image_source, model_name, key)
-    paths, seconds = render(result, probability_class, opacity, result.folder)
+    result = run_segmentation(image_source, segmenter, folder)
+    paths, seconds = render(result, probability_class, opacity, folder)
     for step, value in seconds.items():
         result.seconds[step] += value
     return result, paths
-
-
-class BackgroundStartup:
-    """TensorFlow and the default model, loaded in a thread so that the page is served as soon as Gradio is
-    up. `expect(name)` (when the app is built) makes requests wait; `start()` (once the server is up, or by
-    the first request that arrives before that) loads. Requests that need a model call `wait()` first
-    (sessions.segmenter_for does): one that arrives early waits for the load instead of failing. With no
-    `expect`, there is nothing to wait for (scripts and tests that use the pipeline in process)."""
-
-    def __init__(self):
-        self.done = threading.Event()
-        self.done.set()
-        self.error = None
-        self.model_name = None
-        self._thread = None
-        self._lock = threading.Lock()
-
-    def expect(self, model_name):
-        self.model_name = model_name
-        self.done.clear()
-
-    def start(self):
-        with self._lock:
-            if self._thread is None and self.model_name is not None:
-                self._thread = threading.Thread(target=self._load, args=(self.model_name,), name="model-startup",
-                                                daemon=True)
-                self._thread.start()
-
-    def _load(self, model_name):
-        from segdemo.inference import describe_device, enable_bf16_inference, enable_gpu_memory_growth
-        from segdemo.registry import get_segmenter
-
-        started = time.perf_counter()
-        try:
-            enable_gpu_memory_growth()
-            enable_bf16_inference()  # before any model is loaded: it applies to graphs built afterwards
-            get_segmenter(model_name)  # loaded and warmed before the first request is answered
-            log.info("model %s ready on %s after %.1f s in the background", model_name, describe_device(),
-                     time.perf_counter() - started)
-        except Exception as error:  # noqa: BLE001 - logged; requests then load (and report) it themselves
-            self.error = error
-            log.exception("loading %s in the background failed", model_name)
-        finally:
-            self.done.set()
-
-    @property
-    def ready(self):
-        return self.done.is_set()
-
-    def wait(self, timeout=STARTUP_WAIT_S):
-        if not self.done.is_set():
-            self.start()
-        if not self.done.wait(timeout):
-            raise InputError("The model is still loading; please try again in a minute.")
-
-
-STARTUP = BackgroundStartup()

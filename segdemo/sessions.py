@@ -1,5 +1,7 @@
-"""Per-browser-session state kept on the server (gr.State would deep-copy models and arrays): bounded LRU
-stores keyed by Gradio's session hash, emptied when the session's tab closes."""
+"""A session's state, kept on the server (gr.State would deep-copy models and arrays): its results, its
+training set, its fine-tuned model and running job, and its files, in bounded LRU stores keyed by the
+session's key (Gradio's session hash: ui/ turns a request into it), emptied when the session ends. Models are
+named, never given as paths: a session sees the served models and its own fine-tuned one."""
 
 import shutil
 import tempfile
@@ -7,15 +9,21 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import gradio as gr
+from segdemo.corrections import TrainingSet
+from segdemo.data import InputError
+from segdemo.registry import bundled_models, default_model_name, get_segmenter, load_segmenter
+from segdemo.startup import STARTUP
 
 SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
 SESSION_FILES_MAX_AGE_S = 6 * 3600  # folders untouched this long are removed even if the tab never closed
 SWEEP_INTERVAL_S = 600
 OUTPUT_FILES_TTL_S = 120
 OUTPUT_SWEEP_INTERVAL_S = 10  # how often one session's old output folders are looked for
+FINETUNED_CHOICE = "my fine-tuned model (this session)"  # the name a session's own fine-tuned model goes by
+ANONYMOUS = "anonymous"  # the key of a request that belongs to no session (scripts, tests)
 
 
 class SessionStore:
@@ -49,18 +57,29 @@ class SessionStore:
             return key in self._items
 
 
-def session_key(request):
-    """The browser session (or API client) a request belongs to."""
-    return getattr(request, "session_hash", None) or "anonymous"
-
-
-FINETUNED_CHOICE = "my fine-tuned model (this session)"
 RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
 FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (150-200 MB: bench/model_memory.py)
-STOP_EVENTS = SessionStore(capacity=64)  # a session's running fine-tune job (the Stop button stops it)
+RUNNING_JOBS = SessionStore(capacity=64)  # a session's running fine-tune job (jobs.Job: the Stop button stops it)
 BATCHES = SessionStore(capacity=16)  # last batch per session (its gallery is re-sorted without the model)
 TRAINING_SETS = SessionStore(capacity=32)  # corrected + uploaded pairs per session (at most 200 of <= 640 px)
 EDITING = SessionStore(capacity=64)  # the result a session's mask editor was opened on
+STORES = (RESULTS, FINETUNED_MODELS, RUNNING_JOBS, BATCHES, TRAINING_SETS, EDITING)
+LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetuned-model")  # see FinetunedModel
+
+
+class FinetunedModel:
+    """A session's fine-tuned model: its card, the Segmenter serving it and the files offered for download
+    (model, card JSON, card Markdown). The Segmenter is loaded, frozen and warmed up on a thread (~2.6 s), so
+    the finished result shows that much sooner; a request that uses the model before then waits for it."""
+
+    def __init__(self, model_path, card, files):
+        self.card, self.files = card, files  # the card is the one saved beside model_path
+        self.model_path = str(model_path)
+        self._segmenter = LOADER.submit(load_segmenter, model_path)
+
+    @property
+    def segmenter(self):
+        return self._segmenter.result()
 
 
 def session_folder(key):
@@ -108,10 +127,9 @@ def remove_stale_folders(root, max_age):
             pass
 
 
-def forget_session(request: gr.Request):
-    """On tab close: drop everything the session held, files included."""
-    key = session_key(request)
-    for store in (RESULTS, FINETUNED_MODELS, STOP_EVENTS, BATCHES, TRAINING_SETS, EDITING):
+def forget_session(key):
+    """When a session ends: drop everything it held, files included."""
+    for store in STORES:
         store.pop(key)
     shutil.rmtree(SESSIONS_DIR / key, ignore_errors=True)
     _last_output_sweep.pop(SESSIONS_DIR / key / "outputs", None)
@@ -119,8 +137,6 @@ def forget_session(request: gr.Request):
 
 def training_set_of(key):
     """The session's training set (created empty on first use)."""
-    from segdemo.corrections import TrainingSet
-
     training_set = TRAINING_SETS.get(key)
     if training_set is None:
         training_set = TrainingSet()
@@ -128,17 +144,44 @@ def training_set_of(key):
     return training_set
 
 
-def segmenter_for(model_name, key):
-    """The Segmenter a request asked for: a bundled model, or this session's own fine-tuned one."""
-    from segdemo.data import InputError
-    from segdemo.registry import DEFAULT_MODEL, get_segmenter
-    from segdemo.serving import STARTUP
+def session_models(key):
+    """The names a session can use: the served models, then its fine-tuned one when it has one."""
+    return [*bundled_models(), *([FINETUNED_CHOICE] if FINETUNED_MODELS.get(key) is not None else [])]
 
-    STARTUP.wait()  # a request that arrives while the app starts waits for TensorFlow and the default model
+
+def check_model_name(model_name, key):
+    """`model_name` when the session has it ("" is the default model), else InputError listing its models.
+    Over the web a model is a name, never a path or a Hub URI."""
+    if not model_name:
+        return default_model_name(bundled_models())
+    if model_name in bundled_models():
+        return model_name
     if model_name == FINETUNED_CHOICE:
-        finetuned = FINETUNED_MODELS.get(key)
+        if FINETUNED_MODELS.get(key) is None:
+            raise InputError("This session has no fine-tuned model (yet): train one in the Fine-tune tab (or with "
+                             "the retrain API), or pick a served model: " + ", ".join(bundled_models()) + ".")
+        return model_name
+    raise InputError(f"unknown model {str(model_name)[:100]!r}; the models of this session: "
+                     f"{', '.join(session_models(key))}")
+
+
+def segmenter_for(model_name, key):
+    """The Segmenter a request asked for by name: a served model, or the session's own fine-tuned one."""
+    STARTUP.wait()  # a request that arrives while the app starts waits for TensorFlow and the default model
+    name = check_model_name(model_name, key)
+    if name == FINETUNED_CHOICE:
+        return FINETUNED_MODELS.get(key).segmenter
+    return get_segmenter(name)
+
+
+def base_for(model_name, key):
+    """(base a fine-tune starts from: a served model's name or the session's fine-tuned model file, its card).
+    Empty `model_name`: the session's fine-tuned model when there is one (a teach-loop round continues it),
+    else the default model."""
+    finetuned = FINETUNED_MODELS.get(key)
+    if model_name == FINETUNED_CHOICE or (not model_name and finetuned is not None):
         if finetuned is None:
-            raise InputError("This session has no fine-tuned model (yet): train one in the Fine-tune tab, "
-                             "or pick a bundled model.")
-        return finetuned.segmenter
-    return get_segmenter(model_name or DEFAULT_MODEL)
+            raise InputError("This session has no fine-tuned model yet: pick a served model to start from.")
+        return finetuned.model_path, finetuned.card
+    name = check_model_name(model_name, key)
+    return name, segmenter_for(name, key).card

@@ -137,7 +137,7 @@ class ValidationIoU(keras.callbacks.Callback):
     def predict_logits(self, batch):
         """Logits of a (n, h, w, 3) batch in inference mode; with `flip_tta`, the log of the mean of the
         image's and its mirror's probabilities (one model call on both)."""
-        from segdemo.inference import mirror_mean_probabilities
+        from segdemo.segmenter import mirror_mean_probabilities
 
         if not self.flip_tta:
             return self.model(batch, training=False)

@@ -2,7 +2,7 @@
 lists every file with what was found or what was wrong (nothing is dropped silently).
 
 Pairing rule for loose files (and ZIPs without a known layout): an image `x.jpg` pairs with a mask `x.png`
-or `x_mask.png` (also `_label`, `_gt`, `_seg`, `-mask`, ...). A file whose stem carries a mask suffix is a
+or `x_mask.png` (any of `data.MASK_STEM_WORDS` after `_`, `-`, `.` or a space). A file whose stem carries a mask suffix is a
 mask; when two files share a stem, the `.png` one is the mask.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from segdemo.cards import binary_mask_classes, class_colors
 from segdemo.data import (
     IMAGE_SUFFIXES,
     MASK_STEM_SUFFIX,
@@ -25,10 +26,8 @@ from segdemo.data import (
     mask_stem,
     read_pair,
 )
+from segdemo.limits import MAX_ENTRY_BYTES, MAX_ZIP_BYTES, MAX_ZIP_ENTRIES
 
-MAX_ZIP_ENTRIES = 2000
-MAX_ZIP_BYTES = 400_000_000  # total uncompressed size accepted from one ZIP
-MAX_ENTRY_BYTES = 60_000_000
 INVERTED_BORDER_SHARE = 0.6  # white on more of the border than this: the masks probably mark the background
 MAX_COMPRESSION_RATIO = 200  # a higher ratio marks a zip bomb
 METADATA_PREFIXES = ("__MACOSX/",)
@@ -232,3 +231,17 @@ def read_pairs_source(source, split=None, workdir=None):
 def new_workdir(prefix="segdemo_upload_"):
     """A private temporary folder for one upload (mode 0700)."""
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def read_upload(paths, card):
+    """Unpack and pair uploaded files (ZIPs and loose files), read every pair for `card`'s classes (black/white
+    masks as `cards.binary_mask_classes` says). Returns (reports, loaded pairs [(name, image, mask)], problems)."""
+    if not paths:
+        raise InputError("No files uploaded: add a ZIP of images/ + masks/, or images with their masks.")
+    workdir = new_workdir()
+    try:
+        pairs, problems = collect_upload(paths, workdir)
+        reports, loaded = validate_and_load(pairs, len(card["classes"]), class_colors(card), binary_mask_classes(card))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the decoded arrays are all we keep
+    return reports, loaded, problems

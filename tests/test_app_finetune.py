@@ -70,12 +70,11 @@ def test_finetune_lowers_loss_isolates_sessions_and_serves(app_url, pairs_zip):
     assert any(path.endswith(".keras") for path in files) and "Done" in status
     assert [row[0] for row in table["data"]][:3] == ["pixel accuracy", "mean IoU", "mean Dice"]
 
-    # the owner can segment with its model; the other session cannot see it and keeps the bundled one
-    owner.predict(True, api_name="/use_finetuned")
+    # the owner can segment with its model by name (no UI step first); the other session cannot see it and keeps
+    # the bundled one
     *_, info, _ = owner.predict(handle_file("examples/chelsea_cat.png"), FINETUNED_CHOICE, "pet", 0.5,
                                 api_name="/segment")
     assert "fine-tuned" in info and "mean with the mirrored image" in info  # served as its card says
-    # (Gradio itself refuses the choice: the other session's dropdown never offered it)
     with pytest.raises(Exception, match="fine-tuned model .*(not in the list of choices|yet)"):
         other.predict(handle_file("examples/chelsea_cat.png"), FINETUNED_CHOICE, "pet", 0.5, api_name="/segment")
     *_, info, _ = other.predict(handle_file("examples/chelsea_cat.png"), "pets", "pet", 0.5, api_name="/segment")
@@ -106,7 +105,7 @@ def test_bad_finetune_requests_get_messages(app_url, pairs_zip, tmp_path):
     with pytest.raises(Exception, match="not a valid ZIP"):
         client.predict([handle_file(str(bogus))], "pets", KEEP, "", api_name="/check_pairs")
     with pytest.raises(Exception, match="no fine-tuned model"):
-        client.predict(True, api_name="/use_finetuned")
+        client.predict(handle_file("examples/coffee_cup.png"), FINETUNED_CHOICE, api_name="/segment")
 
 
 def test_client_leaving_mid_training_stops_it_and_the_server_stays_healthy(app_url, server_log, pairs_zip):

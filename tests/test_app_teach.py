@@ -70,7 +70,6 @@ def test_retrain_twice_continues_from_the_session_model(app_url, pair_files):
     assert second["before"]["miou"] == pytest.approx(first["after"]["miou"], abs=0.02)
     assert second["before"]["pixel_acc"] == pytest.approx(first["after"]["pixel_acc"], abs=0.02)
 
-    client.predict(True, api_name="/use_finetuned")
     *_, info, mask_path = client.predict(handle_file(pair_files[0][0]), FINETUNED_CHOICE, "pet", 0.5,
                                          api_name="/segment")
     assert "fine-tuned" in info and np.asarray(Image.open(mask_path)).shape == (64, 64)

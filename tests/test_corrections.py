@@ -18,7 +18,7 @@ from segdemo.corrections import (
     editor_value,
 )
 from segdemo.data import InputError
-from segdemo.finetune import MAX_PAIRS
+from segdemo.limits import MAX_PAIRS
 from segdemo.uploads import read_pairs_source, validate_and_load
 
 COLORS = [(230, 25, 75), (0, 0, 0), (255, 225, 25)]  # pets: pet, background, border

@@ -7,10 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo import finetune
+from segdemo import limits
+from segdemo.finetune import probe, recipe
+from segdemo.finetune.__main__ import main as finetune_main
 from segdemo.cards import save_card
 from segdemo.data import InputError, split_pairs
-from segdemo.finetune import FinetuneOptions, RoundDone, StepDone, run_finetune, save_result
+from segdemo.finetune.events import RoundDone, StepDone
+from segdemo.finetune.options import FinetuneOptions
+from segdemo.finetune.recipe import run_finetune, save_result
 from segdemo.models import build_unet
 from tests.test_training import square_pairs, write_dataset
 
@@ -43,7 +47,7 @@ def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     assert summary.history[-1]["loss"] < summary.history[0]["loss"]
     rounds = [e for e in events if isinstance(e, RoundDone)]
     assert [e.round for e in rounds] == list(range(1, len(rounds) + 1)) == [r + 1 for r in range(len(summary.history))]
-    assert 1 < len(rounds) <= finetune.ROUNDS and rounds[-1].step == 16
+    assert 1 < len(rounds) <= recipe.ROUNDS and rounds[-1].step == 16
     assert {"loss", "val_loss", "val_miou", "val_pixel_acc"} <= set(rounds[0].logs)
     assert [e.step for e in events if isinstance(e, StepDone)] == list(range(1, 17)) and summary.steps_run == 16
     assert summary.card["base_model"] == "squares" and summary.card["classes"] == ["background", "square"]
@@ -79,7 +83,7 @@ def test_linear_probe_separates_separable_features():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 5000).astype(np.uint8)
     features = rng.normal(0, 1, (5000, 4)) + 3 * np.eye(4)[labels] + 7  # class c lifts feature c
-    kernel, bias = finetune.fit_linear_probe(features, labels, 3, seed=0)
+    kernel, bias = probe.fit_linear_probe(features, labels, 3, seed=0)
     assert ((features @ kernel + bias).argmax(1) == labels).mean() > 0.95
 
 
@@ -103,14 +107,14 @@ def test_stop_event_ends_training_early(tiny_base, squares):
 
     _, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=400),
                               on_event=stop_after_first_round, stop_event=stop)
-    assert summary.stopped_by_user and summary.steps_run <= 2 * 400 // finetune.ROUNDS
+    assert summary.stopped_by_user and summary.steps_run <= 2 * 400 // recipe.ROUNDS
     assert summary.card["training"]["stopped_by_user"] and summary.after is not None
 
 
 @pytest.mark.parametrize("options,message", [
     (dict(steps=0), "steps must be between"),
-    (dict(steps=finetune.MAX_STEPS + 1), "steps must be between"),
-    (dict(batch_size=finetune.MAX_BATCH_SIZE + 1), "batch size must be between"),
+    (dict(steps=limits.MAX_STEPS + 1), "steps must be between"),
+    (dict(batch_size=limits.MAX_BATCH_SIZE + 1), "batch size must be between"),
     (dict(input_size=100), "multiple of 32"),
     (dict(val_share=1.0), "validation share"),
     (dict(classes=["only"]), "at least two class names"),
@@ -133,7 +137,7 @@ def test_finetune_command_prints_before_after_and_the_model_evaluates(tiny_base,
     write_dataset(tmp_path / "data", images, masks)  # black/white masks: white = square
     Image.new("RGB", (40, 40)).save(tmp_path / "data" / "images" / "unpaired.jpg")
     out = tmp_path / "tuned.keras"
-    finetune.main(["--base", tiny_base, "--data", str(tmp_path / "data"), "--out", str(out), "--steps", "8"])
+    finetune_main(["--base", tiny_base, "--data", str(tmp_path / "data"), "--out", str(out), "--steps", "8"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert any("skipped: unpaired.jpg: no mask found" in line for line in lines)
     result = json.loads(lines[-1])
@@ -185,13 +189,13 @@ def test_a_new_foreground_is_learned_for_any_seed(tiny_base, seed):
 
 
 def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base, monkeypatch):
-    monkeypatch.setattr(finetune, "PRELOADED_BASES", {})
-    finetune.preload_bases([tiny_base], job_waiting=lambda: True)
-    assert finetune.PRELOADED_BASES == {}  # a job was waiting: nothing loaded
-    finetune.preload_bases([tiny_base])
-    preloaded = next(iter(finetune.PRELOADED_BASES.values()))
-    assert finetune.load_base_model(tiny_base) is preloaded and finetune.PRELOADED_BASES == {}
-    fresh = finetune.load_base_model(tiny_base)  # the preloaded one was handed out: loaded again
+    monkeypatch.setattr(recipe, "PRELOADED_BASES", {})
+    recipe.preload_bases([tiny_base], job_waiting=lambda: True)
+    assert recipe.PRELOADED_BASES == {}  # a job was waiting: nothing loaded
+    recipe.preload_bases([tiny_base])
+    preloaded = next(iter(recipe.PRELOADED_BASES.values()))
+    assert recipe.load_base_model(tiny_base) is preloaded and recipe.PRELOADED_BASES == {}
+    fresh = recipe.load_base_model(tiny_base)  # the preloaded one was handed out: loaded again
     assert fresh is not preloaded and fresh.count_params() == preloaded.count_params()
 
 
@@ -199,21 +203,21 @@ def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base,
 def test_a_prepared_model_trains_as_a_fresh_one_and_is_used_once(tiny_base, squares, monkeypatch, classes):
     """The worker traces a job's model ahead (one step on blank images, then weights and optimizer reset):
     the job that takes it follows the same losses as one that builds its model."""
-    monkeypatch.setattr(finetune, "PREPARED_MODELS", {})
+    monkeypatch.setattr(recipe, "PREPARED_MODELS", {})
     options = FinetuneOptions(base=tiny_base, steps=6, learning_rate=3e-3, val_share=0.25, augment=False,
                               classes=classes)
     fresh_model, fresh = run_finetune(squares, options)
-    finetune.prepare_training_model(tiny_base, classes, options)
-    (prepared_model, _), = finetune.PREPARED_MODELS.values()
+    recipe.prepare_training_model(tiny_base, classes, options)
+    (prepared_model, _), = recipe.PREPARED_MODELS.values()
     taken_model, taken = run_finetune(squares, options)
-    assert taken_model is prepared_model and finetune.PREPARED_MODELS == {}
+    assert taken_model is prepared_model and recipe.PREPARED_MODELS == {}
     assert [round(r["loss"], 5) for r in taken.history] == [round(r["loss"], 5) for r in fresh.history]
     assert taken.after == {**fresh.after, "seconds": taken.after["seconds"]}
-    finetune.prepare_training_model(tiny_base, classes, options)
+    recipe.prepare_training_model(tiny_base, classes, options)
     other = FinetuneOptions(**{**options.__dict__, "batch_size": 4})  # a different traced step: not taken
-    base_model = finetune.load_base_model(tiny_base)  # two classes, as the new class set has
-    built, _ = finetune.training_model(base_model, tiny_base, classes is None, 2, (32, 32), other)
-    assert built is not prepared_model and len(finetune.PREPARED_MODELS) == 1
+    base_model = recipe.load_base_model(tiny_base)  # two classes, as the new class set has
+    built, _ = recipe.training_model(base_model, tiny_base, classes is None, 2, (32, 32), other)
+    assert built is not prepared_model and len(recipe.PREPARED_MODELS) == 1
 
 
 def test_step_schedule_warms_up_then_decays_and_can_be_reset():
@@ -249,7 +253,7 @@ def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
 
 def test_flip_validation_scores_what_the_served_model_predicts(rng):
     from segdemo.evaluate import evaluate_arrays
-    from segdemo.inference import Segmenter
+    from segdemo.segmenter import Segmenter
     from segdemo.losses import make_loss
     from segdemo.training import ValidationIoU
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from segdemo import finetune_worker
-from segdemo.finetune import Failed, FinetuneOptions, FinetuneSummary, Finished, RoundDone, StepDone
+from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
+from segdemo.finetune.options import FinetuneOptions
 from tests.test_finetune import squares, tiny_base  # noqa: F401 - fixtures
 
 

@@ -5,17 +5,8 @@ import pytest
 
 from segdemo.cards import save_card
 from segdemo.data import load_image
-from segdemo.inference import (
-    Segmenter,
-    class_areas,
-    colorize,
-    overlay,
-    palette_lut,
-    mean_uncertainty,
-    probability_map,
-    uncertainty,
-    uncertainty_map,
-)
+from segdemo.drawing import colorize, grey_map, overlay, palette_lut, probability_map
+from segdemo.segmenter import Segmenter, class_areas, mean_uncertainty, uncertainty
 from segdemo.models import build_unet
 from segdemo.registry import get_segmenter
 
@@ -81,7 +72,7 @@ def test_uncertainty_is_one_minus_the_top_two_margin():
     probs = np.array([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], [[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]], np.float32)
     assert uncertainty(probs) == pytest.approx(np.array([[0.0, 1.0], [0.8, 0.7]]))
     assert mean_uncertainty(probs) == pytest.approx(0.625)
-    grey = uncertainty_map(probs, (4, 6))  # (w, h)
+    grey = grey_map(uncertainty(probs), (4, 6))  # (w, h)
     assert grey.shape == (6, 4) and grey.dtype == np.uint8
     assert grey[0, 0] == 0 and grey[0, -1] == 255  # sure is black, a tie is white
 

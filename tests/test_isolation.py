@@ -40,15 +40,12 @@ def test_concurrent_sessions_get_their_own_results(app_url, tmp_path):
 
 
 def test_forget_session_removes_state_and_files():
-    class Request:
-        session_hash = "test-forget"
-
     folder = sessions.session_folder("test-forget")
     (folder / "mask.png").write_bytes(b"x")
     sessions.RESULTS.put("test-forget", object())
     sessions.training_set_of("test-forget").add(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8),
                                                 ("a", "b"), [(0, 0, 0), (255, 255, 255)])
-    sessions.forget_session(Request())
+    sessions.forget_session("test-forget")
     assert not folder.exists() and sessions.RESULTS.get("test-forget") is None
     assert "test-forget" not in sessions.TRAINING_SETS  # the training set goes with the session
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from segdemo.cards import binary_mask_classes, describe_binary_reading, load_card
 from segdemo.data import InputError, Pair, decode_mask
-from segdemo.finetune import target_card
+from segdemo.finetune.options import target_card
 from segdemo.registry import resolve_model_path
 from segdemo.ui.finetune_tab import NEW_CLASSES, finetune_card, problems_markdown
 from segdemo.uploads import looks_inverted, validate_and_load

@@ -1,6 +1,6 @@
-"""The Gradio app: `build_demo()` assembles one module per tab; `launch(demo)` serves it with the upload
-limit and the MCP server. The page is served before TensorFlow is imported: the default model loads in the
-background (serving.STARTUP) and the page says "loading the model…" until it is ready."""
+"""The Gradio app: `build_demo()` assembles one module per tab and the teach loop; `launch(demo)` serves it
+with the upload limit and the MCP server. The page is served before TensorFlow is imported: the default model
+loads in the background (startup.STARTUP) and the page says "loading the model…" until it is ready."""
 
 import logging
 import os
@@ -8,15 +8,17 @@ import threading
 
 import gradio as gr
 
+from segdemo.cards import load_card
+from segdemo.limits import MAX_ZIP_BYTES
 from segdemo.registry import bundled_models, default_model_name
-from segdemo.serving import STARTUP
+from segdemo.startup import STARTUP
 from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
+from segdemo.ui.handlers import document_handlers
 from segdemo.ui.segment_tab import build_segment_tab
-from segdemo.ui.teach import wire_teach_loop
-from segdemo.uploads import MAX_ZIP_BYTES
+from segdemo.ui.teach import build_correction_panel, build_training_set_panel, wire_teach_loop
 
 TITLE = "segdemo: U-Net semantic segmentation"
 INTRO = ("Pick a model (pets, street scenes or cell membranes) and drop an image: the U-Net labels every pixel "
@@ -30,14 +32,16 @@ QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message inste
 # of content; images barely compress, so the ZIP is about as large). Larger uploads are refused while they
 # stream in, before they fill the disk. SEGDEMO_MAX_UPLOAD_MB lowers (or raises) it.
 MAX_UPLOAD_MB = int(os.environ.get("SEGDEMO_MAX_UPLOAD_MB", MAX_ZIP_BYTES // 1_000_000))
-NOT_TOOLS = ("stop_finetune", "download_training_set")  # endpoints that make no sense to an AI assistant: kept callable, hidden from MCP
+# Callable endpoints kept out of the API page and the MCP tools: a Stop button's event, a download an assistant
+# has no use for, and the Hub push (it takes a token: no tool takes credentials).
+NOT_TOOLS = ("stop_finetune", "download_training_set", "push_to_hub")
 
 log = logging.getLogger(__name__)
 
 
 def startup_status():
     """Once the default model is loaded: the device lines of the Segment and About tabs."""
-    from segdemo.inference import describe_device
+    from segdemo.runtime import describe_device
 
     STARTUP.wait()
     if STARTUP.error is not None:
@@ -57,20 +61,25 @@ def hide_from_tools(demo, api_names):
 def build_demo():
     """The whole app as a `gr.Blocks`, queued, built without importing TensorFlow. Requests wait for the
     default model, which `launch` loads in the background once the page is served."""
-    STARTUP.expect(default_model_name(bundled_models()))
+    models = bundled_models()
+    STARTUP.expect(default_model_name(models))
+    document_handlers({name: load_card(path) for name, path in models.items()})
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):
-            segment_tab = build_segment_tab(demo)
+            segment_tab = build_segment_tab()
+            correction = build_correction_panel()
         with gr.Tab("Batch"):
             build_batch_tab()
         with gr.Tab("Compare"):
             build_compare_tab()
         with gr.Tab("Fine-tune"):
             finetune_tab = build_finetune_tab(segment_tab.model_choice)
+            training_set = build_training_set_panel()  # the teach loop's section, after the result
         with gr.Tab("About"):
             about_device = build_about_tab()
-        wire_teach_loop(segment_tab, finetune_tab)  # after the tabs: its API-only endpoint would split them
+        # after the tabs: its API-only endpoint would split them
+        wire_teach_loop(demo, segment_tab, correction, finetune_tab, training_set)
         demo.load(startup_status, None, [segment_tab.info, about_device], api_visibility="private",
                   concurrency_limit=None, show_progress="hidden")
     hide_from_tools(demo, NOT_TOOLS)

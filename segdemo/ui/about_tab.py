@@ -3,16 +3,12 @@
 import gradio as gr
 
 from segdemo.cards import card_markdown, load_card
-from segdemo.export import export_model
+from segdemo import export
 from segdemo.registry import bundled_models, default_model_name, model_choices
-from segdemo.serving import LOADING_MESSAGE
-from segdemo.sessions import (
-    FINETUNED_CHOICE,
-    segmenter_for,
-    session_folder,
-    session_key,
-)
-from segdemo.ui.handlers import user_errors
+from segdemo.sessions import FINETUNED_CHOICE, segmenter_for, session_folder
+from segdemo.startup import LOADING_MESSAGE
+from segdemo.ui.components import FreeDropdown
+from segdemo.ui.handlers import session_key, user_errors
 
 EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.keras)": ".keras"}
 CREDITS = """
@@ -27,12 +23,12 @@ CREDITS = """
 
 
 @user_errors
-def export_selected(model_name, format_label, request: gr.Request = None):
+def export_model(model_name, format_label, request: gr.Request = None):
     """Export a served model (or this session's fine-tuned one) as TFLite float16 or .keras, with its card."""
     key = session_key(request)
     segmenter = segmenter_for(model_name, key)
     path = session_folder(key) / f"{segmenter.card['name']}{EXPORT_FORMATS[format_label]}"
-    export_model(segmenter, path)
+    export.export_model(segmenter, path)
     return [str(path), str(path.with_suffix(".json"))]
 
 
@@ -45,10 +41,11 @@ def build_about_tab():
             gr.Markdown(card_markdown(load_card(path)))
     with gr.Accordion("Export a model (e.g. TensorFlow Lite for mobile)", open=False):
         with gr.Row():
-            model = gr.Dropdown(model_choices([FINETUNED_CHOICE]), value=default_model_name(models), label="Model")
+            model = FreeDropdown(model_choices([FINETUNED_CHOICE]), value=default_model_name(models),
+                                 allow_custom_value=True, label="Model")
             fmt = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Format")
-        export = gr.Button("Export")
+        export_button = gr.Button("Export")
         files = gr.File(label="Exported model and its card", file_count="multiple", interactive=False)
-    export.click(export_selected, [model, fmt], files, api_name="export_model", concurrency_limit=1)
+    export_button.click(export_model, [model, fmt], files, api_name="export_model", concurrency_limit=1)
     gr.Markdown(CREDITS)
     return device

@@ -6,13 +6,14 @@ import time
 
 import gradio as gr
 
-from segdemo.batch import LEAST_CERTAIN_FIRST, MAX_BATCH_IMAGES, segment_files
+from segdemo.batch import LEAST_CERTAIN_FIRST, segment_files
 from segdemo.cards import load_card
+from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.serving import default_class
-from segdemo.sessions import BATCHES, FINETUNED_CHOICE, session_key
-from segdemo.ui.handlers import user_errors
-from segdemo.uploads import MAX_ZIP_BYTES
+from segdemo.sessions import BATCHES, FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.ui.components import FreeDropdown
+from segdemo.ui.handlers import api_doc, session_key, user_errors
 
 SKIPPED_SHOWN = 50  # problems listed in the summary; the ZIP's skipped.txt has them all
 HOW_TO = (f"Drop up to **{MAX_BATCH_IMAGES} images**, or ZIPs of images (up to {MAX_ZIP_BYTES // 1_000_000} MB "
@@ -45,16 +46,15 @@ def summary_markdown(outcome):
     return "\n".join(lines)
 
 
+@api_doc
 @user_errors
 def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, progress=gr.Progress()):
     """Segment many images at once with one model (the model runs on batches of images).
-    Models and their classes: "pets" (pet, background, border: a cat or dog against its background), "street"
-    (CamVid road scenes: Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian,
-    Bicyclist), "membranes" (electron microscopy: cell interior, membrane).
+    Served models and their classes: {models}.
 
     Args:
-        files: Image files (JPEG, PNG, WebP, BMP, GIF, TIFF) and/or ZIPs of images, at most 200 images in all.
-        model_name: The model: "pets" (pet, background, border), "street" (11 road-scene classes) or "membranes".
+        files: Image files ({image_formats}) and/or ZIPs of images, at most {max_batch_images} images in all.
+        model_name: A served model ({model_names}) or the session's fine-tuned model ({finetuned}).
 
     Returns:
         a ZIP: classes/<image>.png (pixel = class index), masks/<image>.png (colours), classes.csv, model card
@@ -63,7 +63,8 @@ def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, p
     """
     files = [getattr(item, "name", item) for item in (files or [])]
     key = session_key(request)
-    outcome = segment_files(files, model_name, key, progress_reporter(progress, time.perf_counter()))
+    outcome = segment_files(files, segmenter_for(model_name, key), request_folder(key),
+                            progress_reporter(progress, time.perf_counter()))
     BATCHES.put(key, outcome)
     return outcome.zip_path, outcome.csv_path, summary_markdown(outcome)
 
@@ -105,8 +106,8 @@ def build_batch_tab():
         files = gr.File(label=f"Images or ZIPs of images (at most {MAX_BATCH_IMAGES} images)", file_count="multiple",
                         file_types=[".zip", "image"], elem_id="batch-files", scale=2)
         with gr.Column(scale=1):
-            model = gr.Dropdown(model_choices([FINETUNED_CHOICE]), value=model_name, label="Model",
-                                info="A bundled model, or this session's fine-tuned one")
+            model = FreeDropdown(model_choices([FINETUNED_CHOICE]), value=model_name, label="Model",
+                                 allow_custom_value=True, info="A served model, or this session's fine-tuned one")
             run = gr.Button("Segment all", variant="primary", elem_id="batch-run")
     summary = gr.Markdown(elem_id="batch-summary")
     with gr.Row():

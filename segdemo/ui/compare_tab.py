@@ -6,9 +6,9 @@ import gradio as gr
 
 from segdemo.compare import DISAGREE_COLOR, compare_models
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
-from segdemo.sessions import FINETUNED_CHOICE, session_key
-from segdemo.ui.components import ImageUpload
-from segdemo.ui.handlers import user_errors
+from segdemo.sessions import FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.ui.components import FreeDropdown, ImageUpload
+from segdemo.ui.handlers import api_doc, session_key, user_errors
 
 HOW_TO = ("Pick two models and drop an image: drag the slider to see model A's overlay (left) against model B's "
           "(right). With the session's fine-tuned model as B and its base model as A, this shows what "
@@ -22,13 +22,14 @@ def comparison_note(comparison):
             "that class on which the other says something else (1 − IoU of the two masks).")
 
 
+@api_doc
 @user_errors
 def compare(image, model_a=DEFAULT_MODEL, model_b=DEFAULT_MODEL, request: gr.Request = None):
     """Segment one image with two models and show where they disagree.
 
     Args:
-        image: The image (JPEG, PNG, WebP, BMP, GIF, TIFF).
-        model_a: The first model: "pets", "street", "membranes", or "my fine-tuned model (this session)".
+        image: The image ({image_formats}).
+        model_a: The first model: a served model ({model_names}) or the session's fine-tuned model ({finetuned}).
         model_b: The second model, from the same choices.
 
     Returns:
@@ -37,7 +38,9 @@ def compare(image, model_a=DEFAULT_MODEL, model_b=DEFAULT_MODEL, request: gr.Req
         per class, the share of the pixels either model gives it on which they disagree (1 - IoU)
         a note with the share of all pixels on which they disagree
     """
-    comparison = compare_models(image, model_a, model_b, session_key(request))
+    key = session_key(request)
+    comparison = compare_models(image, segmenter_for(model_a, key), segmenter_for(model_b, key), request_folder(key),
+                                (model_a, model_b))
     return (comparison.overlays, comparison.disagreement_map, comparison.class_disagreement,
             comparison_note(comparison))
 
@@ -48,9 +51,10 @@ def build_compare_tab():
     default = default_model_name(models)
     gr.Markdown(HOW_TO)
     with gr.Row():
-        model_a = gr.Dropdown(choices, value=default, label="Model A (slider left)", elem_id="compare-model-a")
-        model_b = gr.Dropdown(choices, value=next((name for name in models if name != default), default),
-                              label="Model B (slider right)", elem_id="compare-model-b")
+        model_a = FreeDropdown(choices, value=default, allow_custom_value=True, label="Model A (slider left)",
+                               elem_id="compare-model-a")
+        model_b = FreeDropdown(choices, value=next((name for name in models if name != default), default),
+                               allow_custom_value=True, label="Model B (slider right)", elem_id="compare-model-b")
     with gr.Row(equal_height=True):
         image = ImageUpload(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
                             elem_id="compare-image")

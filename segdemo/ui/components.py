@@ -27,3 +27,17 @@ class ImageUpload(gr.Image):
                 raise gr.Error(str(error).replace(payload.path, name)) from None
             raise gr.Error(f"{name} could not be read as an image; accepted: JPEG, PNG, BMP, GIF, TIFF, WebP") \
                 from None
+
+
+class FreeDropdown(gr.Dropdown):
+    """A dropdown whose value over the API is any string, which its handler checks (with a message that lists
+    what is accepted): a model named by an API caller may be the session's own one that the page's list does not
+    show yet, and a class may be another model's than the page shows. Use it with allow_custom_value=True; the
+    page offers the choices as usual.
+
+    (No __init__ of its own: Gradio builds the frontend config from the constructor's signature.)"""
+
+    is_template = True  # rendered by the frontend as a plain Dropdown
+
+    def api_info(self):
+        return {"type": "string"}  # not an enum of the page's choices: the API and MCP schemas take any name

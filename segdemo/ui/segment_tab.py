@@ -1,5 +1,6 @@
-"""The Segment tab: upload any image -> input, colour class mask, probability map, overlay, class areas,
-a download of the class-index mask, and the named API endpoint `segment`."""
+"""The Segment tab: upload any image -> input, colour class mask, probability map, uncertainty map, overlay,
+class areas, a download of the class-index mask, and the named API endpoint `segment`. The teach loop's
+correction panel (ui/teach.py) is laid out below it by `build_demo`."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,24 +8,13 @@ from pathlib import Path
 import gradio as gr
 
 from segdemo.cards import class_colors, load_card
-from segdemo.inference import describe_device, release_freed_memory
-from segdemo.registry import (
-    DEFAULT_MODEL,
-    bundled_models,
-    default_model_name,
-    model_choices,
-)
-from segdemo.serving import LARGE_IMAGE_PIXELS, LOADING_MESSAGE, STEPS, default_class, render, segment_and_render
-from segdemo.sessions import (
-    RESULTS,
-    forget_session,
-    request_folder,
-    segmenter_for,
-    session_key,
-)
-from segdemo.ui.components import ImageUpload
-from segdemo.ui.handlers import user_errors
-from segdemo.ui.teach import build_correction_panel
+from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.runtime import describe_device, release_freed_memory
+from segdemo.serving import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
+from segdemo.sessions import RESULTS, request_folder, segmenter_for
+from segdemo.startup import LOADING_MESSAGE
+from segdemo.ui.components import FreeDropdown, ImageUpload
+from segdemo.ui.handlers import api_doc, session_key, user_errors
 
 DEFAULT_OPACITY = 0.5
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -41,18 +31,18 @@ def timing_note(result, model_name):
             f"{result.mean_uncertainty:.3f}  \n" + "; ".join(result.notes))
 
 
+@api_doc
 @user_errors
 def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAULT_OPACITY,
             request: gr.Request = None):
     """Segment an image: label every pixel with a class of the chosen U-Net model.
-    Models and their classes: "pets" (pet, background, border: a cat or dog against its background), "street"
-    (CamVid road scenes: Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian,
-    Bicyclist), "membranes" (electron microscopy: cell interior, membrane).
+    Served models and their classes: {models}.
 
     Args:
-        image: The image to segment (JPEG, PNG, WebP, BMP, GIF or TIFF, up to 40 megapixels).
-        model_name: The model: "pets" (pet, background, border), "street" (11 road-scene classes) or "membranes".
-        probability_class: The class whose probability map is returned (default: the model's main class).
+        image: The image to segment ({image_formats}, up to {megapixels}).
+        model_name: A served model ({model_names}) or the session's fine-tuned model ({finetuned}).
+        probability_class: The class whose probability map is returned, one of the model's classes (default: the
+            model's main class).
         opacity: How strongly the colour mask covers the image in the overlay, 0 to 1.
 
     Returns:
@@ -65,7 +55,9 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
         the class-index mask (PNG, pixel value = class index, full resolution)
     """
     key = session_key(request)
-    result, (color_mask, prob, blended) = segment_and_render(image, model_name, probability_class, opacity, key)
+    segmenter = segmenter_for(model_name, key)  # loaded once, outside the timings
+    result, (color_mask, prob, blended) = segment_and_render(image, segmenter, probability_class, opacity,
+                                                             request_folder(key))
     RESULTS.put(key, result)
     if result.prediction.labels.size >= LARGE_IMAGE_PIXELS:
         release_freed_memory()  # a large image's temporary arrays would otherwise stay in the RSS
@@ -129,8 +121,8 @@ def example_images(card):
 @dataclass
 class SegmentTab:
     """The components other tabs read or update: the model dropdown (switched to the session's fine-tuned
-    model), the info line (the device, once the model has loaded), the inputs and outputs of `segment` (a
-    retrain redraws them) and the correction panel's button, editor and status line."""
+    model), the info line (the device, once the model has loaded) and the inputs and outputs of `segment` (a
+    retrain redraws them)."""
 
     model_choice: gr.Dropdown
     info: gr.Markdown
@@ -138,21 +130,18 @@ class SegmentTab:
     class_choice: gr.Dropdown
     opacity: gr.Slider
     outputs: list
-    add_pair: gr.Button
-    editor: gr.ImageEditor
-    correct_status: gr.Markdown
 
 
-def build_segment_tab(demo):
+def build_segment_tab():
     """Lay out the tab inside an open `gr.Blocks` and wire its events; returns a SegmentTab."""
     models = bundled_models()
     model_name = default_model_name(models)
     card = load_card(models[model_name])  # build_demo has loaded this model; the others load on first use
     with gr.Row():
-        model_choice = gr.Dropdown(model_choices(), value=model_name, label="Model", scale=1)
-        # custom values: an API caller may name a class of another model than the page shows (checked in render)
-        class_choice = gr.Dropdown(card["classes"], value=default_class(card), allow_custom_value=True,
-                                   label="Probability map of class", scale=1)
+        # free values over the API: the session's own model, or a class of another model than the page shows
+        model_choice = FreeDropdown(model_choices(), value=model_name, allow_custom_value=True, label="Model", scale=1)
+        class_choice = FreeDropdown(card["classes"], value=default_class(card), allow_custom_value=True,
+                                    label="Probability map of class", scale=1)
         opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", scale=2)
     with gr.Row(equal_height=True):
         image = ImageUpload(type="filepath", image_mode=None, label="Input: drag, paste or upload an image",
@@ -175,7 +164,6 @@ def build_segment_tab(demo):
             gr.Examples(example_images(load_card(path)), inputs=[image],
                         label=f"Examples for {name} (free to redistribute, see examples/SOURCES.md)")
         example_groups.append(group)
-    add_pair, editor, correct_status = build_correction_panel()
 
     outputs = [color_mask, prob, unsure, blended, areas, info, mask_file]
     image.change(segment, [image, model_choice, class_choice, opacity], outputs, api_name="segment",
@@ -185,5 +173,4 @@ def build_segment_tab(demo):
                        concurrency_limit=4)
     model_choice.change(select_model(list(models)), [model_choice, image, opacity],
                         [class_choice, legend, *example_groups, *outputs], api_visibility="undocumented")
-    demo.unload(forget_session)  # registered once, here: it clears every tab's session state
-    return SegmentTab(model_choice, info, image, class_choice, opacity, outputs, add_pair, editor, correct_status)
+    return SegmentTab(model_choice, info, image, class_choice, opacity, outputs)

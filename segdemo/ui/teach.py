@@ -4,6 +4,7 @@ Segment tab uses at once. API: `add_training_pair`, `retrain`."""
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -11,23 +12,25 @@ import gradio as gr
 from segdemo.cards import binary_mask_classes, class_colors
 from segdemo.corrections import brush_colors, class_histogram, editor_to_labels, editor_value
 from segdemo.data import InputError, Pair, read_pair
-from segdemo.finetune import MAX_STEPS, FinetuneOptions, check_pair_count
-from segdemo.registry import DEFAULT_MODEL
+from segdemo.drawing import palette_lut, thumbnail
+from segdemo.finetune.events import RoundDone
+from segdemo.finetune.options import FinetuneOptions
+from segdemo.jobs import JobResult, start_retrain
+from segdemo.limits import MAX_STEPS, RETRAIN_STEPS
 from segdemo.sessions import (
     EDITING,
     FINETUNED_CHOICE,
-    FINETUNED_MODELS,
     RESULTS,
-    STOP_EVENTS,
-    segmenter_for,
+    base_for,
+    forget_session,
     session_folder,
-    session_key,
     training_set_of,
 )
-from segdemo.ui.finetune_tab import run_job, thumbnail
-from segdemo.ui.handlers import user_errors
+from segdemo.ui.finetune_tab import THUMBNAIL_SIDE, FinetuneTab
+from segdemo.ui.handlers import api_doc, session_key, user_errors
+from segdemo.ui.job_view import stream_job
+from segdemo.ui.segment_tab import SegmentTab, segment
 
-RETRAIN_STEPS = 100  # a round of the teach loop: fewer steps than a first fine-tune, it starts close
 SET_THUMBNAILS = 24
 CORRECT_HOW_TO = ("Press **Correct this mask**, paint over the mistakes with the class brushes (one colour per "
                   "class, as in the legend; the eraser returns pixels to the prediction), then **Add to my training "
@@ -35,23 +38,12 @@ CORRECT_HOW_TO = ("Press **Correct this mask**, paint over the mistakes with the
                   "correction teaches the most.")
 
 
-def model_for_retrain(model_name, key):
-    """(base for the fine-tune: a .keras path or a bundled name, its card): the session's fine-tuned model
-    when `model_name` is it (or empty and there is one), else the bundled model named."""
-    finetuned = FINETUNED_MODELS.get(key)
-    if model_name == FINETUNED_CHOICE or (not model_name and finetuned is not None):
-        if finetuned is None:
-            raise InputError("This session has no fine-tuned model yet: pick a bundled model to start from.")
-        return finetuned.files[0], finetuned.card
-    name = model_name or DEFAULT_MODEL
-    return name, segmenter_for(name, key).card
-
-
 def set_view(key):
     """The training set's summary line and its thumbnails (mask over image, numbered)."""
     training_set = training_set_of(key)
     pairs = training_set.pairs[:SET_THUMBNAILS]
-    items = [(thumbnail(pair.image, pair.mask, pair.colors), f"{number} · {pair.name} ({pair.source})")
+    items = [(thumbnail(pair.image, pair.mask, palette_lut(pair.colors), THUMBNAIL_SIDE),
+              f"{number} · {pair.name} ({pair.source})")
              for number, pair in enumerate(pairs, 1)]
     more = f"; the first {SET_THUMBNAILS} are shown" if len(training_set.pairs) > SET_THUMBNAILS else ""
     return training_set.summary() + more, items
@@ -89,16 +81,17 @@ def add_correction(editor, request: gr.Request = None):
     return note, summary, items
 
 
+@api_doc
 @user_errors
 def add_training_pair(image, mask, model_name="", request: gr.Request = None):
     """Add an image and its mask to this session's training set (the pairs `retrain` learns from).
 
     Args:
-        image: The image file (JPEG, PNG, WebP, BMP, GIF or TIFF).
+        image: The image file ({image_formats}).
         mask: Its mask, the same size: a PNG of class indices (pixel value = class index), of the model's class
             colours, or black/white (white = the model's main class).
-        model_name: The model whose classes the mask uses: a bundled model's name, or
-            "my fine-tuned model (this session)". Empty: the session's fine-tuned model if any, else "pets".
+        model_name: The model whose classes the mask uses: a served model ({model_names}) or the session's
+            fine-tuned model ({finetuned}). Empty: the session's fine-tuned model if any, else the default model.
 
     Returns:
         {"pairs": the set's size, "name": the pair's name, "classes": the pair's share of each class}
@@ -108,7 +101,7 @@ def add_training_pair(image, mask, model_name="", request: gr.Request = None):
     key = session_key(request)
     if not image or not mask:
         raise InputError("Give both an image and its mask (a PNG of class indices or class colours).")
-    _, card = model_for_retrain(model_name, key)
+    _, card = base_for(model_name, key)
     colors = class_colors(card)
     image_array, labels, _ = read_pair(Pair(Path(_path(image)), Path(_path(mask))), len(card["classes"]), colors,
                                        binary_mask_classes(card))
@@ -151,68 +144,75 @@ def download_set(request: gr.Request = None):
 
 
 @user_errors
-def retrain(model_name="", steps=RETRAIN_STEPS, learning_rate=1e-3, batch_size=2, request: gr.Request = None,
-            progress=gr.Progress()):
-    """The Retrain button: fine-tune the session's current model on its training set (the pairs whose classes
-    are the model's) and stream the Fine-tune tab's outputs; the result becomes the session's model."""
-    key = session_key(request)
-    if key in STOP_EVENTS:
-        raise InputError("A training is already running in this session: wait for it to finish, or press Stop.")
-    base, card = model_for_retrain(model_name, key)
-    pairs, other = training_set_of(key).for_classes(card["classes"])
-    if other and not pairs:
-        raise InputError(f"None of the {len(other)} pairs in your training set has the classes of this model "
-                         f"({', '.join(card['classes'])}): correct predictions of this model, or pick another.")
-    try:
-        check_pair_count(len(pairs))
-    except InputError as error:
-        raise InputError(f"{error} in your training set: add corrected pairs (Segment tab) or upload pairs") \
-            from None
-    options = FinetuneOptions(base=str(base), steps=int(steps), learning_rate=float(learning_rate),
-                              batch_size=int(batch_size))
-    options.check()
-    yield from run_job(key, pairs, options, card, [], progress)
+def retrain_from_ui(model_name="", steps=RETRAIN_STEPS, learning_rate=FinetuneOptions.learning_rate,
+                    batch_size=FinetuneOptions.batch_size, request: gr.Request = None, progress=gr.Progress()):
+    """The Retrain button: fine-tune the session's current model on its training set and stream the Fine-tune
+    tab's outputs; the result becomes the session's model."""
+    job = start_retrain(session_key(request), model_name, steps, learning_rate, batch_size)
+    yield from stream_job(job, progress)
 
 
+@api_doc
 @user_errors
-def retrain_api(model_name: str = "", steps: int = RETRAIN_STEPS, learning_rate: float = 1e-3,
-                batch_size: int = 2, request: gr.Request = None) -> Iterator[dict]:
+def retrain(model_name: str = "", steps: int = RETRAIN_STEPS, learning_rate: float = FinetuneOptions.learning_rate,
+            batch_size: int = FinetuneOptions.batch_size, request: gr.Request = None) -> Iterator[dict]:
     """Retrain this session's model on its training set (the pairs added with add_training_pair, corrected in
     the Segment tab or uploaded in the Fine-tune tab, whose classes are the model's). Each call continues from
-    the session's current model; the result becomes "my fine-tuned model (this session)" (segment with it after
-    use_finetuned(True)).
+    the session's current model; the result is served to this session at once as {finetuned}: pass it as
+    `model_name` to segment, segment_batch, compare or retrain.
 
     Args:
-        model_name: The model to continue from: "my fine-tuned model (this session)", a bundled model's name, or
-            empty for the session's fine-tuned model if there is one, else "pets".
-        steps: Optimizer steps (1 to 2000).
-        learning_rate: Peak learning rate (1e-6 to 0.1).
-        batch_size: Pairs per step (1 to 16).
+        model_name: The model to continue from: a served model ({model_names}) or the session's fine-tuned model
+            ({finetuned}); empty: the session's fine-tuned model if there is one, else the default model.
+        steps: Optimizer steps (1 to {max_steps}; default {retrain_steps}).
+        learning_rate: Peak learning rate ({learning_rates}).
+        batch_size: Pairs per step (1 to {max_batch_size}).
 
     Returns:
         A stream of {"status": ...} while training, then the metrics: {"before", "after" (pixel accuracy, mean IoU
         and Dice, per class, on the held-out pairs), "seconds", "steps_run", "pairs", "held_out", "curves",
         "model_name", "status"}.
     """
-    for outputs in retrain(model_name, steps, learning_rate, batch_size, request, progress=lambda *_, **__: None):
-        status, metrics = outputs[0], outputs[4]
-        if isinstance(metrics, dict) and "after" in metrics:  # the last update (the others hold gr.skip())
-            yield {**metrics, "status": status}
-        elif isinstance(status, str):
-            yield {"status": status}
+    job = start_retrain(session_key(request), model_name, steps, learning_rate, batch_size)
+    for event in job.events():
+        if isinstance(event, JobResult):
+            yield {**event.metrics(), "status": f"done: {event.summary.steps_run} steps"}
+        elif isinstance(event, RoundDone):
+            yield {"status": f"round {event.round}/{event.rounds} (step {event.step}/{event.steps})"}
 
 
 def show_retrained(image, probability_class, opacity, request: gr.Request = None):
     """After a retrain: the Segment tab switches to the session's model and redraws its last image with it."""
-    from segdemo.ui.segment_tab import segment
-
     outputs = segment(image, FINETUNED_CHOICE, probability_class, opacity, request) if image else [gr.skip()] * 7
     return FINETUNED_CHOICE, True, *outputs
 
 
+def end_session(request: gr.Request):
+    """When the page is closed: the session's state and files go (registered once, for every tab)."""
+    forget_session(session_key(request))
+
+
+@dataclass
+class CorrectionPanel:
+    """Below the Segment tab's outputs: 'Correct this mask', the mask editor, 'Add to my training set'."""
+
+    add: gr.Button
+    editor: gr.ImageEditor
+    status: gr.Markdown
+
+
+@dataclass
+class TrainingSetPanel:
+    """After the Fine-tune tab's result: the session's training set and Retrain."""
+
+    summary: gr.Markdown
+    gallery: gr.Gallery
+    retrain: gr.Button
+    retrain_steps: gr.Slider
+
+
 def build_correction_panel():
-    """Inside the Segment tab: the mask editor and 'Add to my training set'. Returns (add button, editor,
-    status line); `wire_teach_loop` connects the button once the Fine-tune tab's set view exists."""
+    """Lay out the correction panel (inside the Segment tab); `wire_teach_loop` connects its Add button."""
     with gr.Accordion("Correct this mask (teach the model)", open=False, elem_id="correct-panel"):
         gr.Markdown(CORRECT_HOW_TO)
         with gr.Row():
@@ -224,52 +224,63 @@ def build_correction_panel():
                                 elem_id="mask-editor")
         status = gr.Markdown(elem_id="correct-status")
     correct.click(open_editor, None, editor, api_visibility="private")
-    return add, editor, status
+    return CorrectionPanel(add, editor, status)
 
 
 def build_training_set_panel():
-    """Inside the Fine-tune tab: the session's training set (summary, numbered thumbnails, remove, clear,
-    download as ZIP) and the form that adds a pair by file (the `add_training_pair` endpoint). Returns
-    (summary, gallery, retrain button, its steps)."""
-    with gr.Accordion("Your training set (corrected and uploaded pairs) and Retrain", open=True):
-        summary = gr.Markdown("**0 pairs** in your training set", elem_id="set-summary")
-        gallery = gr.Gallery(label="Pairs, mask over image (numbered)", columns=8, height=200, format="png",
-                             elem_id="set-gallery")
+    """Lay out the teach loop's section of the Fine-tune tab, after its result: the session's training set
+    (summary, numbered thumbnails, remove, clear, download as ZIP), the form that adds a pair by file (the
+    `add_training_pair` endpoint) and Retrain."""
+    gr.Markdown("### Teach loop: your training set and Retrain\nCorrected pairs (Segment tab) and the last "
+                "upload's pairs collect here; Retrain continues from your current model.")
+    summary = gr.Markdown("**0 pairs** in your training set", elem_id="set-summary")
+    gallery = gr.Gallery(label="Pairs, mask over image (numbered)", columns=8, height=200, format="png",
+                         elem_id="set-gallery")
+    with gr.Row():
+        number = gr.Number(value=1, precision=0, minimum=1, label="Pair number", scale=1)
+        remove = gr.Button("Remove this pair", scale=1)
+        clear = gr.Button("Clear the set", variant="stop", scale=1)
+        download = gr.Button("Download the set (ZIP)", scale=1)
+    zip_file = gr.File(label="Training set: images/ + masks/ (class indices), uploadable again", interactive=False)
+    with gr.Accordion("Add a pair by file", open=False):
         with gr.Row():
-            number = gr.Number(value=1, precision=0, minimum=1, label="Pair number", scale=1)
-            remove = gr.Button("Remove this pair", scale=1)
-            clear = gr.Button("Clear the set", variant="stop", scale=1)
-            download = gr.Button("Download the set (ZIP)", scale=1)
-            retrain_steps = gr.Slider(10, MAX_STEPS, value=RETRAIN_STEPS, step=10, label="Retrain steps", scale=2)
-            retrain_button = gr.Button("Retrain from my current model", variant="primary", scale=2,
-                                       elem_id="retrain-button")
-        zip_file = gr.File(label="Training set: images/ + masks/ (class indices), uploadable again", interactive=False)
-        with gr.Accordion("Add a pair by file", open=False):
-            with gr.Row():
-                image = gr.File(label="Image", file_types=["image"])
-                mask = gr.File(label="Mask (class indices, class colours or black/white)", file_types=["image"])
-                model = gr.Textbox(label="Classes of the model", placeholder="empty: the session's model, else pets")
-            add = gr.Button("Add pair")
-            added = gr.JSON(label="Added")
+            image = gr.File(label="Image", file_types=["image"])
+            mask = gr.File(label="Mask (class indices, class colours or black/white)", file_types=["image"])
+            model = gr.Textbox(value="", label="Classes of the model",
+                               placeholder="empty: the session's fine-tuned model, else the default model")
+        add = gr.Button("Add pair")
+        added = gr.JSON(label="Added")
+    with gr.Row():
+        retrain_steps = gr.Slider(10, MAX_STEPS, value=RETRAIN_STEPS, step=10, label="Retrain steps", scale=2)
+        retrain_button = gr.Button("Retrain from my current model", variant="primary", scale=2,
+                                   elem_id="retrain-button")
     add.click(add_training_pair, [image, mask, model], [added, summary, gallery], api_name="add_training_pair")
     remove.click(remove_pair, number, [summary, gallery], api_visibility="private")
     clear.click(clear_set, None, [summary, gallery], api_visibility="private")
     download.click(download_set, None, zip_file, api_name="download_training_set")
-    return summary, gallery, retrain_button, retrain_steps
+    return TrainingSetPanel(summary, gallery, retrain_button, retrain_steps)
 
 
-def wire_teach_loop(segment_tab, finetune_tab):
-    """Connect the Segment tab's correction panel and the Fine-tune tab's set view and Retrain: Retrain streams
-    into the Fine-tune tab's progress, curves and metrics, then the Segment tab redraws with the new model."""
-    segment_tab.add_pair.click(add_correction, segment_tab.editor,
-                               [segment_tab.correct_status, finetune_tab.set_summary, finetune_tab.set_gallery],
-                               api_visibility="private")
-    finetune_tab.retrain.click(
-        retrain, [segment_tab.model_choice, finetune_tab.retrain_steps, finetune_tab.learning_rate,
-                  finetune_tab.batch_size],
-        finetune_tab.job_outputs, api_name="retrain_ui", api_visibility="private", concurrency_limit=1,
-        concurrency_id="finetune",
+def show_set(request: gr.Request = None):
+    return set_view(session_key(request))
+
+
+def wire_teach_loop(demo, segment_tab: SegmentTab, correction: CorrectionPanel, finetune_tab: FinetuneTab,
+                    training_set: TrainingSetPanel):
+    """Connect the correction panel, the training set's view and Retrain: an upload that was checked or trained
+    on shows in the set; Retrain streams into the Fine-tune tab's progress, curves and metrics, then the
+    Segment tab redraws with the new model. Registers the `retrain` API and the session's end."""
+    set_view_outputs = [training_set.summary, training_set.gallery]
+    correction.add.click(add_correction, correction.editor, [correction.status, *set_view_outputs],
+                         api_visibility="private")
+    for event in finetune_tab.checked:
+        event.then(show_set, None, set_view_outputs, api_visibility="private")
+    training_set.retrain.click(
+        retrain_from_ui, [segment_tab.model_choice, training_set.retrain_steps, finetune_tab.learning_rate,
+                          finetune_tab.batch_size],
+        finetune_tab.job_outputs, api_visibility="private", concurrency_limit=1, concurrency_id="finetune",
         trigger_mode="once").success(
         show_retrained, [segment_tab.image, segment_tab.class_choice, segment_tab.opacity],
         [segment_tab.model_choice, finetune_tab.use, *segment_tab.outputs], api_visibility="private")
-    gr.api(retrain_api, api_name="retrain", concurrency_limit=1, concurrency_id="finetune")
+    gr.api(retrain, api_name="retrain", concurrency_limit=1, concurrency_id="finetune")
+    demo.unload(end_session)

@@ -1,24 +1,19 @@
-"""Serving: the `Segmenter` (resize to the model's size -> one compiled `tf.function` -> probabilities resized
-back to the original resolution -> argmax) and the rendering of its result (colour mask, probability map,
-overlay, class areas)."""
+"""The `Segmenter`: resize to the model's size -> one compiled `tf.function` (frozen graph, fixed input shape)
+-> probabilities resized back to the original resolution -> argmax; and what a prediction says of itself
+(class areas, per-pixel uncertainty)."""
 
-import contextlib
-import ctypes
-import gc
-import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from segdemo.cards import class_colors, input_wh
 from segdemo.data import resize_image
+from segdemo.drawing import palette_lut
 from segdemo.lazy import LazyModule
 
-tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see serving.BackgroundStartup)
+tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see startup.BackgroundStartup)
 
 BATCH_SIZE = 8  # images per model call in `predict_batch` (a fixed shape: no retracing, the last batch padded)
 
@@ -149,36 +144,6 @@ class Segmenter:
         return predictions
 
 
-def palette_lut(colors):
-    """(256, 3) uint8 lookup: class index -> colour; indices without a class (e.g. 255) are grey."""
-    lut = np.full((256, 3), 128, np.uint8)
-    lut[: len(colors)] = np.asarray(colors, np.uint8)
-    return lut
-
-
-def colorize(labels, lut):
-    """Class indices -> RGB colour mask by table lookup (vectorised; `np.take` is 4x faster than lut[labels])."""
-    return np.take(lut, labels, axis=0)
-
-
-def sample_strip(image, mask, prediction, lut):
-    """Held-out image | its mask | the current prediction (class indices), side by side (the fine-tune
-    progress view)."""
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    return np.concatenate([image, gap, colorize(mask, lut), gap, colorize(prediction, lut)], axis=1)
-
-
-def grey_map(values, size):
-    """Grayscale image (0 black = 0.0, 255 white = 1.0) of (h, w) values in [0, 1], resized to `size` (w, h)."""
-    channel = (values * 255.0).round().astype(np.uint8)
-    return np.asarray(Image.fromarray(channel).resize(size, Image.BILINEAR))
-
-
-def probability_map(probs, class_index, size):
-    """Grayscale map of one class's probability at `size` (w, h)."""
-    return grey_map(probs[:, :, class_index], size)
-
-
 def uncertainty(probs):
     """Per-pixel uncertainty in [0, 1]: 1 - (top probability - second probability). 0 where the model is sure
     of one class, 1 where two classes tie: the places a correction teaches the most."""
@@ -186,21 +151,9 @@ def uncertainty(probs):
     return (1.0 - (top_two[..., 1] - top_two[..., 0])).astype(np.float32)
 
 
-def uncertainty_map(probs, size):
-    """Grayscale map of `uncertainty` at `size` (w, h): white = unsure, black = sure."""
-    return grey_map(uncertainty(probs), size)
-
-
 def mean_uncertainty(probs):
     """The image's mean `uncertainty`: orders images least certain first."""
     return float(uncertainty(probs).mean())
-
-
-def overlay(image, color_mask, opacity):
-    """Blend the colour mask over the image; opacity 0 shows the image, 1 the mask."""
-    weight = round(float(np.clip(opacity, 0.0, 1.0)) * 256)  # integer blend: 3x faster than float32
-    blended = image.astype(np.uint16) * (256 - weight) + color_mask.astype(np.uint16) * weight + 128
-    return (blended >> 8).astype(np.uint8)
 
 
 def class_areas(labels, classes):
@@ -208,71 +161,4 @@ def class_areas(labels, classes):
     counts = np.bincount(labels.reshape(-1), minlength=len(classes))[: len(classes)]
     total = max(int(labels.size), 1)
     return {name: float(count) / total for name, count in zip(classes, counts)}
-
-
-def describe_device():
-    """'GPU: <name>' when TensorFlow sees a GPU, else 'CPU (<n> cores)', with ', bfloat16' when the serving
-    graphs run in bfloat16 (see `enable_bf16_inference`)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}"
-    bf16 = tf.config.optimizer.get_experimental_options().get("auto_mixed_precision_onednn_bfloat16")
-    return f"CPU ({os.cpu_count()} cores{', bfloat16' if bf16 else ''})"
-
-
-def release_freed_memory():
-    """Hand memory that Python and TensorFlow have freed back to the OS. glibc keeps freed blocks in its
-    arenas, so without this a model's tracing and freezing (about 170 MB of temporary graph copies) or one
-    12-megapixel request stay in the process's RSS for good. No-op where there is no glibc."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def cpu_supports_bf16():
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def enable_bf16_inference(force=False):
-    """Let oneDNN run the serving graphs' convolutions in bfloat16 where the CPU supports it (graphs built
-    after this call). On this project's 2-core CPU it cuts the pets model from about 27 to 22 ms per image;
-    the evaluation JSON moves by under 0.002 mIoU (README, Performance). Off with SEGDEMO_PRECISION=float32,
-    on a GPU, and on CPUs without native bfloat16, unless `force` (or SEGDEMO_PRECISION=bf16). Call it in
-    serving processes only, never where training runs. Returns the precision in use."""
-    precision = "bf16" if force else os.environ.get("SEGDEMO_PRECISION", "auto")
-    if precision == "float32":
-        return "float32"
-    if precision != "bf16" and (tf.config.list_physical_devices("GPU") or not cpu_supports_bf16()):
-        return "float32"
-    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-    return "bf16"
-
-
-@contextlib.contextmanager
-def float32_graphs():
-    """Build graphs in float32 inside this block (model export must not inherit the bfloat16 rewrite)."""
-    option = "auto_mixed_precision_onednn_bfloat16"
-    previous = tf.config.optimizer.get_experimental_options().get(option, False)
-    tf.config.optimizer.set_experimental_options({option: False})
-    try:
-        yield
-    finally:
-        tf.config.optimizer.set_experimental_options({option: previous})
-
-
-def enable_gpu_memory_growth():
-    """Let TensorFlow allocate GPU memory as needed instead of grabbing the whole card."""
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised
-            pass
 

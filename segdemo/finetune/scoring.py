@@ -1,0 +1,36 @@
+"""The base model's "before" figures: scored on the held-out pairs at the fine-tune's size, its classes mapped
+to a new class set by overlap on the training pairs."""
+
+import numpy as np
+
+from segdemo.cards import size_value
+
+
+def base_class_mapping(base_model, images, masks, num_classes):
+    """For a new class set: each base class -> the new class its predictions overlap most on the training
+    pairs (an index array), so the base model can be scored on the new classes."""
+    from segdemo.metrics import confusion_matrix
+
+    base_classes = base_model.output_shape[-1]
+    overlap = np.zeros((num_classes, base_classes), np.int64)
+    for start in range(0, len(images), 8):
+        predicted = np.asarray(base_model(images[start: start + 8].astype(np.float32), training=False)).argmax(-1)
+        overlap += confusion_matrix(masks[start: start + 8], predicted, max(num_classes, base_classes))[
+            :num_classes, :base_classes]
+    return overlap.argmax(0)
+
+
+def score_base(base, size, val_full, train_arrays, classes, same_classes):
+    """The base model's metrics on the held-out pairs at `size` ("before"), and a note: for a new class set its
+    classes are mapped to the new ones by overlap on the training pairs."""
+    from segdemo.evaluate import evaluate_arrays
+    from segdemo.segmenter import Segmenter
+
+    scorer = base if size == base.size else Segmenter(base.model, {**base.card, "input_size": size_value(size)},
+                                                      freeze=False)
+    if same_classes:
+        return evaluate_arrays(scorer, val_full), ""
+    mapping = base_class_mapping(base.model, *train_arrays, len(classes))
+    note = "base classes mapped to the new ones by overlap on the training pairs: " + ", ".join(
+        f"{name} → {classes[mapping[i]]}" for i, name in enumerate(base.classes))
+    return evaluate_arrays(scorer, val_full, classes=classes, label_map=mapping), note

@@ -1,0 +1,35 @@
+"""Every limit and default a user meets, in one place: the handlers enforce them, and the UI text, the API
+docstrings and README's facts are written from them (tests/test_docs.py reads both)."""
+
+# Images (any front end)
+MAX_IMAGE_PIXELS = 40_000_000  # larger images are refused from their header, before they are decoded
+DISPLAY_MAX_SIDE = 1600  # outputs shown in the browser are at most this wide/high; downloads are full size
+
+# Uploads
+MAX_ZIP_BYTES = 400_000_000  # total uncompressed size accepted from one ZIP (and so the largest upload)
+MAX_ZIP_ENTRIES = 2000
+MAX_ENTRY_BYTES = 60_000_000  # one file inside a ZIP
+MAX_BATCH_IMAGES = 200  # images per batch
+
+# Fine-tune and retrain
+MIN_PAIRS = 2  # at least one to train on and one held out
+MAX_PAIRS = 200  # per fine-tune, and in a session's training set
+MAX_STEPS = 2000
+MAX_BATCH_SIZE = 16
+MAX_INPUT_SIZE = 512
+MIN_LEARNING_RATE = 1e-6
+MAX_LEARNING_RATE = 0.1
+DEFAULT_STEPS = 200
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_BATCH_SIZE = 2  # BatchNorm is frozen, so small batches cost nothing in statistics
+RETRAIN_STEPS = 100  # a round of the teach loop: fewer steps than a first fine-tune, it starts close
+
+
+def megapixels(pixels=MAX_IMAGE_PIXELS):
+    """'40 megapixels': how UI text and docstrings state an image limit."""
+    return f"{pixels / 1e6:.0f} megapixels"
+
+
+def learning_rate_range():
+    """'1e-06 to 0.1': how UI text and docstrings state the learning-rate range."""
+    return f"{MIN_LEARNING_RATE:g} to {MAX_LEARNING_RATE:g}"
