@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from segdemo.hub import HUB_REPO_ENV
+from segdemo.hub import HUB_REPO_ENV, HUB_REVISION_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 # Same rule as segdemo.ui.finetune_tab.REPO_ID (duplicated: this module must not import the UI, i.e. gradio).
@@ -41,7 +41,7 @@ EXCLUDED_DIRS = {
 # Test and bench outputs, generated stubs (Gradio writes segdemo/ui/*.pyi on import), and development-only
 # configuration that a Space does not read.
 EXCLUDED_PATTERNS = (
-    "*.pyc", "*.pyo", "*.log", "*.egg-info", ".coverage*", "segdemo/ui/*.pyi",
+    "*.pyc", "*.pyo", "*.log", ".coverage*", "segdemo/ui/*.pyi",
     "requirements-dev.txt", "pyproject.toml", "pytest.ini",
 )
 CPU_TENSORFLOW = re.compile(r"^(\s*)tensorflow-cpu(?=\s*(?:[=<>!~;@\[]|$))", re.M)
@@ -59,10 +59,11 @@ FRONT_MATTER_DEFAULTS = {  # written when the README has none, or fills the keys
     "license": "mit",
 }
 SECRETS_HELP = f"""Set in the Space's Settings -> Variables and secrets:
-  HF_TOKEN (secret)   a write token: the Fine-tune tab pushes fine-tuned models with it (and it reads a
-                      private {HUB_REPO_ENV})
-  {HUB_REPO_ENV}    a Hub model repo (owner/name, segdemo's format: model.keras + model.json) the Space
-                      serves under its card's name, beside or instead of a bundled model"""
+  HF_TOKEN          (a secret) a write token: the Fine-tune tab pushes fine-tuned models with it, and the
+                    app reads a private {HUB_REPO_ENV} with it
+  {HUB_REPO_ENV}  (a variable) a Hub model repo, owner/name, in segdemo's format (model.keras +
+                    model.json): the Space serves it under its card's name, replacing a bundled model of
+                    that name (and optionally {HUB_REVISION_ENV}: a branch, tag or commit)"""
 
 
 # --- what is uploaded -----------------------------------------------------------------------------------
@@ -71,9 +72,7 @@ def is_excluded(relpath):
     """True for development files: see EXCLUDED_DIRS and EXCLUDED_PATTERNS; `.git*` except .gitattributes."""
     path = PurePosixPath(relpath)
     for part in path.parts:
-        if part in EXCLUDED_DIRS or (part.startswith(".git") and part != GITATTRIBUTES):
-            return True
-        if fnmatch.fnmatch(part, "*.egg-info"):
+        if part in EXCLUDED_DIRS or part.endswith(".egg-info") or (part.startswith(".git") and part != GITATTRIBUTES):
             return True
     return any(fnmatch.fnmatch(relpath, pattern) or fnmatch.fnmatch(path.name, pattern)
                for pattern in EXCLUDED_PATTERNS)

@@ -5,6 +5,7 @@ import fnmatch
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ KEPT = ["app.py", "segdemo/__init__.py", "segdemo/ui/tab.py", "weights/m.keras",
         "examples/a.png", "docs/shot.png", "requirements.txt", "README.md", "LICENSE", ".gitattributes"]
 DROPPED = ["tests/test_a.py", "bench/b.py", ".venv/lib/site.py", "runs/m/state.json", "segdemo/__pycache__/x.pyc",
            ".pytest_cache/v", ".gradio/x", "flagged/log.csv", ".ci/run", ".github/workflows/ci.yml", ".gitignore",
-           "cache/x.bin", ".cache/y", "runs_load.log", "segdemo/stale.pyc", "requirements-dev.txt"]
+           "cache/x.bin", ".cache/y", "runs_load.log", "segdemo/stale.pyc", "requirements-dev.txt", "pyproject.toml",
+           "segdemo.egg-info/PKG-INFO", "segdemo/ui/tab.pyi"]
 
 
 def front_matter(text):
@@ -47,6 +49,12 @@ def make_checkout(root, readme="# demo\n\nDrag a photo in.\n"):
 
 def git(root, *args):
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def test_importing_deploy_loads_neither_gradio_nor_the_hub_client():
+    code = "import sys, segdemo.deploy; print(sorted({'gradio', 'huggingface_hub', 'tensorflow'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_walked_tree_keeps_the_app_and_drops_development_files(tmp_path):
