@@ -159,7 +159,8 @@ def test_dry_run_lists_files_sizes_and_total_without_the_network(monkeypatch, ca
     rewritten = deploy.staged_texts(ROOT, "t4-small")
     expected = sum(len(rewritten[n].encode()) if n in rewritten else (ROOT / n).stat().st_size for n in selected)
     assert total == expected
-    assert "tensorflow[and-cuda]==" in out and "would deploy to https://huggingface.co/spaces/someone/segdemo" in out
+    assert re.search(r"^tensorflow\[and-cuda\]==", out, re.M)
+    assert "would deploy to https://huggingface.co/spaces/someone/segdemo" in out
 
 
 @pytest.mark.parametrize("space", ["not-a-space", "../etc/passwd", "a/b/c", "-x/y", "owner/"])
