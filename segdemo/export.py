@@ -1,14 +1,18 @@
-"""Export a model for other runtimes: TensorFlow Lite with float16 weights (for mobile), or `.keras`.
+"""Export a model for other runtimes: TensorFlow Lite with float16 weights (for mobile), ONNX (float32, for
+ONNX Runtime), or `.keras`.
 
-    python -m segdemo.export --model pets --out pets.tflite
+    python -m segdemo.export --model pets --out pets.tflite      (or --format onnx)
 
-The TFLite model has a fixed input of 1 x S x S x 3 float32 RGB in 0..255 (S = the card's input size) and
-returns class logits; the card's JSON is written beside it.
+Every export takes RGB pixels in 0..255 as float32, NHWC, at the card's input size, unnormalised (the model
+rescales them itself), and returns per-pixel class logits; see EXPORT_IO. The card's JSON is written beside
+it, with that description under "export". A card's `flip_tta` (the mean with the mirrored image's
+prediction) is the caller's to apply: the exported graph is one plain forward pass.
 """
 
 import argparse
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +23,23 @@ from segdemo.runtime import float32_graphs
 from segdemo.lazy import LazyModule
 
 tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.lazy
+
+ONNX_INPUT = "image"
+ONNX_OUTPUT = "logits"
+FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "keras": cards.MODEL_SUFFIX}  # --format -> file suffix
+FORMAT_LABELS = {  # what a UI offers: label -> suffix
+    "TensorFlow Lite, float16 (.tflite)": ".tflite",
+    "ONNX, float32 (.onnx)": ".onnx",
+    "Keras (.keras)": cards.MODEL_SUFFIX,
+}
+EXPORT_IO = {  # the input and output of each export, written into the exported card
+    ".tflite": {"input": "1 x H x W x 3 float32, RGB 0..255 (not normalised)", "output": "1 x H x W x C logits"},
+    ".onnx": {"input": f"'{ONNX_INPUT}': N x H x W x 3 float32 (NHWC), RGB 0..255 (not normalised)",
+              "output": f"'{ONNX_OUTPUT}': N x H x W x C float32 logits"},
+    cards.MODEL_SUFFIX: {"input": "N x H x W x 3 float32, RGB 0..255 (not normalised)",
+                         "output": "N x H x W x C logits"},
+}
+ONNX_NEEDS = "ONNX export needs tf2onnx and onnx (pip install -r requirements.txt)"
 
 
 def export_tflite(model, input_size, path):
@@ -41,6 +62,45 @@ def export_tflite(model, input_size, path):
     return path
 
 
+def rename_onnx_output(path, name):
+    """Name the graph's single output `name` (tf2onnx calls it after the TF tensor, e.g. 'Identity:0')."""
+    import onnx
+
+    model = onnx.load(str(path))
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [name if output == old else output for output in node.output]
+        node.input[:] = [name if value == old else value for value in node.input]
+    model.graph.output[0].name = name
+    onnx.save(model, str(path))
+
+
+def export_onnx(model, input_size, path):
+    """Convert a Keras model to ONNX (float32, through tf2onnx) with input 'image' of N x S x S x 3 and
+    output 'logits'. Returns the path."""
+    try:
+        import onnx  # noqa: F401 - checked here for a clear message; rename_onnx_output uses it
+        import tf2onnx  # noqa: F401 - what Keras's ONNX export calls on the TensorFlow backend
+    except ImportError as error:
+        raise RuntimeError(f"{ONNX_NEEDS}: {error}") from None
+    width, height = size_wh(input_size)
+    signature = [tf.TensorSpec((None, height, width, 3), tf.float32, name=ONNX_INPUT)]
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)  # Keras's tf2onnx patch
+        model.export(str(path), format="onnx", input_signature=signature, verbose=False)
+    rename_onnx_output(path, ONNX_OUTPUT)
+    return path
+
+
+def onnx_predict(path, images):
+    """Run an ONNX export on a (n, h, w, 3) batch in 0..255 with ONNX Runtime; returns (n, h, w, C) logits."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run([ONNX_OUTPUT], {ONNX_INPUT: np.asarray(images, np.float32)})[0]
+
+
 def lite_interpreter(path):
     """A TFLite interpreter for `path`: LiteRT's (`ai-edge-litert`, the runtime a phone app links) when it is
     installed, else TensorFlow's deprecated `tf.lite.Interpreter`."""
@@ -61,30 +121,51 @@ def tflite_predict(path, image):
 
 
 def export_model(segmenter, path):
-    """Write the segmenter's model as `.tflite` or `.keras` (by suffix), with its card beside it."""
+    """Write the segmenter's model as `.tflite`, `.onnx` or `.keras` (by suffix), with its card beside it."""
     from segdemo.registry import save_keras_model
 
     path = Path(path)
     if path.suffix == ".tflite":
         with float32_graphs():
             export_tflite(segmenter.model, segmenter.size, path)
+    elif path.suffix == ".onnx":
+        with float32_graphs():  # tf2onnx runs TensorFlow's graph optimiser too
+            export_onnx(segmenter.model, segmenter.size, path)
     elif path.suffix == cards.MODEL_SUFFIX:
         save_keras_model(segmenter.model, path)
     else:
-        raise ValueError(f"export to .tflite or .keras, not {path.suffix!r}")
-    cards.card_path(path).write_text(json.dumps(segmenter.card, indent=2) + "\n")
+        raise ValueError(f"export to {', '.join(FORMATS.values())}, not {path.suffix!r}")
+    card = {**segmenter.card, "export": EXPORT_IO[path.suffix]}
+    cards.card_path(path).write_text(json.dumps(card, indent=2) + "\n")
     return path
+
+
+def output_path(out, fmt, model):
+    """The export's path: --out as given (its suffix must match --format), else <model>.<format>."""
+    if out is None:
+        return Path(f"{Path(model).stem}{FORMATS[fmt or 'tflite']}")
+    out = Path(out)
+    if fmt and out.suffix != FORMATS[fmt]:
+        raise ValueError(f"--out {out} does not end in {FORMATS[fmt]} (--format {fmt})")
+    return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="bundled model name or .keras path")
-    parser.add_argument("--out", required=True, help="output path ending in .tflite or .keras")
+    parser.add_argument("--format", choices=sorted(FORMATS), default=None,
+                        help="tflite, onnx or keras (default: from --out's suffix, else tflite)")
+    parser.add_argument("--out", default=None, help="output path ending in .tflite, .onnx or .keras")
     args = parser.parse_args(argv)
+    try:
+        out = output_path(args.out, args.format, args.model)
+    except ValueError as error:
+        parser.error(str(error))
     from segdemo.registry import get_segmenter
 
-    path = export_model(get_segmenter(args.model), args.out)
-    print(json.dumps({"model": args.model, "out": str(path), "bytes": path.stat().st_size}))
+    path = export_model(get_segmenter(args.model), out)
+    print(json.dumps({"model": args.model, "out": str(path), "bytes": path.stat().st_size,
+                      **EXPORT_IO.get(path.suffix, {})}))
 
 
 if __name__ == "__main__":
