@@ -6,7 +6,8 @@ Prints: seconds from Train to the first round's figures and to the finished mode
 `segment` latency while the training runs against the same calls with the server idle (ratio); the same
 fine-tune again with the server otherwise idle; then the
 seconds of one teach-loop round (a bare `retrain` call: the session's set, here the 20 uploaded pairs, from
-the fine-tuned model, at its default steps), then one JSON line. The domain folders come from bench/finetune_robustness.py.
+the fine-tuned model, at its default steps), then one JSON line.
+The domain folders come from bench/finetune_robustness.py.
 """
 
 import argparse

@@ -128,8 +128,8 @@ def run_ours(folder, base, classes, seed, overrides=None):
     from segdemo import cards
     from segdemo.finetune.options import FinetuneOptions
     from segdemo.finetune.recipe import load_training_pairs, run_finetune
-    from segdemo.segmenter import Segmenter
     from segdemo.registry import resolve_model_path
+    from segdemo.segmenter import Segmenter
 
     base_card = cards.load_card(resolve_model_path(base))
     pairs, _ = load_training_pairs(folder / "train", base_card, classes)
@@ -173,8 +173,7 @@ def run_baseline(folder, shared, seed):
     import keras
     import tensorflow as tf
 
-    from segdemo.data import resize_image, resize_mask
-    from segdemo.data import split_pairs
+    from segdemo.data import resize_image, resize_mask, split_pairs
 
     card = {"name": "tutorial", "classes": NEW_CLASSES, "input_size": BASELINE_SIZE}
     pairs = find_pairs(folder / "train").pairs
@@ -271,11 +270,11 @@ def main():
         runs = {"ours": [], "baseline": []}
         for seed in args.seeds:
             runs["ours"].append(cached_run(f"{domain}|ours|{seed}|{recipe_key(overrides)}",
-                                           lambda: run_ours(folder, base, classes, seed, overrides)))
+                                           lambda: run_ours(folder, base, classes, seed, overrides)))  # noqa: B023 - called now
             print(domain, "seed", seed, "ours", {k: round(v, 3) for k, v in runs["ours"][-1].items()}, flush=True)
             if not args.no_baseline and seed in args.baseline_seeds:
                 runs["baseline"].append(cached_run(f"{domain}|baseline|{seed}|plain+flip",
-                                                   lambda: run_baseline(folder, args.shared, seed)))
+                                                   lambda: run_baseline(folder, args.shared, seed)))  # noqa: B023
                 print(domain, "seed", seed, "baseline", {k: round(v, 3) for k, v in runs["baseline"][-1].items()},
                       flush=True)
         scored = len(find_pairs(folder / "score").pairs)

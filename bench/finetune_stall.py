@@ -29,6 +29,7 @@ def one_run(domain, pipeline):
     """In this (fresh) process: one fine-tune at the tab's defaults; prints its timings as JSON."""
     sys.path.insert(0, str(ROOT))
     from finetune_robustness import DOMAINS, build_domain
+
     from segdemo import cards
     from segdemo.finetune.events import RoundDone
     from segdemo.finetune.options import FinetuneOptions

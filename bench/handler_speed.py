@@ -59,8 +59,8 @@ def main():
 
     import numpy as np
 
-    from segdemo.runtime import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
+    from segdemo.runtime import describe_device, enable_bf16_inference
     from segdemo.serving import STEPS, segment_and_render
 
     enable_bf16_inference()  # as the app does (bfloat16 graphs on CPUs that support them)
@@ -73,7 +73,7 @@ def main():
     for name, path in paths.items():
         steps = {step: [] for step in STEPS}
 
-        def handler():
+        def handler(path=path, steps=steps):
             result, _ = segment_and_render(path, segmenter, "", 0.5, outputs)
             for step in STEPS:
                 steps[step].append(result.seconds[step])
@@ -81,8 +81,8 @@ def main():
         runs = args.runs if "12 MP" not in name else max(5, args.runs // 5)
         totals = time_calls(handler, runs, warmup=2)
         seed_runs = max(3, runs // 5)
-        seeds = time_calls(lambda: seeds_way(path, segmenter.model, segmenter.size[0], segmenter.palette, folder),
-                           seed_runs, warmup=1)
+        seeds = time_calls(lambda path=path: seeds_way(path, segmenter.model, segmenter.size[0], segmenter.palette,
+                                                       folder), seed_runs, warmup=1)
         row = {"input": name, "handler_p50_ms": round(1000 * float(np.median(totals)), 1),
                "handler_p95_ms": round(1000 * float(np.percentile(totals, 95)), 1)}
         row.update({f"{step}_ms": round(1000 * float(np.median(values[-runs:])), 1) for step, values in steps.items()})

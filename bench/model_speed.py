@@ -36,9 +36,9 @@ def main():
 
     from segdemo.data import load_image, resize_image
     from segdemo.drawing import colorize
+    from segdemo.registry import get_segmenter
     from segdemo.runtime import cpu_supports_bf16, describe_device, enable_bf16_inference
     from segdemo.segmenter import Segmenter
-    from segdemo.registry import get_segmenter
 
     segmenter = get_segmenter(args.model)
     model, (width, height) = segmenter.model, segmenter.size
@@ -88,12 +88,14 @@ def main():
     def measure(name, function):
         agreement = float((function() == reference).all(-1).mean())
         runs = args.runs if "seeds" not in name else max(20, args.runs // 10)
-        rows.append({"path": name, **percentiles(time_calls(function, runs)), "agrees_with_float32": round(agreement, 4)})
+        rows.append({"path": name, **percentiles(time_calls(function, runs)),
+                     "agrees_with_float32": round(agreement, 4)})
 
     for name, function in paths:
         measure(name, function)
     throughput = {"batch": args.batch,
-                  "model.predict": args.batch / float(np.median(time_calls(lambda: model.predict(images, verbose=0), 10))),
+                  "model.predict": args.batch / float(np.median(
+                      time_calls(lambda: model.predict(images, verbose=0), 10))),
                   "frozen graph float32": args.batch / float(np.median(
                       time_calls(lambda: frozen_batch(tf.constant(images))[0].numpy(), 20)))}
     if cpu_supports_bf16():

@@ -29,8 +29,8 @@ def main():
     import tensorflow as tf
     from PIL import Image
 
-    from segdemo.runtime import describe_device, enable_bf16_inference
     from segdemo.registry import get_segmenter
+    from segdemo.runtime import describe_device, enable_bf16_inference
     from segdemo.serving import STEPS, segment_and_render
 
     enable_bf16_inference()  # as the app does

@@ -3,7 +3,8 @@ and fine-tunes again after each pair of corrections, get a better model for the 
 who labels random images?
 
     python bench/teach_loop.py [--shared ../shared] [--domain cars-from-pets] [--rounds 5] [--seeds 0 1]
-                               [--steps 100] [--pool extended] [--arms loop random baseline baseline-long] [--score-limit 0]
+                               [--steps 100] [--pool extended] [--arms loop random baseline baseline-long]
+                               [--score-limit 0]
 
 A simulated user on a domain the bundled base model is poor at (default `cars-from-pets`: CamVid, car vs the
 rest, from the pets base, new classes ["background", "object"]; or `membranes-from-pets`), domains built as
@@ -55,8 +56,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, print_json  # noqa: E402
-from finetune_robustness import (  # noqa: E402
-    DOMAINS, build_domain, cars_source, foreground_iou, recipe_key, score_pairs, write_pair)
+from finetune_robustness import DOMAINS, build_domain, cars_source, foreground_iou, recipe_key, score_pairs, write_pair  # noqa: E402
 
 CACHE = ROOT / ".cache" / "teach_loop"
 RESULTS = CACHE / "results.json"
@@ -125,8 +125,8 @@ def round0_iou(base, pool_pairs, score_items, classes):
     from segdemo.evaluate import evaluate_arrays
     from segdemo.finetune.recipe import resize_pairs
     from segdemo.finetune.scoring import base_class_mapping
-    from segdemo.segmenter import Segmenter
     from segdemo.registry import load_keras_model, resolve_model_path
+    from segdemo.segmenter import Segmenter
 
     path = resolve_model_path(base)
     segmenter = Segmenter(load_keras_model(path), cards.load_card(path), freeze=False)
@@ -146,8 +146,8 @@ def round0_iou(base, pool_pairs, score_items, classes):
 def select_uncertain(model_path, pool_pairs, chosen, count):
     """The `count` not-yet-chosen pool pairs the model at `model_path` is least sure of."""
     from segdemo import cards
-    from segdemo.segmenter import Segmenter, mean_uncertainty
     from segdemo.registry import load_keras_model, resolve_model_path
+    from segdemo.segmenter import Segmenter, mean_uncertainty
 
     path = resolve_model_path(model_path)
     segmenter = Segmenter(load_keras_model(path), cards.load_card(path), freeze=False)
@@ -355,7 +355,8 @@ def main():
                  zero["iou"], Path(args.plot),
                  f"{args.domain}: {args.steps} steps per fine-tune, seeds {args.seeds}, "
                  f"{len(score_items)} scored images")
-            report["plot"] = str(Path(args.plot).relative_to(ROOT)) if Path(args.plot).is_relative_to(ROOT) else args.plot
+            plot_path = Path(args.plot)
+            report["plot"] = str(plot_path.relative_to(ROOT)) if plot_path.is_relative_to(ROOT) else args.plot
         except ImportError:
             print("matplotlib is not installed: no plot (pip install matplotlib)")
     print_json(report)

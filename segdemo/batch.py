@@ -15,9 +15,9 @@ from pathlib import Path
 from segdemo.cards import card_markdown
 from segdemo.data import IMAGE_SUFFIXES, InputError, load_image
 from segdemo.drawing import thumbnail
+from segdemo.limits import MAX_BATCH_IMAGES
 from segdemo.segmenter import BATCH_SIZE, class_areas, mean_uncertainty
 from segdemo.serving import PNG_WRITERS, write_png
-from segdemo.limits import MAX_BATCH_IMAGES
 from segdemo.uploads import new_workdir, unpack_zip
 
 THUMBNAIL_SIDE = 320  # gallery overlays are at most this wide/high

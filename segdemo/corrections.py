@@ -17,8 +17,8 @@ from segdemo.data import (
     resize_image,
     resize_mask,
 )
-from segdemo.limits import MAX_PAIRS
 from segdemo.drawing import colorize, overlay, palette_lut
+from segdemo.limits import MAX_PAIRS
 
 EDITOR_MAX_SIDE = 1024  # the editor's canvas: Gradio's ImageEditor gets slow on phones beyond this
 MASK_OPACITY = 0.45  # of the predicted mask over the image in the editor's background

@@ -153,9 +153,9 @@ def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mas
 
     encodings: index (values are class ids; 255 = ignore), binary (0/255 with grey anti-aliasing,
     thresholded at 128; black -> class `binary[0]`, white -> class `binary[1]`, see
-    `cards.binary_mask_classes`; `binary=None`: the classes have no reading for black/white), trimap (Oxford pets: 1, 2, 3 -> 0, 1, 2), palette (RGB colours -> nearest palette
-    entry), camvid (index with 11 = unlabelled -> 255 ignore), auto (palette for colour masks, index when
-    values fit the classes, else binary)."""
+    `cards.binary_mask_classes`; `binary=None`: the classes have no reading for black/white), trimap (Oxford
+    pets: 1, 2, 3 -> 0, 1, 2), palette (RGB colours -> nearest palette entry), camvid (index with 11 =
+    unlabelled -> 255 ignore), auto (palette for colour masks, index when values fit the classes, else binary)."""
     if encoding not in MASK_ENCODINGS:
         raise ValueError(f"unknown mask encoding {encoding!r}; choose from {MASK_ENCODINGS}")
     mask = np.asarray(mask)

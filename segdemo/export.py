@@ -19,8 +19,8 @@ import numpy as np
 
 from segdemo import cards
 from segdemo.cards import size_wh
-from segdemo.runtime import float32_graphs
 from segdemo.lazy import LazyModule
+from segdemo.runtime import float32_graphs
 
 tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.lazy
 
@@ -32,6 +32,7 @@ FORMAT_LABELS = {  # what a UI offers: label -> suffix
     "ONNX, float32 (.onnx)": ".onnx",
     "Keras (.keras)": cards.MODEL_SUFFIX,
 }
+DEFAULT_FORMAT_LABEL = next(iter(FORMAT_LABELS))
 EXPORT_IO = {  # the input and output of each export, written into the exported card
     ".tflite": {"input": "1 x H x W x 3 float32, RGB 0..255 (not normalised)", "output": "1 x H x W x C logits"},
     ".onnx": {"input": f"'{ONNX_INPUT}': N x H x W x 3 float32 (NHWC), RGB 0..255 (not normalised)",

@@ -66,7 +66,7 @@ def write_job(job_dir, pairs_data, options, palette):
     """Store a fine-tune's inputs for the worker."""
     job_dir = Path(job_dir)
     arrays = {}
-    for index, (name, image, mask) in enumerate(pairs_data):
+    for index, (_, image, mask) in enumerate(pairs_data):
         arrays[f"image_{index}"], arrays[f"mask_{index}"] = image, mask
     np.savez(job_dir / "job.npz", **arrays)
     (job_dir / "job.json").write_text(json.dumps({
@@ -87,8 +87,8 @@ def run_job(job_dir, emit):
     from PIL import Image
 
     from segdemo.data import InputError, resize_image, resize_mask
-    from segdemo.finetune.recipe import run_finetune, save_result
     from segdemo.drawing import palette_lut, sample_strip
+    from segdemo.finetune.recipe import run_finetune, save_result
 
     job_dir = Path(job_dir)
     try:
@@ -236,7 +236,7 @@ def main():
     import segdemo.segmenter  # noqa: F401 - the heavy imports happen before the job arrives
     from segdemo.finetune.options import BINARY_CLASSES
     from segdemo.finetune.recipe import preload_bases, prepare_training_model
-    from segdemo.registry import MODEL_SUFFIX, WEIGHTS_DIR, DEFAULT_MODEL
+    from segdemo.registry import DEFAULT_MODEL, MODEL_SUFFIX, WEIGHTS_DIR
 
     def job_waiting():
         return bool(select.select([sys.stdin], [], [], 0)[0])

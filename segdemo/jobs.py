@@ -12,12 +12,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdemo import finetune_worker
 from segdemo.cards import class_colors
 from segdemo.data import InputError
 from segdemo.finetune.events import Failed, FinetuneSummary, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions, check_pair_count
 from segdemo.limits import RETRAIN_STEPS
-from segdemo import finetune_worker
 from segdemo.sessions import (
     FINETUNED_CHOICE,
     FINETUNED_MODELS,

@@ -121,7 +121,7 @@ def load_mobilenet_weights(encoder, h5_path, group=MOBILENET_H5_GROUP):
                 continue
             arrays = {}
             stored[layer.name].visititems(
-                lambda key, item: arrays.__setitem__(key.split("/")[-1].split(":")[0], item[()])
+                lambda key, item, arrays=arrays: arrays.__setitem__(key.split("/")[-1].split(":")[0], item[()])
                 if isinstance(item, h5py.Dataset)
                 else None
             )

@@ -40,8 +40,8 @@ class BackgroundStartup:
                 self._thread.start()
 
     def _load(self, model_name):
-        from segdemo.runtime import describe_device, enable_bf16_inference, enable_gpu_memory_growth
         from segdemo.registry import get_segmenter
+        from segdemo.runtime import describe_device, enable_bf16_inference, enable_gpu_memory_growth
 
         started = time.perf_counter()
         try:

@@ -2,8 +2,8 @@
 lists every file with what was found or what was wrong (nothing is dropped silently).
 
 Pairing rule for loose files (and ZIPs without a known layout): an image `x.jpg` pairs with a mask `x.png`
-or `x_mask.png` (any of `data.MASK_STEM_WORDS` after `_`, `-`, `.` or a space). A file whose stem carries a mask suffix is a
-mask; when two files share a stem, the `.png` one is the mask.
+or `x_mask.png` (any of `data.MASK_STEM_WORDS` after `_`, `-`, `.` or a space). A file whose stem carries a
+mask suffix is a mask; when two files share a stem, the `.png` one is the mask.
 """
 
 import shutil

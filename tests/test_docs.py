@@ -19,16 +19,16 @@ MAX_README_LINES = 200
 # Where each constant the docs quote lives: name -> "module:ATTR" (dots after the colon reach attributes).
 # When a module moves, change this table only.
 CONSTANTS = {
-    "MIN_PAIRS": "segdemo.finetune:MIN_PAIRS",
-    "MAX_PAIRS": "segdemo.finetune:MAX_PAIRS",
-    "MAX_STEPS": "segdemo.finetune:MAX_STEPS",
-    "MAX_BATCH_SIZE": "segdemo.finetune:MAX_BATCH_SIZE",
-    "MAX_INPUT_SIZE": "segdemo.finetune:MAX_INPUT_SIZE",
-    "MAX_BATCH_IMAGES": "segdemo.batch:MAX_BATCH_IMAGES",
-    "MAX_IMAGE_PIXELS": "segdemo.data:MAX_IMAGE_PIXELS",
-    "MAX_ZIP_BYTES": "segdemo.uploads:MAX_ZIP_BYTES",
-    "MAX_ZIP_ENTRIES": "segdemo.uploads:MAX_ZIP_ENTRIES",
-    "MAX_ENTRY_BYTES": "segdemo.uploads:MAX_ENTRY_BYTES",
+    "MIN_PAIRS": "segdemo.limits:MIN_PAIRS",
+    "MAX_PAIRS": "segdemo.limits:MAX_PAIRS",
+    "MAX_STEPS": "segdemo.limits:MAX_STEPS",
+    "MAX_BATCH_SIZE": "segdemo.limits:MAX_BATCH_SIZE",
+    "MAX_INPUT_SIZE": "segdemo.limits:MAX_INPUT_SIZE",
+    "MAX_BATCH_IMAGES": "segdemo.limits:MAX_BATCH_IMAGES",
+    "MAX_IMAGE_PIXELS": "segdemo.limits:MAX_IMAGE_PIXELS",
+    "MAX_ZIP_BYTES": "segdemo.limits:MAX_ZIP_BYTES",
+    "MAX_ZIP_ENTRIES": "segdemo.limits:MAX_ZIP_ENTRIES",
+    "MAX_ENTRY_BYTES": "segdemo.limits:MAX_ENTRY_BYTES",
     "LOADED_MODELS_CACHE": "segdemo.registry:LOADED_MODELS_CACHE",
     "FINETUNED_SESSIONS": "segdemo.sessions:FINETUNED_MODELS.capacity",
     "WORKER_THREADS": "segdemo.finetune_worker:WORKER_THREADS",
@@ -184,7 +184,6 @@ def test_api_example_is_a_script_with_its_url_on_one_line():
 
 # README's example is written to the API being built (model_name optional in add_training_pair, segment by the
 # name retrain returns). Remove this mark once that change is merged; until then the test reports XFAIL/XPASS.
-@pytest.mark.xfail(reason="the API change README's example is written for has not landed yet", strict=False)
 def test_api_example_runs(app_url, tmp_path):
     """README's API example against a launched server (slow: a server and a retrain)."""
     code = re.sub(r'^URL = ".*"$', f"URL = {app_url!r}", api_example(), flags=re.M)

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from segdemo import limits
-from segdemo.finetune import probe, recipe
-from segdemo.finetune.__main__ import main as finetune_main
 from segdemo.cards import save_card
 from segdemo.data import InputError, split_pairs
+from segdemo.finetune import probe, recipe
+from segdemo.finetune.__main__ import main as finetune_main
 from segdemo.finetune.events import RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.finetune.recipe import run_finetune, save_result
@@ -253,8 +253,8 @@ def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
 
 def test_flip_validation_scores_what_the_served_model_predicts(rng):
     from segdemo.evaluate import evaluate_arrays
-    from segdemo.segmenter import Segmenter
     from segdemo.losses import make_loss
+    from segdemo.segmenter import Segmenter
     from segdemo.training import ValidationIoU
 
     images, masks = square_pairs(4, 32, rng)

@@ -6,9 +6,9 @@ import pytest
 from segdemo.cards import save_card
 from segdemo.data import load_image
 from segdemo.drawing import colorize, grey_map, overlay, palette_lut, probability_map
-from segdemo.segmenter import Segmenter, class_areas, mean_uncertainty, uncertainty
 from segdemo.models import build_unet
 from segdemo.registry import get_segmenter
+from segdemo.segmenter import Segmenter, class_areas, mean_uncertainty, uncertainty
 
 TINY_CARD = {"name": "tiny", "classes": ["background", "thing"], "colors": [[0, 0, 0], [255, 0, 0]],
              "input_size": 32, "architecture": "unet"}

@@ -29,7 +29,8 @@ def batch_zip(path):
     """A ZIP with three good images (one in a folder, one PNG with alpha) and two bad files."""
     cat = Image.open("examples/chelsea_cat.png").convert("RGB")
     with zipfile.ZipFile(path, "w") as archive:
-        for name, image, fmt in [("cat.jpg", cat, "JPEG"), ("more/cup.png", Image.open("examples/coffee_cup.png"), "PNG"),
+        cup = Image.open("examples/coffee_cup.png")
+        for name, image, fmt in [("cat.jpg", cat, "JPEG"), ("more/cup.png", cup, "PNG"),
                                  ("small.png", cat.resize((50, 40)).convert("RGBA"), "PNG")]:
             buffer = io.BytesIO()
             image.save(buffer, fmt)

@@ -1,4 +1,4 @@
-"""The fine-tune recipe: the recipe is built to give the same result for any seed on ~20 pairs of a domain the base never saw:
+"""The fine-tune recipe, built to give the same result for any seed on ~20 pairs of a domain the base never saw:
 - every BatchNorm layer runs in inference mode (its statistics frozen): with a few hundred steps the moving
   averages never catch up with the batch statistics, so the network trained and the network served would
   disagree (validation curves that say nothing, results that depend on the seed);
@@ -207,9 +207,9 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     import keras
 
     from segdemo.evaluate import evaluate_arrays
-    from segdemo.segmenter import Segmenter
     from segdemo.models import set_encoder_trainable
     from segdemo.registry import resolve_model_path
+    from segdemo.segmenter import Segmenter
     from segdemo.training import ValidationIoU, train_dataset
 
     options.check()

@@ -2,15 +2,15 @@
 
 import gradio as gr
 
-from segdemo.cards import card_markdown, load_card
 from segdemo import export
-from segdemo.registry import bundled_models, default_model_name, model_choices
+from segdemo.cards import card_markdown, load_card
+from segdemo.data import InputError
+from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.sessions import FINETUNED_CHOICE, segmenter_for, session_folder
 from segdemo.startup import LOADING_MESSAGE
 from segdemo.ui.components import FreeDropdown
-from segdemo.ui.handlers import session_key, user_errors
+from segdemo.ui.handlers import api_doc, session_key, user_errors
 
-EXPORT_FORMATS = {"TensorFlow Lite, float16 (.tflite)": ".tflite", "Keras (.keras)": ".keras"}
 CREDITS = """
 ### Credits
 - Oxford-IIIT Pet dataset (CC BY-SA 4.0): Parkhi, Vedaldi, Zisserman, Jawahar, "Cats and Dogs", CVPR 2012.
@@ -22,12 +22,25 @@ CREDITS = """
 """
 
 
+@api_doc
 @user_errors
-def export_model(model_name, format_label, request: gr.Request = None):
-    """Export a served model (or this session's fine-tuned one) as TFLite float16 or .keras, with its card."""
+def export_model(model_name=DEFAULT_MODEL, format_label=export.DEFAULT_FORMAT_LABEL, request: gr.Request = None):
+    """Export a model for another runtime, with its card (which says what the exported input and output are):
+    TensorFlow Lite float16 for LiteRT (phones), ONNX float32 for ONNX Runtime (servers, and the browser with
+    onnxruntime-web), or Keras.
+
+    Args:
+        model_name: A served model ({model_names}) or the session's fine-tuned model ({finetuned}).
+        format_label: The format, one of the choices listed.
+
+    Returns:
+        the exported model file and its card (JSON)
+    """
+    if format_label not in export.FORMAT_LABELS:
+        raise InputError(f"unknown format {str(format_label)[:60]!r}; formats: {', '.join(export.FORMAT_LABELS)}")
     key = session_key(request)
     segmenter = segmenter_for(model_name, key)
-    path = session_folder(key) / f"{segmenter.card['name']}{EXPORT_FORMATS[format_label]}"
+    path = session_folder(key) / f"{segmenter.card['name']}{export.FORMAT_LABELS[format_label]}"
     export.export_model(segmenter, path)
     return [str(path), str(path.with_suffix(".json"))]
 
@@ -39,11 +52,12 @@ def build_about_tab():
     for name, path in models.items():
         with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):
             gr.Markdown(card_markdown(load_card(path)))
-    with gr.Accordion("Export a model (e.g. TensorFlow Lite for mobile)", open=False):
+    with gr.Accordion("Export a model (ONNX, TensorFlow Lite, Keras)", open=False):
         with gr.Row():
             model = FreeDropdown(model_choices([FINETUNED_CHOICE]), value=default_model_name(models),
                                  allow_custom_value=True, label="Model")
-            fmt = gr.Radio(list(EXPORT_FORMATS), value=next(iter(EXPORT_FORMATS)), label="Format")
+            fmt = gr.Radio(list(export.FORMAT_LABELS), value=export.DEFAULT_FORMAT_LABEL, label="Format",
+                           info="ONNX Runtime for servers and the browser (onnxruntime-web); LiteRT for phones")
         export_button = gr.Button("Export")
         files = gr.File(label="Exported model and its card", file_count="multiple", interactive=False)
     export_button.click(export_model, [model, fmt], files, api_name="export_model", concurrency_limit=1)
