@@ -3,11 +3,8 @@ readings, and the output format (a table, then one JSON line)."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,33 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import start_app  # noqa: E402  (the same launch as the tests')
 
 
 def start_server(log_path, script="app.py"):
     """Start `script` (a Gradio app) on a free loopback port; returns (process, url, seconds until the page
     answered)."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, script], cwd=ROOT, env=env, stdout=open(log_path, "w"),
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(1200):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return process, url, time.perf_counter() - started
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server did not start; see {log_path}")
+    return start_app(log_path, script)
 
 
 def rss_mb(pid=None, peak=False):

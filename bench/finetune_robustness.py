@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import ROOT, print_json  # noqa: E402
 
-from segdemo.cards import binary_mask_classes  # noqa: E402
+from segdemo.cards import ModelCard, binary_mask_classes  # noqa: E402
 from segdemo.data import find_pairs, load_pair  # noqa: E402
 
 DOMAINS_DIR = ROOT / ".cache" / "finetune_domains"
@@ -102,7 +102,7 @@ def build_domain(name, shared):
 def score_pairs(folder, card):
     """The domain's scoring pairs, masks read as the model's card reads black/white."""
     binary = binary_mask_classes(card)
-    return [load_pair(pair, len(card["classes"]), binary=binary) for pair in find_pairs(folder / "score").pairs]
+    return [load_pair(pair, len(card.classes), binary=binary) for pair in find_pairs(folder / "score").pairs]
 
 
 def foreground_iou(segmenter, items):
@@ -131,7 +131,7 @@ def run_ours(folder, base, classes, seed, overrides=None):
     from segdemo.registry import resolve_model_path
     from segdemo.segmenter import Segmenter
 
-    base_card = cards.load_card(resolve_model_path(base))
+    base_card = cards.ModelCard.load(resolve_model_path(base))
     pairs, _ = load_training_pairs(folder / "train", base_card, classes)
     started = time.perf_counter()
     model, summary = run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=seed, **(overrides or {})))
@@ -175,7 +175,7 @@ def run_baseline(folder, shared, seed):
 
     from segdemo.data import resize_image, resize_mask, split_pairs
 
-    card = {"name": "tutorial", "classes": NEW_CLASSES, "input_size": BASELINE_SIZE}
+    card = ModelCard("tutorial", list(NEW_CLASSES), BASELINE_SIZE)
     pairs = find_pairs(folder / "train").pairs
     train_idx, _ = split_pairs([p.name for p in pairs], 0.2)  # the same 16 pairs the fine-tune trains on
     items = [load_pair(pairs[i], 2, binary=binary_mask_classes(card)) for i in train_idx]
@@ -195,7 +195,7 @@ def run_baseline(folder, shared, seed):
             .map(flip).batch(BASELINE_BATCH).prefetch(2))
     model.fit(data, epochs=BASELINE_EPOCHS, verbose=0)
     seconds = time.perf_counter() - started
-    card = {**card, "default_class": "object"}
+    card = card.replace(default_class="object")
     both = served_both_ways(model, card, score_pairs(folder, card))
     return {"iou": both["iou_plain"], **both, "seconds": seconds}  # the tutorial serves plainly
 

@@ -40,7 +40,7 @@ def one_run(domain, pipeline):
     limit_threads(2)
     base, classes = DOMAINS[domain]
     folder = build_domain(domain, str(ROOT.parent / "shared"))
-    pairs, _ = load_training_pairs(folder / "train", cards.load_card(resolve_model_path(base)), classes)
+    pairs, _ = load_training_pairs(folder / "train", cards.ModelCard.load(resolve_model_path(base)), classes)
     last_round = {}
 
     def on_event(event, model):

@@ -17,7 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main():
     import tensorflow as tf  # imported first so the baseline includes TensorFlow itself
 
-    from segdemo.cards import input_wh
     from segdemo.registry import LOADED_MODELS_CACHE, bundled_models, get_segmenter
 
     tf.constant(0.0).numpy()
@@ -26,7 +25,7 @@ def main():
     for name, path in bundled_models().items():
         segmenter = get_segmenter(name)
         now = rss_mb()
-        rows.append({"model": name, "input": "x".join(map(str, input_wh(segmenter.card))),
+        rows.append({"model": name, "input": "x".join(map(str, segmenter.card.size)),
                      "params_M": round(segmenter.model.count_params() / 1e6, 2),
                      "file_MB": round(path.stat().st_size / 1e6, 1), "rss_added_MB": round(now - previous, 1)})
         previous = now

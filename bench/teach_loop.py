@@ -129,7 +129,7 @@ def round0_iou(base, pool_pairs, score_items, classes):
     from segdemo.segmenter import Segmenter
 
     path = resolve_model_path(base)
-    segmenter = Segmenter(load_keras_model(path), cards.load_card(path), freeze=False)
+    segmenter = Segmenter(load_keras_model(path), cards.ModelCard.load(path), freeze=False)
     images, masks = resize_pairs([p[1:] for p in pool_pairs], segmenter.size)
     mapping = base_class_mapping(segmenter.model, images, masks, len(classes))
     started = time.perf_counter()
@@ -150,7 +150,7 @@ def select_uncertain(model_path, pool_pairs, chosen, count):
     from segdemo.segmenter import Segmenter, mean_uncertainty
 
     path = resolve_model_path(model_path)
-    segmenter = Segmenter(load_keras_model(path), cards.load_card(path), freeze=False)
+    segmenter = Segmenter(load_keras_model(path), cards.ModelCard.load(path), freeze=False)
     scored = [(mean_uncertainty(segmenter.predict(image).probs), name)
               for name, image, _ in pool_pairs if name not in chosen]
     scored.sort(key=lambda item: (-item[0], item[1]))
@@ -282,7 +282,7 @@ def main():
     started = time.perf_counter()
     folder = build_domain(args.domain, args.shared)
     base, classes = DOMAINS[args.domain]
-    base_card = cards.load_card(resolve_model_path(base))
+    base_card = cards.ModelCard.load(resolve_model_path(base))
     pool_folder = build_pool(args.domain, args.shared, folder, args.pool == "extended")
     pool, problems = load_training_pairs(pool_folder, base_card, classes)
     if problems:

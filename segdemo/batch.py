@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdemo.cards import card_markdown
 from segdemo.data import IMAGE_SUFFIXES, InputError, load_image
 from segdemo.drawing import thumbnail
 from segdemo.limits import MAX_BATCH_IMAGES
@@ -199,8 +198,8 @@ def write_zip(outcome, folder, card):
             for sub in ("classes", "masks"):
                 archive.write(folder / sub / f"{item.name}.png", f"{sub}/{item.name}.png")
         archive.write(outcome.csv_path, CSV_NAME)
-        archive.writestr("model_card.json", json.dumps(card, indent=2) + "\n", zipfile.ZIP_DEFLATED)
-        archive.writestr("model_card.md", card_markdown(card), zipfile.ZIP_DEFLATED)
+        archive.writestr("model_card.json", json.dumps(card.to_dict(), indent=2) + "\n", zipfile.ZIP_DEFLATED)
+        archive.writestr("model_card.md", card.markdown(), zipfile.ZIP_DEFLATED)
         if outcome.problems:
             archive.writestr("skipped.txt", "\n".join(outcome.problems) + "\n", zipfile.ZIP_DEFLATED)
     return str(path)

@@ -1,8 +1,11 @@
 """Model cards: the JSON beside each model file that says what the model is (classes, colours, input size,
-architecture, training recipe and data, measured metrics). The legend, the class dropdown, the About view
-and evaluation all read it; nothing repeats its facts in code."""
+architecture, training recipe and data, measured metrics). One type, `ModelCard`, with load, save, validate
+and markdown; train, fine-tune, evaluate and the Hub read and write it. The legend, the class dropdown, the About
+view and evaluation all read it; nothing repeats its facts in code."""
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CARD_SUFFIX = ".json"
@@ -17,6 +20,10 @@ DEFAULT_COLORS = [
 ]
 
 
+class CardError(ValueError):
+    """A card that does not describe a model: what is wrong with it."""
+
+
 def card_path(model_path):
     return Path(model_path).with_suffix(CARD_SUFFIX)
 
@@ -25,21 +32,128 @@ def markdown_path(model_path):
     return Path(model_path).with_suffix(".md")
 
 
-def load_card(model_path):
-    """The card of a model file (x.keras -> x.json); raises FileNotFoundError when there is none."""
-    return json.loads(card_path(model_path).read_text())
+@dataclass
+class ModelCard:
+    """What a model is. `name`, `classes` and `input_size` (an int side for a square input, else
+    [width, height]) are required; the rest is optional. Keys a card file has beyond these fields are kept in
+    `extra` and written back."""
 
+    name: str
+    classes: list
+    input_size: object  # int or [width, height]
+    title: str = ""
+    description: str = ""
+    colors: list = None  # [[r, g, b]] per class; None: DEFAULT_COLORS
+    default_class: str = None  # the class shown first; None: the last one not called background
+    binary_mask: dict = None  # {"black": class, "white": class}: how black/white masks read
+    examples: list = None  # example files (under examples/) shown with the model
+    architecture: str = ""
+    architecture_args: dict = field(default_factory=dict)
+    normalisation: str = ""
+    ignore_index: int = None
+    flip_tta: bool = False  # served as the mean of the image's and its mirror's prediction
+    base_model: str = None  # the model a fine-tune started from
+    license: str = None
+    datasets: list = None
+    date: str = ""
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # {label: evaluation result}
+    notes: list = field(default_factory=list)
+    export: dict = None  # an exported model's input and output (segdemo.export)
+    extra: dict = field(default_factory=dict)
 
-def save_card(card, model_path):
-    """Write the JSON card and its markdown rendering beside the model file."""
-    card_path(model_path).write_text(json.dumps(card, indent=2) + "\n")
-    markdown_path(model_path).write_text(card_markdown(card))
+    @classmethod
+    def from_dict(cls, data):
+        """A card from its JSON form; raises CardError when it does not describe a model."""
+        if not isinstance(data, dict):
+            raise CardError(f"a card is a JSON object, not {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        missing = [key for key in ("name", "classes", "input_size") if key not in data]
+        if missing:
+            raise CardError(f"the card lacks {', '.join(missing)}")
+        card = cls(**{k: v for k, v in data.items() if k in names},
+                   extra={k: v for k, v in data.items() if k not in names})
+        return card.validate()
+
+    def to_dict(self):
+        """The JSON form: set fields in declaration order (empty optional ones left out), then `extra`."""
+        data = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name == "extra" or (value in (None, "", {}, []) and item.name not in ("name", "classes")) \
+                    or (item.name == "flip_tta" and not value):
+                continue
+            data[item.name] = value
+        return {**data, **self.extra}
+
+    @classmethod
+    def load(cls, model_path):
+        """The card of a model file (x.keras -> x.json); FileNotFoundError when there is none, CardError when
+        it does not describe a model."""
+        path = card_path(model_path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise CardError(f"{path.name} is not valid JSON ({error})") from None
+        try:
+            return cls.from_dict(data)
+        except CardError as error:
+            raise CardError(f"{path.name}: {error}") from None
+
+    def save(self, model_path):
+        """Write the JSON card and its markdown rendering beside the model file."""
+        self.validate()
+        card_path(model_path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        markdown_path(model_path).write_text(self.markdown())
+
+    def validate(self):
+        """Raise CardError for a card that cannot describe a model; returns the card."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise CardError("name must be a non-empty string")
+        if not isinstance(self.classes, list) or not self.classes or not all(
+                isinstance(name, str) and name for name in self.classes):
+            raise CardError("classes must be a list of class names")
+        if len(set(self.classes)) != len(self.classes):
+            raise CardError(f"class names must be distinct (got {self.classes})")
+        try:
+            width, height = size_wh(self.input_size)
+        except (TypeError, ValueError):
+            raise CardError(f"input_size must be an int or [width, height] (got {self.input_size!r})") from None
+        if width < 1 or height < 1:
+            raise CardError(f"input_size must be positive (got {self.input_size!r})")
+        if self.colors is not None and not all(isinstance(c, (list, tuple)) and len(c) == 3 and
+                                               all(0 <= int(v) <= 255 for v in c) for c in self.colors):
+            raise CardError("colors must be [r, g, b] triples of 0..255")
+        if self.default_class is not None and self.default_class not in self.classes:
+            raise CardError(f"default_class {self.default_class!r} is not one of the classes")
+        if self.binary_mask is not None:
+            lowered = [name.lower() for name in self.classes]
+            if not all(str(self.binary_mask.get(key, "")).lower() in lowered for key in ("black", "white")):
+                raise CardError(f"binary_mask {self.binary_mask} must name two of the classes as black and white")
+        return self
+
+    def replace(self, **changes):
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def size(self):
+        """The model's input size as (width, height)."""
+        return size_wh(self.input_size)
+
+    @property
+    def display_title(self):
+        return self.title or self.name
+
+    def markdown(self):
+        """A short human-readable model card."""
+        return card_markdown(self)
 
 
 def class_colors(card):
     """(num_classes, 3) colours of a card, falling back to `DEFAULT_COLORS`."""
-    colors = card.get("colors") or []
-    count = len(card["classes"])
+    colors = card.colors or []
+    count = len(card.classes)
     return [tuple(colors[i]) if i < len(colors) else DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count)]
 
 
@@ -56,13 +170,13 @@ def binary_mask_classes(card):
     (`"binary_mask": {"black": "membrane", "white": "cell"}`); otherwise black is the class called
     background and white the default class (pets: white -> pet, black -> background). None when the classes
     have no background class and declare nothing (e.g. street scenes): such masks cannot be read."""
-    classes = [name.lower() for name in card["classes"]]
-    declared = card.get("binary_mask")
+    classes = [name.lower() for name in card.classes]
+    declared = card.binary_mask
     if declared:
         return classes.index(declared["black"].lower()), classes.index(declared["white"].lower())
     if BACKGROUND not in classes:
         return None
-    white = default_class_name(card["classes"], card.get("default_class")).lower()
+    white = default_class_name(card.classes, card.default_class).lower()
     if white == BACKGROUND:
         return None
     return classes.index(BACKGROUND), classes.index(white)
@@ -74,12 +188,7 @@ def describe_binary_reading(card):
     if mapping is None:
         return "black/white masks cannot be read for these classes (no background class)"
     black, white = mapping
-    return f"white → {card['classes'][white]}, black → {card['classes'][black]}"
-
-
-def input_wh(card):
-    """The model's input size as (width, height): cards store one int for a square input, else [w, h]."""
-    return size_wh(card["input_size"])
+    return f"white → {card.classes[white]}, black → {card.classes[black]}"
 
 
 def size_wh(size):
@@ -111,37 +220,37 @@ def fmt(value):
 
 
 def card_markdown(card):
-    """A short human-readable model card."""
-    lines = [f"# {card.get('title', card['name'])}", "", card.get("description", ""), ""]
+    """A short human-readable model card (`ModelCard.markdown`)."""
+    lines = [f"# {card.display_title}", "", card.description, ""]
     lines += [
         "| | |",
         "|---|---|",
-        f"| classes | {', '.join(card['classes'])} |",
+        f"| classes | {', '.join(card.classes)} |",
         f"| colours | {', '.join(str(tuple(c)) for c in class_colors(card))} |",
-        f"| input size | {'x'.join(map(str, input_wh(card)))} (width x height; images are resized to it; "
+        f"| input size | {'x'.join(map(str, card.size))} (width x height; images are resized to it; "
         "predictions are resized back to the original resolution) |",
-        f"| architecture | {card['architecture']} {json.dumps(card.get('architecture_args', {}))} |",
-        f"| input normalisation | {card.get('normalisation', '')} |",
+        f"| architecture | {card.architecture} {json.dumps(card.architecture_args)} |",
+        f"| input normalisation | {card.normalisation} |",
         *(["| served as | the mean of the image's and its mirror's prediction (flip test-time augmentation) |"]
-          if card.get("flip_tta") else []),
-        f"| date | {card.get('date', '')} |",
+          if card.flip_tta else []),
+        f"| date | {card.date} |",
     ]
-    training = card.get("training", {})
+    training = card.training
     if training:
         lines += ["", "## Training", ""]
         lines += [f"- **{key}**: {value}" for key, value in training.items() if key != "command"]
         if training.get("command"):
             lines += ["", "```", training["command"], "```"]
-    for label, metrics in card.get("metrics", {}).items():
+    for label, metrics in card.metrics.items():
         lines += ["", f"## Metrics: {label}", ""]
         lines += [
             f"pixel accuracy {fmt(metrics.get('pixel_acc'))}, mean IoU {fmt(metrics.get('miou'))}, "
             f"mean Dice {fmt(metrics.get('mdice'))} on {metrics.get('images')} images",
             "",
-            format_metrics_table(metrics, card["classes"]),
+            format_metrics_table(metrics, card.classes),
         ]
         if metrics.get("command"):
             lines += ["", "```", metrics["command"], "```"]
-    for note in card.get("notes", []):
+    for note in card.notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"

@@ -69,5 +69,5 @@ def compare_models(image_source, segmenter_a, segmenter_b, folder, names=("A", "
     writes.append(PNG_WRITERS.submit(write_png, disagreement_image(shown, shown_disagree), folder, "disagreement"))
     overlay_a, overlay_b, disagreement_map = (write.result() for write in writes)
     return Comparison((overlay_a, overlay_b), disagreement_map, class_disagreement(union_a, union_b, names),
-                      float(disagree.mean()), (segmenter_a.card.get("title", names[0]),
-                                               segmenter_b.card.get("title", names[1])))
+                      float(disagree.mean()), ((segmenter_a.card.title or names[0]),
+                                               (segmenter_b.card.title or names[1])))

@@ -80,14 +80,14 @@ def main(argv=None):
     result.update(evaluate(segmenter, pairs))
     if args.update_card:
         path = resolve_model_path(args.model)
-        card = cards.load_card(path)
+        card = cards.ModelCard.load(path)
         label = args.split or "all"
         if args.names is not None:
             label += f" pairs {' '.join(args.names)}"
         label += f"{' (flip TTA)' if segmenter.tta else ''}{' (bf16)' if args.precision == 'bf16' else ''}"
         command = "python -m segdemo.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
-        card.setdefault("metrics", {})[label] = {**result, "command": command.replace(" --update-card", "")}
-        cards.save_card(card, path)
+        card.metrics[label] = {**result, "command": command.replace(" --update-card", "")}
+        card.save(path)
     print(json.dumps(result))
 
 

@@ -136,8 +136,8 @@ def export_model(segmenter, path):
         save_keras_model(segmenter.model, path)
     else:
         raise ValueError(f"export to {', '.join(FORMATS.values())}, not {path.suffix!r}")
-    card = {**segmenter.card, "export": EXPORT_IO[path.suffix]}
-    cards.card_path(path).write_text(json.dumps(card, indent=2) + "\n")
+    card = segmenter.card.replace(export=EXPORT_IO[path.suffix])
+    cards.card_path(path).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
     return path
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdemo.cards import ModelCard
 from segdemo.data import split_pairs
 from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
@@ -42,6 +43,8 @@ def encode_event(event):
     """One JSON line for an event (a RoundDone's in-process `prediction` stays behind)."""
     data = asdict(event)
     data.pop("prediction", None)
+    if isinstance(event, Finished):
+        data["summary"]["card"] = event.summary.card.to_dict()  # the card's JSON form, as its file has it
     return json.dumps({"type": type(event).__name__, **data})
 
 
@@ -53,7 +56,8 @@ def decode_event(line):
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
     if cls is Finished:
-        return Finished(FinetuneSummary(**data["summary"]))
+        summary = data["summary"]
+        return Finished(FinetuneSummary(**{**summary, "card": ModelCard.from_dict(summary["card"])}))
     return cls(**data)
 
 
@@ -107,7 +111,7 @@ def run_job(job_dir, emit):
             emit(event)
 
         model, summary = run_finetune(pairs, options, on_event=on_event, stop_event=stop)
-        save_result(model, summary, job_dir / f"{summary.card['name']}.keras")
+        save_result(model, summary, job_dir / f"{summary.card.name}.keras")
         emit(Finished(summary))
     except InputError as error:
         emit(Failed(str(error)))

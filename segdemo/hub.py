@@ -73,7 +73,7 @@ def hub_models():
     repo_id, revision = source
     try:
         path = download_model(repo_id, revision)
-        name = cards.load_card(path)["name"]
+        name = cards.ModelCard.load(path).name
     except Exception as error:  # noqa: BLE001 - any failure means: keep the bundled weights
         log.warning("Hub model %s%s unavailable (%s: %s); using the bundled weights", repo_id,
                     f"@{revision}" if revision else "", type(error).__name__, str(error).splitlines()[0][:200])
@@ -84,23 +84,23 @@ def hub_models():
 
 def model_card_readme(card, repo_id=None):
     """README.md for a Hub model repo: YAML metadata the Hub indexes, then the card's markdown."""
-    metrics = next(iter(card.get("metrics", {}).values()), {}) or {}
+    metrics = next(iter(card.metrics.values()), {}) or {}
     metadata = {
         "library_name": LIBRARY_NAME,
         "pipeline_tag": "image-segmentation",
         "tags": ["image-segmentation", "semantic-segmentation", "unet", "keras", "segdemo"],
-        "license": card.get("license", "mit"),
+        "license": (card.license or "mit"),
     }
-    if card.get("base_model"):
-        metadata["base_model"] = card["base_model"] if "/" in card["base_model"] else None
-    if card.get("datasets"):
-        metadata["datasets"] = card["datasets"]
+    if card.base_model:
+        metadata["base_model"] = card.base_model if "/" in card.base_model else None
+    if card.datasets:
+        metadata["datasets"] = card.datasets
     if metrics.get("miou") is not None:
         metadata["model-index"] = [{
-            "name": repo_id or card["name"],
+            "name": repo_id or card.name,
             "results": [{
                 "task": {"type": "image-segmentation", "name": "Semantic segmentation"},
-                "dataset": {"type": "custom", "name": card.get("training", {}).get("data", "held-out pairs")[:200]},
+                "dataset": {"type": "custom", "name": card.training.get("data", "held-out pairs")[:200]},
                 "metrics": [
                     {"type": "mean_iou", "value": metrics["miou"], "name": "mean IoU"},
                     {"type": "accuracy", "value": metrics["pixel_acc"], "name": "pixel accuracy"},
@@ -112,16 +112,16 @@ def model_card_readme(card, repo_id=None):
     usage = (f"\n## Use\n\nIn segdemo: `SEGDEMO_HUB_REPO={repo_id or '<this repo>'} python app.py`. Elsewhere: "
              "`keras.saving.load_model('model.keras')` takes RGB images in 0..255 at the card's input size and "
              "returns per-pixel class logits (classes and colours in `model.json`).\n")
-    return "---\n" + json.dumps(metadata, indent=1) + "\n---\n\n" + cards.card_markdown(card) + usage
+    return "---\n" + json.dumps(metadata, indent=1) + "\n---\n\n" + card.markdown() + usage
 
 
 def build_push_folder(model_path, folder, repo_id=None):
     """Lay out a model file and its card as a Hub repo folder: model.keras, model.json, README.md."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    card = cards.load_card(model_path)
+    card = cards.ModelCard.load(model_path)
     shutil.copyfile(model_path, folder / MODEL_FILE)
-    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    (folder / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
     (folder / README_FILE).write_text(model_card_readme(card, repo_id))
     return folder
 

@@ -136,10 +136,10 @@ def start_retrain(key, model_name="", steps=RETRAIN_STEPS, learning_rate=None, b
     training set that have the model's classes. Learning rate and batch size default to a fine-tune's."""
     defaults = FinetuneOptions()
     base, card = base_for(model_name, key)
-    pairs, other = training_set_of(key).for_classes(card["classes"])
+    pairs, other = training_set_of(key).for_classes(card.classes)
     if other and not pairs:
         raise InputError(f"None of the {len(other)} pairs in your training set has the classes of this model "
-                         f"({', '.join(card['classes'])}): correct predictions of this model, or pick another.")
+                         f"({', '.join(card.classes)}): correct predictions of this model, or pick another.")
     try:
         check_pair_count(len(pairs))
     except InputError as error:
@@ -155,8 +155,8 @@ def join_training_set(key, loaded, card):
     """The upload's good pairs replace the previous upload's in the session's training set; returns the set's
     corrected pairs with `card`'s classes, which train along with them."""
     training_set = training_set_of(key)
-    training_set.replace_uploaded(loaded, card["classes"], class_colors(card))
-    return training_set.corrected_for(card["classes"])
+    training_set.replace_uploaded(loaded, card.classes, class_colors(card))
+    return training_set.corrected_for(card.classes)
 
 
 def stop_job(key):

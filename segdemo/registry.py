@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from segdemo.cards import MODEL_SUFFIX, card_path, load_card
+from segdemo.cards import MODEL_SUFFIX, ModelCard, card_path
 from segdemo.data import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -32,7 +32,7 @@ def default_model_name(models):
 
 def model_choices(extra=()):
     """(label, name) pairs for model dropdowns: each served model's card title, then `extra` names."""
-    choices = [(load_card(path).get("title", name), name) for name, path in bundled_models().items()]
+    choices = [(ModelCard.load(path).title or name, name) for name, path in bundled_models().items()]
     return choices + [(name, name) for name in extra]
 
 
@@ -102,6 +102,6 @@ def load_segmenter(path, tta=None):
     from segdemo.runtime import release_freed_memory
     from segdemo.segmenter import Segmenter
 
-    segmenter = Segmenter(load_keras_model(path), load_card(path), tta=tta).warm_up()
+    segmenter = Segmenter(load_keras_model(path), ModelCard.load(path), tta=tta).warm_up()
     release_freed_memory()
     return segmenter

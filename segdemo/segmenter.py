@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segdemo.cards import class_colors, input_wh
+from segdemo.cards import class_colors
 from segdemo.data import resize_image
 from segdemo.drawing import palette_lut
 from segdemo.lazy import LazyModule
@@ -52,9 +52,9 @@ class Segmenter:
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         self.model, self.card = model, card
-        self.tta = bool(card.get("flip_tta", False)) if tta is None else tta
-        self.size = input_wh(card)  # (width, height), as PIL and `resize_image` take it
-        self.classes = list(card["classes"])
+        self.tta = bool(card.flip_tta) if tta is None else tta
+        self.size = card.size  # (width, height), as PIL and `resize_image` take it
+        self.classes = list(card.classes)
         self.palette = palette_lut(class_colors(card))
         width, height = self.size
         self._compiled = tf.function(

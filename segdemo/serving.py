@@ -64,7 +64,7 @@ def write_png(array, folder, name, palette=None):
 def default_class(segmenter_or_card):
     """The class whose probability map a model shows first (its card's choice, else its last class)."""
     card = getattr(segmenter_or_card, "card", segmenter_or_card)
-    return card.get("default_class") or card["classes"][-1]
+    return card.default_class or card.classes[-1]
 
 
 def require_image(image_source):

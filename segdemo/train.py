@@ -92,55 +92,57 @@ def cached_arrays(pairs, size, num_classes, binary):
     return images, masks
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    from segdemo.training import limit_threads
-
-    limit_threads(args.threads)
-    import keras
-
-    from segdemo.models import build_model, set_encoder_trainable
-    from segdemo.registry import save_keras_model
-    from segdemo.training import EpochState, class_pixel_counts, fit, recalibrate_batchnorm
-
-    keras.utils.set_random_seed(args.seed)
-    started = time.time()
+def load_data(args):
+    """(train arrays, validation arrays or None, number of training pairs) at the card's input size; black/white
+    masks read as the card will say (white -> the default class), so evaluation agrees."""
     pairs = [pair for pair in find_pairs(args.data, args.split).pairs if pair.name not in set(args.exclude)]
     num_classes = len(args.classes)
-    # black/white masks read as the card will say (white -> the default class), so evaluation agrees
-    binary = cards.binary_mask_classes({"classes": args.classes, "default_class": args.default_class}) or (0, 1)
+    binary = cards.binary_mask_classes(cards.ModelCard(args.name, args.classes, args.input_size,
+                                                       default_class=args.default_class)) or (0, 1)
     images, masks = cached_arrays(pairs, args.input_size, num_classes, binary)
     if args.val_split:
-        train_idx, val_idx = np.arange(len(pairs)), np.arange(0)
+        train_idx = np.arange(len(pairs))
         val_data = cached_arrays(find_pairs(args.data, args.val_split).pairs, args.input_size, num_classes, binary)
     else:
         train_idx, val_idx = (np.array(part, int) for part in split_pairs([p.name for p in pairs], args.val_share))
         val_data = (images[val_idx], masks[val_idx]) if len(val_idx) else None
-    train_data = (images[train_idx], masks[train_idx])
-    val_count = len(val_data[0]) if val_data is not None else 0
-    class_weights = None
-    if args.class_weights in ("median", "sqrt_median"):
-        class_weights = median_frequency_weights(class_pixel_counts(train_data[1], num_classes))
-        if args.class_weights == "sqrt_median":
-            class_weights = np.sqrt(class_weights)
-        print("class weights:", dict(zip(args.classes, np.round(class_weights, 3).tolist())), flush=True)
-    print(f"{len(train_idx)} train pairs, {val_count} validation; loaded in "
-          f"{time.time() - started:.0f}s", flush=True)
+    return (images[train_idx], masks[train_idx]), val_data
 
+
+def loss_class_weights(args, masks):
+    """Median-frequency class weights (or their square roots) as `--class-weights` asks, else None."""
+    from segdemo.training import class_pixel_counts
+
+    if args.class_weights not in ("median", "sqrt_median"):
+        return None
+    weights = median_frequency_weights(class_pixel_counts(masks, len(args.classes)))
+    if args.class_weights == "sqrt_median":
+        weights = np.sqrt(weights)
+    print("class weights:", dict(zip(args.classes, np.round(weights, 3).tolist())), flush=True)
+    return weights
+
+
+def architecture_args(args):
+    """The architecture's arguments as the card records them."""
     arch_args = {"dropout": args.dropout}
     if args.architecture == "unet":
         arch_args.update(depth=args.depth, base_filters=args.base_filters)
-    init_args = {"encoder_weights": args.encoder_weights} if args.architecture == "mobilenet_unet" else {}
-    model = build_model(args.architecture, num_classes, **arch_args, **init_args)  # init_args stay off the card
+    return arch_args
 
-    run_dir = RUNS_DIR / args.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def train_stages(args, model, train_data, val_data, class_weights, run_dir):
+    """Train the stages (encoder frozen, then all layers; the plain U-Net has one) with a checkpoint per epoch,
+    resuming an interrupted run from `run_dir`; then load the final weights the options ask for."""
+    import keras
+
+    from segdemo.models import set_encoder_trainable
+    from segdemo.training import EpochState, fit
+
     state_path, last_path, best_path = run_dir / "state.json", run_dir / "last.weights.h5", run_dir / "best.weights.h5"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"stage": None, "epoch": 0}
     if state["stage"] and last_path.exists():
         model.load_weights(last_path)
         print(f"resuming after {state['stage']} epoch {state['epoch']}", flush=True)
-
     save_last = keras.callbacks.ModelCheckpoint(last_path, save_weights_only=True)
     stages = [("frozen", args.frozen_epochs, args.lr, False), ("full", args.epochs, args.finetune_lr, True)]
     if args.architecture == "unet":
@@ -162,58 +164,91 @@ def main(argv=None):
             batch_size=args.batch_size, augment=not args.no_augment, callbacks=callbacks, initial_epoch=initial,
             crop=cards.size_wh(args.crop) if args.crop else None, elastic=args.elastic,
             warmup_epochs=1 if stage == "full" and args.architecture == "mobilenet_unet" else 0)
-
     if args.final_weights == "best" and best_path.exists():
         model.load_weights(best_path)
     elif last_path.exists():
         model.load_weights(last_path)
     set_encoder_trainable(model, True)
+    log = json.loads(state_path.read_text())["log"] if state_path.exists() else []
+    return sum(max(0.0, b["time"] - a["time"]) for a, b in zip(log, log[1:]) if b["time"] - a["time"] < 3600)
+
+
+def training_recipe(args):
+    """The training recipe in one line, for the card."""
+    kept = "last epoch" if args.final_weights == "last" else "epoch with the best validation loss"
+    recalibrated = "; BatchNorm statistics re-estimated on the training images at the served size" \
+        if args.recalibrate_bn else ""
+    return (f"{args.frozen_epochs if args.architecture != 'unet' else 0} epochs encoder frozen "
+            f"(Adam {args.lr}), {args.epochs} epochs all layers (Adam, cosine from "
+            f"{args.finetune_lr if args.architecture != 'unet' else args.lr}), loss {args.loss}, "
+            f"class weights {args.class_weights}, batch {args.batch_size}"
+            f"{f', random {args.crop} crops' if args.crop else ''}, augmentation "
+            f"{'off' if args.no_augment else 'flip/rotate/zoom/shift + colour jitter'}"
+            f"{' + elastic deformation' if args.elastic and not args.no_augment else ''}"
+            f"{f'; held out of training: {len(args.exclude)} pairs' if args.exclude else ''}; "
+            f"weights of the {kept} kept{recalibrated}")
+
+
+def training_card(args, argv, train_count, val_count, wall_seconds):
+    """The trained model's card: what it is, how it was trained, on what (metrics come from segdemo.evaluate)."""
+    return cards.ModelCard(
+        name=args.name,
+        title=args.title or args.name,
+        description=args.description,
+        classes=list(args.classes),
+        colors=[[int(v) for v in c.split(",")] for c in args.colors] if args.colors else None,
+        default_class=cards.default_class_name(args.classes, args.default_class),
+        examples=args.examples or None,
+        input_size=cards.size_value(args.input_size),
+        architecture=args.architecture,
+        architecture_args=architecture_args(args),
+        normalisation="inside the model: RGB 0..255 -> [-1, 1] (Rescaling layer)",
+        ignore_index=255,
+        date=datetime.date.today().isoformat(),
+        training={
+            "command": "python -m segdemo.train " + shlex.join(sys.argv[1:] if argv is None else argv),
+            "data": f"{args.data} split {args.split or 'all'}: {train_count} train, {val_count} validation"
+                    + (f" (split {args.val_split})" if args.val_split else ""),
+            "encoder_init": args.encoder_weights or "random",
+            "recipe": training_recipe(args),
+            "wall_time_minutes": round(wall_seconds / 60, 1),
+        },
+        notes=list(args.note or []),
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from segdemo.training import limit_threads
+
+    limit_threads(args.threads)
+    import keras
+
+    from segdemo.models import build_model
+    from segdemo.registry import save_keras_model
+    from segdemo.training import recalibrate_batchnorm
+
+    keras.utils.set_random_seed(args.seed)
+    started = time.time()
+    train_data, val_data = load_data(args)
+    val_count = len(val_data[0]) if val_data is not None else 0
+    class_weights = loss_class_weights(args, train_data[1])
+    print(f"{len(train_data[0])} train pairs, {val_count} validation; loaded in "
+          f"{time.time() - started:.0f}s", flush=True)
+    init_args = {"encoder_weights": args.encoder_weights} if args.architecture == "mobilenet_unet" else {}
+    model = build_model(args.architecture, len(args.classes), **architecture_args(args), **init_args)
+    run_dir = RUNS_DIR / args.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wall = train_stages(args, model, train_data, val_data, class_weights, run_dir)
     if args.recalibrate_bn:
         print(f"BatchNorm statistics re-estimated over {len(train_data[0])} training images: "
               f"{recalibrate_batchnorm(model, train_data[0], args.batch_size)} layers", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_keras_model(model, out)
-    log = json.loads(state_path.read_text())["log"] if state_path.exists() else []
-    wall = sum(max(0.0, b["time"] - a["time"]) for a, b in zip(log, log[1:]) if b["time"] - a["time"] < 3600)
-    kept = "last epoch" if args.final_weights == "last" else "epoch with the best validation loss"
-    recalibrated = "; BatchNorm statistics re-estimated on the training images at the served size" \
-        if args.recalibrate_bn else ""
-    card = {
-        "name": args.name,
-        "title": args.title or args.name,
-        "description": args.description,
-        "classes": args.classes,
-        "colors": [[int(v) for v in c.split(",")] for c in args.colors] if args.colors else None,
-        "default_class": cards.default_class_name(args.classes, args.default_class),
-        **({"examples": args.examples} if args.examples else {}),
-        "input_size": cards.size_value(args.input_size),
-        "architecture": args.architecture,
-        "architecture_args": arch_args,
-        "normalisation": "inside the model: RGB 0..255 -> [-1, 1] (Rescaling layer)",
-        "ignore_index": 255,
-        "date": datetime.date.today().isoformat(),
-        "training": {
-            "command": "python -m segdemo.train " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "data": f"{args.data} split {args.split or 'all'}: {len(train_idx)} train, {val_count} validation"
-                    + (f" (split {args.val_split})" if args.val_split else ""),
-            "encoder_init": args.encoder_weights or "random",
-            "recipe": f"{args.frozen_epochs if args.architecture != 'unet' else 0} epochs encoder frozen "
-                      f"(Adam {args.lr}), {args.epochs} epochs all layers (Adam, cosine from "
-                      f"{args.finetune_lr if args.architecture != 'unet' else args.lr}), loss {args.loss}, "
-                      f"class weights {args.class_weights}, batch {args.batch_size}"
-                      f"{f', random {args.crop} crops' if args.crop else ''}, augmentation "
-                      f"{'off' if args.no_augment else 'flip/rotate/zoom/shift + colour jitter'}"
-                      f"{' + elastic deformation' if args.elastic and not args.no_augment else ''}"
-                      f"{f'; held out of training: {len(args.exclude)} pairs' if args.exclude else ''}; "
-                      f"weights of the {kept} kept{recalibrated}",
-            "wall_time_minutes": round(wall / 60, 1),
-        },
-        "metrics": {},
-        **({"notes": args.note} if args.note else {}),
-    }
-    cards.save_card(card, out)
-    print(json.dumps({"model": str(out), "wall_time_minutes": card["training"]["wall_time_minutes"]}))
+    card = training_card(args, argv, len(train_data[0]), val_count, wall)
+    card.save(out)
+    print(json.dumps({"model": str(out), "wall_time_minutes": card.training["wall_time_minutes"]}))
 
 
 if __name__ == "__main__":

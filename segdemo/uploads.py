@@ -241,7 +241,7 @@ def read_upload(paths, card):
     workdir = new_workdir()
     try:
         pairs, problems = collect_upload(paths, workdir)
-        reports, loaded = validate_and_load(pairs, len(card["classes"]), class_colors(card), binary_mask_classes(card))
+        reports, loaded = validate_and_load(pairs, len(card.classes), class_colors(card), binary_mask_classes(card))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the decoded arrays are all we keep
     return reports, loaded, problems

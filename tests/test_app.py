@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.cards import class_colors, input_wh, load_card
+from segdemo.cards import ModelCard, class_colors
 from segdemo.registry import bundled_models
 
 pytestmark = pytest.mark.slow  # every test here talks to a launched server
@@ -47,16 +47,16 @@ def test_segment_returns_pngs_with_class_colours(client):
 
 @pytest.mark.parametrize("name", list(bundled_models()))
 def test_every_bundled_model_serves_its_examples_with_its_card_colours(client, name):
-    card = load_card(bundled_models()[name])
-    example = f"examples/{card.get('examples', ['chelsea_cat.png'])[0]}"
+    card = ModelCard.load(bundled_models()[name])
+    example = f"examples/{(card.examples or ['chelsea_cat.png'])[0]}"
     color_path, _, _, _, areas, info, mask_path = client.predict(
-        handle_file(example), name, card["default_class"], 0.5, api_name="/segment")
+        handle_file(example), name, card.default_class, 0.5, api_name="/segment")
     classes = np.asarray(Image.open(mask_path))
     palette = np.asarray(class_colors(card), np.uint8)
     assert np.array_equal(np.asarray(Image.open(color_path).convert("RGB")), palette[classes])
-    assert {item["label"] for item in areas["confidences"]} == set(card["classes"])
-    assert card["title"] in info
-    width, height = input_wh(card)
+    assert {item["label"] for item in areas["confidences"]} == set(card.classes)
+    assert card.title in info
+    width, height = card.size
     assert f"resized to {width}×{height} for the model" in info
 
 

@@ -1,28 +1,20 @@
 """The Fine-tune tab through `gradio_client` against the launched app: pairing report, a tiny fine-tune
 that lowers the loss, session isolation between two clients, and Stop."""
 
-import io
 import time
 import zipfile
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
-from PIL import Image
 
 from segdemo.sessions import FINETUNED_CHOICE
-from tests.test_training import square_pairs
+from tests.helpers import encoded, square_pairs
 
 KEEP = "keep the base model's classes"
 NEW = "define new classes"
 FAST = dict(steps=24, learning_rate=1e-3, batch_size=4, input_size=64, val_share=0.25, augment=False,
             loss="ce_dice", freeze_encoder=True, flip_tta=True)
-
-
-def png(array, fmt="PNG"):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, fmt)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +25,13 @@ def pairs_zip(tmp_path_factory):
     path = tmp_path_factory.mktemp("upload") / "pairs.zip"
     with zipfile.ZipFile(path, "w") as archive:
         for index, (image, mask) in enumerate(zip(images, masks)):
-            archive.writestr(f"images/p{index}.jpg", png(image, "JPEG"))
-            archive.writestr(f"masks/p{index}.png", png((1 - mask).astype(np.uint8)))
-        archive.writestr("images/wrong_size.jpg", png(images[0], "JPEG"))
-        archive.writestr("masks/wrong_size.png", png(masks[0][:32, :32]))
-        archive.writestr("images/alone.jpg", png(images[1], "JPEG"))
+            archive.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
+            archive.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
+        archive.writestr("images/wrong_size.jpg", encoded(images[0], "JPEG"))
+        archive.writestr("masks/wrong_size.png", encoded(masks[0][:32, :32]))
+        archive.writestr("images/alone.jpg", encoded(images[1], "JPEG"))
         archive.writestr("images/fake.jpg", b"just text")
-        archive.writestr("masks/fake.png", png(masks[0]))
+        archive.writestr("masks/fake.png", encoded(masks[0]))
     return str(path)
 
 

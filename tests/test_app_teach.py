@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from segdemo.sessions import FINETUNED_CHOICE
-from tests.test_training import square_pairs
+from tests.helpers import square_pairs
 
 STEPS, LEARNING_RATE, BATCH_SIZE = 20, 1e-3, 4
 

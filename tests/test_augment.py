@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from segdemo.augment import augment_batch, elastic_deform, random_affine_transforms, random_crop_pair, warp
-from tests.conftest import blocky_image
+from tests.helpers import blocky_image
 
 
 def mask_from_image(images):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdemo.cards import load_card
+from segdemo.cards import ModelCard
 from segdemo.registry import bundled_models
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -78,7 +78,7 @@ def test_compare_tab_shows_both_overlays_in_a_slider(page):
 
 
 def test_batch_tab_zip_gallery_and_sorting(page, tmp_path):
-    from tests.test_showcase import batch_zip
+    from tests.helpers import batch_zip
 
     page.get_by_role("tab", name="Batch").click()
     page.locator("#batch-files input[type=file]").set_input_files(batch_zip(tmp_path / "batch.zip"))
@@ -95,15 +95,14 @@ def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
 
     import numpy as np
 
-    from tests.test_app_finetune import png
-    from tests.test_training import square_pairs
+    from tests.helpers import encoded, square_pairs
 
     images, masks = square_pairs(6, 64, np.random.default_rng(5))
     archive = tmp_path / "pairs.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         for index, (image, mask) in enumerate(zip(images, masks)):
-            handle.writestr(f"images/p{index}.jpg", png(image, "JPEG"))
-            handle.writestr(f"masks/p{index}.png", png((1 - mask).astype(np.uint8)))
+            handle.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
+            handle.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#finetune-files input[type=file]").set_input_files(str(archive))
     page.locator("#pairs-report").get_by_text("6 pairs ready").wait_for(timeout=60_000)
@@ -122,14 +121,14 @@ def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
 def test_model_selector_switches_legend_classes_and_examples(page):
     import re
 
-    titles = {name: load_card(path)["title"] for name, path in bundled_models().items()}
+    titles = {name: ModelCard.load(path).title for name, path in bundled_models().items()}
     other = next(name for name in titles if name != "pets")
     page.reload()
     page.get_by_text("Examples for pets").first.wait_for(timeout=60_000)
     page.get_by_label("Model", exact=True).click()
     page.get_by_role("option", name=re.compile(re.escape(titles[other]))).click()
-    card = load_card(bundled_models()[other])
-    page.locator(".segdemo-legend").get_by_text(card["classes"][-1]).first.wait_for(timeout=60_000)
+    card = ModelCard.load(bundled_models()[other])
+    page.locator(".segdemo-legend").get_by_text(card.classes[-1]).first.wait_for(timeout=60_000)
     page.get_by_text(f"Examples for {other}").first.wait_for(timeout=30_000)
     assert not page.get_by_text("Examples for pets").first.is_visible()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segdemo import export
-from tests.conftest import blocky_image
+from tests.helpers import blocky_image
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "membranes"  # the smallest bundled model

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from segdemo import limits
-from segdemo.cards import save_card
+from segdemo.cards import ModelCard
 from segdemo.data import InputError, split_pairs
 from segdemo.finetune import probe, recipe
 from segdemo.finetune.__main__ import main as finetune_main
@@ -16,26 +16,7 @@ from segdemo.finetune.events import RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.finetune.recipe import run_finetune, save_result
 from segdemo.models import build_unet
-from tests.test_training import square_pairs, write_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory):
-    """A small classic U-Net 'base model' with a card, as the registry loads any .keras path."""
-    import keras
-
-    path = tmp_path_factory.mktemp("base") / "squares.keras"
-    keras.utils.set_random_seed(0)  # an untrained base: its predictions (and the "before" mapping) depend on it
-    build_unet(2, depth=2, base_filters=8).save(path)
-    save_card({"name": "squares", "classes": ["background", "square"], "colors": [[0, 0, 0], [255, 0, 0]],
-               "input_size": 32, "architecture": "unet"}, path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def squares():
-    images, masks = square_pairs(12, 32, np.random.default_rng(1))
-    return [(f"pair{i}", image, mask) for i, (image, mask) in enumerate(zip(images, masks))]
+from tests.helpers import square_pairs, write_dataset
 
 
 def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
@@ -50,7 +31,7 @@ def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     assert 1 < len(rounds) <= recipe.ROUNDS and rounds[-1].step == 16
     assert {"loss", "val_loss", "val_miou", "val_pixel_acc"} <= set(rounds[0].logs)
     assert [e.step for e in events if isinstance(e, StepDone)] == list(range(1, 17)) and summary.steps_run == 16
-    assert summary.card["base_model"] == "squares" and summary.card["classes"] == ["background", "square"]
+    assert summary.card.base_model == "squares" and summary.card.classes == ["background", "square"]
 
 
 def test_every_batchnorm_is_frozen_so_training_and_serving_agree(tiny_base, squares):
@@ -66,15 +47,15 @@ def test_every_batchnorm_is_frozen_so_training_and_serving_agree(tiny_base, squa
 def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
     path = tmp_path / "wide.keras"
     build_unet(2, depth=2, base_filters=4).save(path)
-    save_card({"name": "wide", "classes": ["background", "square"], "input_size": [64, 32],
-               "architecture": "unet"}, path)
+    ModelCard.from_dict({"name": "wide", "classes": ["background", "square"], "input_size": [64, 32],
+                         "architecture": "unet"}).save(path)
     _, summary = run_finetune(squares, FinetuneOptions(base=str(path), steps=2, val_share=0.25))
-    assert summary.card["input_size"] == [64, 32] and summary.before is not None
+    assert summary.card.input_size == [64, 32] and summary.before is not None
 
 
 def test_new_classes_get_a_probed_head_and_a_mapped_before(tiny_base, squares):
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2, classes=["sky", "plane", "cloud"]))
-    assert model.output_shape[-1] == 3 and summary.card["classes"] == ["sky", "plane", "cloud"]
+    assert model.output_shape[-1] == 3 and summary.card.classes == ["sky", "plane", "cloud"]
     assert summary.before["images"] == summary.after["images"]
     assert summary.before_note.startswith("base classes mapped") and "background → sky" in summary.before_note
 
@@ -108,7 +89,7 @@ def test_stop_event_ends_training_early(tiny_base, squares):
     _, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=400),
                               on_event=stop_after_first_round, stop_event=stop)
     assert summary.stopped_by_user and summary.steps_run <= 2 * 400 // recipe.ROUNDS
-    assert summary.card["training"]["stopped_by_user"] and summary.after is not None
+    assert summary.card.training["stopped_by_user"] and summary.after is not None
 
 
 @pytest.mark.parametrize("options,message", [
@@ -169,7 +150,7 @@ def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares,
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2, classes=["sky", "square"]))
     folder = build_push_folder(save_result(model, summary, tmp_path / "tuned.keras"), tmp_path / "push", "me/tuned")
     loaded = get_segmenter(str(folder / "model.keras"))
-    assert loaded.classes == ["sky", "square"] and loaded.card["base_model"] == "squares"
+    assert loaded.classes == ["sky", "square"] and loaded.card.base_model == "squares"
     image = squares[0][1]
     batch = np.stack([image, image[:, ::-1]]).astype(np.float32)
     probs = np.asarray(keras.ops.softmax(model(batch)))
@@ -263,7 +244,7 @@ def test_flip_validation_scores_what_the_served_model_predicts(rng):
     callback = ValidationIoU(images, masks, 2, batch_size=3, loss=make_loss("ce"), flip_tta=True)
     callback.set_model(model)
     callback.on_epoch_end(0, logs)
-    served = Segmenter(model, {"name": "t", "classes": ["a", "b"], "input_size": 32, "flip_tta": True}, freeze=False)
+    served = Segmenter(model, ModelCard("t", ["a", "b"], 32, flip_tta=True), freeze=False)
     assert served.tta
     assert np.array_equal(callback.predictions, np.stack([served.predict(image).labels for image in images]))
     assert logs["val_miou"] == pytest.approx(evaluate_arrays(served, list(zip(images, masks)))["miou"], abs=1e-3)
@@ -280,8 +261,8 @@ def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(tmp_path, squares):
     path = tmp_path / "mobile.keras"
     keras.utils.set_random_seed(0)
     build_mobilenet_unet(2, input_size=32, decoder_filters=(8, 8, 8, 8)).save(path)
-    save_card({"name": "mobile", "classes": ["background", "square"], "input_size": 32,
-               "architecture": "mobilenet_unet"}, path)
+    ModelCard.from_dict({"name": "mobile", "classes": ["background", "square"], "input_size": 32,
+                         "architecture": "mobilenet_unet"}).save(path)
     seen = {}
 
     def on_event(event, model):  # during training, not after (the result's encoder is left trainable)

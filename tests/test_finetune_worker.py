@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from segdemo import finetune_worker
+from segdemo.cards import ModelCard
 from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
-from tests.test_finetune import squares, tiny_base  # noqa: F401 - fixtures
 
 
 def palette():
@@ -44,9 +44,9 @@ def test_a_job_yields_steps_rounds_then_its_result(tiny_base, squares, tmp_path)
 
 
 def test_events_round_trip_the_wire_format():
-    summary = FinetuneSummary(card={"name": "m"}, before={"miou": 0.3}, after={"miou": 0.9}, history=[{"loss": 1.0}],
-                              seconds=3.5, stopped_by_user=True, held_out=["a"], steps_run=7, before_note="x → y",
-                              model_path="/tmp/m.keras")
+    summary = FinetuneSummary(card=ModelCard("m", ["a", "b"], 32), before={"miou": 0.3}, after={"miou": 0.9},
+                              history=[{"loss": 1.0}], seconds=3.5, stopped_by_user=True, held_out=["a"], steps_run=7,
+                              before_note="x → y", model_path="/tmp/m.keras")
     in_process_only = np.zeros((4, 4), np.uint8)  # a RoundDone's prediction is not sent
     for event in (StepDone(3, 10), RoundDone(1, 8, 5, 40, {"loss": 0.5, "val_miou": None}, "s.png", in_process_only),
                   Finished(summary), Failed("bad pairs"), Failed("boom", input_error=False, details="trace")):

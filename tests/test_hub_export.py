@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from segdemo import hub, registry
-from segdemo.cards import load_card, save_card
+from segdemo.cards import ModelCard
 from segdemo.data import load_image, resize_image
 from segdemo.models import build_unet
 
@@ -47,10 +47,10 @@ def test_readme_has_valid_spaces_front_matter():
 def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "squares.keras"
     build_unet(2, depth=2, base_filters=4).save(path)
-    save_card({"name": "squares-hub", "title": "Squares from the Hub", "classes": ["background", "square"],
-               "colors": [[0, 0, 0], [0, 200, 0]], "input_size": 32, "architecture": "unet",
-               "metrics": {"held-out (after)": {"pixel_acc": 0.9, "miou": 0.8, "mdice": 0.85, "images": 2}}},
-              path)
+    ModelCard.from_dict({"name": "squares-hub", "title": "Squares from the Hub", "classes": ["background", "square"],
+                         "colors": [[0, 0, 0], [0, 200, 0]], "input_size": 32, "architecture": "unet",
+                         "metrics": {"held-out (after)": {"pixel_acc": 0.9, "miou": 0.8, "mdice": 0.85, "images": 2}}}
+                        ).save(path)
     return path
 
 
@@ -80,7 +80,7 @@ def test_hub_model_resolves_offline_from_the_cache(hub_cache, monkeypatch):
     models = registry.bundled_models()
     assert "squares-hub" in models and "pets" in models
     segmenter = registry.get_segmenter("squares-hub")
-    assert segmenter.card["title"] == "Squares from the Hub"
+    assert segmenter.card.title == "Squares from the Hub"
     assert segmenter.predict(np.zeros((10, 20, 3), np.uint8)).labels.shape == (10, 20)
 
 
@@ -101,7 +101,7 @@ def test_push_folder_holds_model_card_and_metadata(tiny_model, tmp_path):
     assert meta["library_name"] == "keras" and "image-segmentation" in meta["tags"]
     metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert metrics == {"mean_iou": 0.8, "accuracy": 0.9, "dice": 0.85}
-    assert load_card(folder / "model.keras")["classes"] == ["background", "square"]
+    assert ModelCard.load(folder / "model.keras").classes == ["background", "square"]
     segmenter = registry.get_segmenter(str(folder / "model.keras"))
     assert segmenter.predict(np.zeros((8, 8, 3), np.uint8)).labels.shape == (8, 8)
 
@@ -123,7 +123,7 @@ def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
     from segdemo import sessions
     from segdemo.ui import finetune_tab
 
-    card = load_card(tiny_model)
+    card = ModelCard.load(tiny_model)
     sessions.FINETUNED_MODELS.put("anonymous", sessions.FinetunedModel(tiny_model, card, [str(tiny_model)]))
     try:
         with caplog.at_level(logging.DEBUG):

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from segdemo.cards import save_card
+from segdemo.cards import ModelCard
 from segdemo.data import load_image
 from segdemo.drawing import colorize, grey_map, overlay, palette_lut, probability_map
 from segdemo.models import build_unet
 from segdemo.registry import get_segmenter
 from segdemo.segmenter import Segmenter, class_areas, mean_uncertainty, uncertainty
 
-TINY_CARD = {"name": "tiny", "classes": ["background", "thing"], "colors": [[0, 0, 0], [255, 0, 0]],
-             "input_size": 32, "architecture": "unet"}
+TINY_CARD = ModelCard.from_dict({"name": "tiny", "classes": ["background", "thing"],
+                                 "colors": [[0, 0, 0], [255, 0, 0]], "input_size": 32, "architecture": "unet"})
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_any_size_maps_back_to_original_resolution(tiny_segmenter, height, width
 
 
 def test_non_square_input_size():
-    card = {**TINY_CARD, "input_size": [64, 32]}  # width x height
+    card = TINY_CARD.replace(input_size=[64, 32])  # width x height
     segmenter = Segmenter(build_unet(2, depth=2, base_filters=4), card).warm_up()
     assert segmenter.size == (64, 32)
     prediction = segmenter.predict(np.zeros((360, 480, 3), np.uint8))
@@ -48,8 +48,8 @@ def test_flip_tta_averages_with_the_mirrored_prediction(rng):
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     expected = (plain.predict(image).probs + plain.predict(image[:, ::-1]).probs[:, ::-1]) / 2
     np.testing.assert_allclose(tta.predict(image).probs, expected, atol=1e-5)
-    from_card = Segmenter(model, {**TINY_CARD, "flip_tta": True})  # a fine-tune's card asks for it
-    assert from_card.tta and not Segmenter(model, {**TINY_CARD, "flip_tta": True}, tta=False).tta
+    from_card = Segmenter(model, TINY_CARD.replace(flip_tta=True))  # a fine-tune's card asks for it
+    assert from_card.tta and not Segmenter(model, TINY_CARD.replace(flip_tta=True), tta=False).tta
     np.testing.assert_allclose(from_card.predict(image).probs, expected, atol=1e-5)
 
 
@@ -80,7 +80,7 @@ def test_uncertainty_is_one_minus_the_top_two_margin():
 def test_model_file_with_card_loads_through_registry(tmp_path):
     path = tmp_path / "tiny.keras"
     build_unet(2, depth=2, base_filters=4).save(path)
-    save_card(TINY_CARD, path)
+    TINY_CARD.save(path)
     segmenter = get_segmenter(str(path))
     assert segmenter.predict(np.zeros((10, 10, 3), np.uint8)).labels.shape == (10, 10)
     assert (tmp_path / "tiny.md").read_text().startswith("# tiny")

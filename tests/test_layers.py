@@ -8,6 +8,22 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "segdemo"
 WEB_MODULES = ("gradio", "gradio_client", "fastapi", "starlette")
+# The layers, lowest first (docs/architecture.md draws them): a module imports its own layer and those below,
+# never one above. A new module is placed here, or this test fails.
+LAYERS = {
+    "foundation": {"segdemo", "segdemo.lazy", "segdemo.limits", "segdemo.png", "segdemo.cards", "segdemo.data",
+                   "segdemo.metrics"},
+    "model": {"segdemo.drawing", "segdemo.runtime", "segdemo.segmenter", "segdemo.models", "segdemo.losses",
+              "segdemo.augment", "segdemo.uploads", "segdemo.corrections", "segdemo.model_files",
+              "segdemo.model_inspect", "segdemo.model_preprocessing"},
+    "pipelines": {"segdemo.registry", "segdemo.hub", "segdemo.serving", "segdemo.batch", "segdemo.compare",
+                  "segdemo.evaluate", "segdemo.export", "segdemo.training", "segdemo.train", "segdemo.deploy",
+                  "segdemo.card", "segdemo.finetune", "segdemo.finetune.options", "segdemo.finetune.events",
+                  "segdemo.finetune.probe", "segdemo.finetune.scoring", "segdemo.finetune.recipe",
+                  "segdemo.finetune.__main__"},
+    "app state": {"segdemo.startup", "segdemo.sessions", "segdemo.finetune_worker", "segdemo.jobs"},
+    "ui": {"segdemo.ui"},  # and every segdemo.ui.* module
+}
 
 
 def module_name(path):
@@ -74,6 +90,22 @@ def test_find_cycle_sees_a_cycle():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def layer_of(module):
+    ranks = list(LAYERS)
+    if module.startswith("segdemo.ui"):
+        return ranks.index("ui")
+    return next((ranks.index(name) for name, modules in LAYERS.items() if module in modules), None)
+
+
+def test_every_import_goes_down_or_across_the_layers():
+    graph = import_graph()
+    unplaced = sorted(module for module in graph if layer_of(module) is None)
+    assert not unplaced, f"place these modules in LAYERS: {unplaced}"
+    upward = [f"{module} ({list(LAYERS)[layer_of(module)]}) -> {target} ({list(LAYERS)[layer_of(target)]})"
+              for module, targets in graph.items() for target in targets if layer_of(target) > layer_of(module)]
+    assert not upward, upward
 
 
 def test_core_never_imports_the_ui_or_the_web():

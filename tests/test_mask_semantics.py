@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo.cards import binary_mask_classes, describe_binary_reading, load_card
+from segdemo.cards import ModelCard, binary_mask_classes, describe_binary_reading
 from segdemo.data import InputError, Pair, decode_mask
 from segdemo.finetune.options import target_card
 from segdemo.registry import resolve_model_path
 from segdemo.ui.finetune_tab import NEW_CLASSES, finetune_card, problems_markdown
 from segdemo.uploads import looks_inverted, validate_and_load
 
-PETS = load_card(resolve_model_path("pets"))  # pet, background, border; default class pet
-STREET = load_card(resolve_model_path("street"))  # 11 classes, none called background
-MEMBRANES = load_card(resolve_model_path("membranes"))  # membrane, cell; ISBI: white = cell
+PETS = ModelCard.load(resolve_model_path("pets"))  # pet, background, border; default class pet
+STREET = ModelCard.load(resolve_model_path("street"))  # 11 classes, none called background
+MEMBRANES = ModelCard.load(resolve_model_path("membranes"))  # membrane, cell; ISBI: white = cell
 
 
 def object_mask(size=32, inverted=False):
@@ -36,9 +36,9 @@ def write_pairs(folder, masks):
 
 def test_on_a_three_class_base_white_is_its_main_class_and_black_its_background():
     black, white = binary_mask_classes(PETS)
-    assert (PETS["classes"][white], PETS["classes"][black]) == ("pet", "background")
+    assert (PETS.classes[white], PETS.classes[black]) == ("pet", "background")
     decoded = decode_mask(object_mask(), num_classes=3, binary=(black, white))
-    assert decoded[16, 16] == PETS["classes"].index("pet") and decoded[0, 0] == PETS["classes"].index("background")
+    assert decoded[16, 16] == PETS.classes.index("pet") and decoded[0, 0] == PETS.classes.index("background")
     assert describe_binary_reading(PETS) == "white → pet, black → background"
 
 
@@ -52,7 +52,7 @@ def test_on_a_two_class_set_white_is_the_object_whatever_the_order():
 
 def test_a_base_without_background_class_refuses_binary_masks_with_a_reason(tmp_path):
     assert binary_mask_classes(STREET) is None
-    reports, loaded = validate_and_load(write_pairs(tmp_path, [object_mask()]), len(STREET["classes"]),
+    reports, loaded = validate_and_load(write_pairs(tmp_path, [object_mask()]), len(STREET.classes),
                                         None, binary_mask_classes(STREET))
     assert not loaded and "black/white mask" in reports[0].problem and "background, object" in reports[0].problem
 
@@ -82,7 +82,7 @@ def test_evaluation_reads_black_white_masks_as_the_model_card_says(tmp_path):
 
     class Constant:
         """A 'segmenter' that predicts class 0 (pet) everywhere."""
-        card, classes = PETS, PETS["classes"]
+        card, classes = PETS, PETS.classes
 
         def predict(self, image):
             return type("P", (), {"labels": np.zeros(image.shape[:2], np.uint8)})()

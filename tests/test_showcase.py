@@ -11,33 +11,18 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.cards import load_card
+from segdemo.cards import ModelCard
 from segdemo.registry import bundled_models
-from tests.conftest import start_app, stop_app
+from tests.helpers import batch_zip, start_app, stop_app
 
 pytestmark = pytest.mark.slow
-PETS = load_card(bundled_models()["pets"])
+PETS = ModelCard.load(bundled_models()["pets"])
 SMALL_UPLOAD_LIMIT_MB = 1  # the second server's upload limit, so that a refused upload stays small
 
 
 @pytest.fixture(scope="module")
 def client(app_url):
     return Client(app_url, verbose=False)
-
-
-def batch_zip(path):
-    """A ZIP with three good images (one in a folder, one PNG with alpha) and two bad files."""
-    cat = Image.open("examples/chelsea_cat.png").convert("RGB")
-    with zipfile.ZipFile(path, "w") as archive:
-        cup = Image.open("examples/coffee_cup.png")
-        for name, image, fmt in [("cat.jpg", cat, "JPEG"), ("more/cup.png", cup, "PNG"),
-                                 ("small.png", cat.resize((50, 40)).convert("RGBA"), "PNG")]:
-            buffer = io.BytesIO()
-            image.save(buffer, fmt)
-            archive.writestr(name, buffer.getvalue())
-        archive.writestr("broken.jpg", b"not a jpeg at all")
-        archive.writestr("notes.txt", b"hello")
-    return str(path)
 
 
 def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
@@ -47,7 +32,7 @@ def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
     assert "broken.jpg" in summary and "notes.txt" in summary
     rows = list(csv.DictReader(open(csv_path)))
     assert [row["file"] for row in rows] == ["cat.png", "cup.png", "small.png"]  # ZIP members by path
-    classes = PETS["classes"]
+    classes = PETS.classes
     assert set(rows[0]) == {"file", "width", "height", *[f"share_{c}" for c in classes],
                             *[f"mean_prob_{c}" for c in classes], "mean_uncertainty"}
     with zipfile.ZipFile(zip_path) as archive:

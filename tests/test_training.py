@@ -5,31 +5,11 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from segdemo import evaluate, train
 from segdemo.models import build_unet
 from segdemo.training import class_pixel_counts, cosine_schedule, fit, recalibrate_batchnorm
-
-
-def square_pairs(count, size, rng):
-    """Images with a bright square on a dark noisy background; the mask marks the square (class 1)."""
-    images = rng.integers(0, 60, (count, size, size, 3)).astype(np.uint8)
-    masks = np.zeros((count, size, size), np.uint8)
-    for index in range(count):
-        side = rng.integers(size // 4, size // 2)
-        top, left = rng.integers(0, size - side, 2)
-        images[index, top: top + side, left: left + side] = rng.integers(180, 255, 3)
-        masks[index, top: top + side, left: left + side] = 1
-    return images, masks
-
-
-def write_dataset(root, images, masks):
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for index, (image, mask) in enumerate(zip(images, masks)):
-        Image.fromarray(image).save(root / "images" / f"pair{index}.jpg", quality=95)
-        Image.fromarray(mask * 255).save(root / "masks" / f"pair{index}_mask.png")  # binary 0/255
+from tests.helpers import square_pairs, write_dataset
 
 
 def test_fit_lowers_the_loss(rng):

@@ -50,7 +50,7 @@ def main(argv=None):
                               input_size=args.input_size, val_share=args.val_share, augment=not args.no_augment,
                               loss=args.loss, freeze_encoder=not args.unfreeze_encoder, flip_tta=not args.no_flip_tta,
                               classes=args.classes, seed=args.seed)
-    base_card = cards.load_card(resolve_model_path(args.base))
+    base_card = cards.ModelCard.load(resolve_model_path(args.base))
     pairs_data, problems = load_training_pairs(args.data, base_card, args.classes, args.split, args.limit)
     for problem in problems:
         print(f"skipped: {problem}")

@@ -67,6 +67,7 @@ def check_pair_count(count):
 
 def target_card(base_card, classes=None):
     """The card a fine-tune's masks are read with: the base's, or a new class set's."""
-    if not classes or list(classes) == list(base_card["classes"]):
+    if not classes or list(classes) == list(base_card.classes):
         return base_card
-    return {"classes": list(classes), "default_class": cards.default_class_name(list(classes))}
+    return cards.ModelCard(name=f"{base_card.name} with new classes", classes=list(classes),
+                           input_size=base_card.input_size, default_class=cards.default_class_name(list(classes)))

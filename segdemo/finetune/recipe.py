@@ -116,10 +116,10 @@ def prepare_training_model(base_path, classes=None, options=None):
     from segdemo.training import train_dataset
 
     options = options or FinetuneOptions()
-    card = cards.load_card(base_path)
-    classes = list(classes or card["classes"])
-    same_classes = classes == list(card["classes"])
-    size = training_size(options, cards.input_wh(card))
+    card = cards.ModelCard.load(base_path)
+    classes = list(classes or card.classes)
+    same_classes = classes == list(card.classes)
+    size = training_size(options, card.size)
     base_model = PRELOADED_BASES.get(str(Path(base_path).resolve()))  # left for the job, which takes it
     base_model = base_model if base_model is not None else load_base_model(base_path)
     model, schedule = build_training_model(base_model, same_classes, len(classes), options)
@@ -179,23 +179,25 @@ def progress_callback(on_event, steps, rounds, stop_event, validation):
 
 
 def new_card_for(base_card, classes, same_classes, size, pair_count, flip_tta):
-    num_classes = len(classes)
-    again = base_card["name"].endswith(FINETUNED_SUFFIX)  # a teach-loop round continues a fine-tuned model
-    return {
-        **{k: base_card[k] for k in ("architecture", "architecture_args", "normalisation") if k in base_card},
-        "name": base_card["name"] if again else f"{base_card['name']}{FINETUNED_SUFFIX}",
-        "title": base_card.get("title", base_card["name"]) if again else
-        f"{base_card.get('title', base_card['name'])}, fine-tuned",
-        "description": f"Fine-tuned from {base_card['name']} on {pair_count} pairs.",
-        "classes": classes,
-        "colors": base_card.get("colors") if same_classes else [list(c) for c in cards.DEFAULT_COLORS[:num_classes]],
-        "default_class": base_card.get("default_class") if same_classes else cards.default_class_name(classes),
-        **({"binary_mask": base_card["binary_mask"]} if same_classes and "binary_mask" in base_card else {}),
-        "input_size": size_value(size),
-        "flip_tta": flip_tta,
-        "base_model": base_card["name"],
-        "date": datetime.date.today().isoformat(),
-    }
+    """The fine-tuned model's card: the base's architecture and normalisation, the new classes (or the base's
+    with their colours and black/white reading), the training size; a teach-loop round keeps its name."""
+    again = base_card.name.endswith(FINETUNED_SUFFIX)  # a teach-loop round continues a fine-tuned model
+    return cards.ModelCard(
+        name=base_card.name if again else f"{base_card.name}{FINETUNED_SUFFIX}",
+        title=base_card.display_title if again else f"{base_card.display_title}, fine-tuned",
+        description=f"Fine-tuned from {base_card.name} on {pair_count} pairs.",
+        classes=list(classes),
+        colors=base_card.colors if same_classes else [list(c) for c in cards.DEFAULT_COLORS[:len(classes)]],
+        default_class=base_card.default_class if same_classes else cards.default_class_name(classes),
+        binary_mask=base_card.binary_mask if same_classes else None,
+        input_size=size_value(size),
+        architecture=base_card.architecture,
+        architecture_args=dict(base_card.architecture_args),
+        normalisation=base_card.normalisation,
+        flip_tta=flip_tta,
+        base_model=base_card.name,
+        date=datetime.date.today().isoformat(),
+    )
 
 
 def run_finetune(pairs_data, options, on_event=None, stop_event=None):
@@ -216,7 +218,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     check_pair_count(len(pairs_data))
     started = time.perf_counter()
     base_path = resolve_model_path(options.base)
-    base = Segmenter(load_base_model(base_path), cards.load_card(base_path), freeze=False)  # scores 4-40 pairs once
+    base = Segmenter(load_base_model(base_path), cards.ModelCard.load(base_path), freeze=False)  # scores pairs once
     classes = list(options.classes) if options.classes else list(base.classes)
     same_classes = classes == list(base.classes)
     num_classes = len(classes)
@@ -251,7 +253,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     set_encoder_trainable(model, True)
     after = evaluate_arrays(Segmenter(model, new_card, freeze=False), val_full)
     seconds = time.perf_counter() - started
-    new_card["training"] = {
+    new_card.training = {
         "data": f"{len(pairs_data)} uploaded pairs: {len(train_idx)} train, {len(val_idx)} held out "
                 f"({', '.join(pairs_data[i][0] for i in val_idx[:10])})",
         "recipe": {k: v for k, v in asdict(options).items() if k != "classes"},
@@ -259,7 +261,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
         "stopped_by_user": stopped,
         "wall_time_seconds": round(seconds, 1),
     }
-    new_card["metrics"] = {"held-out (after)": after, "held-out (before, base model)": before}
+    new_card.metrics = {"held-out (after)": after, "held-out (before, base model)": before}
     rounds_logs = [{k: history.history[k][i] for k in history.history} for i in range(len(history.history["loss"]))]
     summary = FinetuneSummary(new_card, before, after, rounds_logs, seconds, stopped,
                               [pairs_data[i][0] for i in val_idx], steps_run, before_note)
@@ -273,7 +275,7 @@ def save_result(model, summary, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_keras_model(model, path)
-    cards.save_card(summary.card, path)
+    summary.card.save(path)
     summary.model_path = str(path)
     return path
 
@@ -287,6 +289,6 @@ def load_training_pairs(source, base_card, classes=None, split=None, limit=0):
     pairs, problems = read_pairs_source(source, split)
     if limit:
         pairs = pairs[:limit]
-    reports, loaded = validate_and_load(pairs, len(card["classes"]), cards.class_colors(card),
+    reports, loaded = validate_and_load(pairs, len(card.classes), cards.class_colors(card),
                                         cards.binary_mask_classes(card))
     return loaded, problems + [f"{r.name}: {r.problem}" for r in reports if r.problem]

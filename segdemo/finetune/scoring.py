@@ -26,7 +26,7 @@ def score_base(base, size, val_full, train_arrays, classes, same_classes):
     from segdemo.evaluate import evaluate_arrays
     from segdemo.segmenter import Segmenter
 
-    scorer = base if size == base.size else Segmenter(base.model, {**base.card, "input_size": size_value(size)},
+    scorer = base if size == base.size else Segmenter(base.model, base.card.replace(input_size=size_value(size)),
                                                       freeze=False)
     if same_classes:
         return evaluate_arrays(scorer, val_full), ""

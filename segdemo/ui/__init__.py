@@ -8,7 +8,7 @@ import threading
 
 import gradio as gr
 
-from segdemo.cards import load_card
+from segdemo.cards import ModelCard
 from segdemo.limits import MAX_ZIP_BYTES
 from segdemo.registry import bundled_models, default_model_name
 from segdemo.startup import STARTUP
@@ -63,7 +63,7 @@ def build_demo():
     default model, which `launch` loads in the background once the page is served."""
     models = bundled_models()
     STARTUP.expect(default_model_name(models))
-    document_handlers({name: load_card(path) for name, path in models.items()})
+    document_handlers({name: ModelCard.load(path) for name, path in models.items()})
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         with gr.Tab("Segment"):

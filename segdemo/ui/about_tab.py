@@ -3,7 +3,7 @@
 import gradio as gr
 
 from segdemo import export
-from segdemo.cards import card_markdown, load_card
+from segdemo.cards import ModelCard
 from segdemo.data import InputError
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.sessions import FINETUNED_CHOICE, segmenter_for, session_folder
@@ -40,7 +40,7 @@ def export_model(model_name=DEFAULT_MODEL, format_label=export.DEFAULT_FORMAT_LA
         raise InputError(f"unknown format {str(format_label)[:60]!r}; formats: {', '.join(export.FORMAT_LABELS)}")
     key = session_key(request)
     segmenter = segmenter_for(model_name, key)
-    path = session_folder(key) / f"{segmenter.card['name']}{export.FORMAT_LABELS[format_label]}"
+    path = session_folder(key) / f"{segmenter.card.name}{export.FORMAT_LABELS[format_label]}"
     export.export_model(segmenter, path)
     return [str(path), str(path.with_suffix(".json"))]
 
@@ -51,7 +51,7 @@ def build_about_tab():
     models = bundled_models()
     for name, path in models.items():
         with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):
-            gr.Markdown(card_markdown(load_card(path)))
+            gr.Markdown(ModelCard.load(path).markdown())
     with gr.Accordion("Export a model (ONNX, TensorFlow Lite, Keras)", open=False):
         with gr.Row():
             model = FreeDropdown(model_choices([FINETUNED_CHOICE]), value=default_model_name(models),

@@ -7,7 +7,7 @@ import time
 import gradio as gr
 
 from segdemo.batch import LEAST_CERTAIN_FIRST, segment_files
-from segdemo.cards import load_card
+from segdemo.cards import ModelCard
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.serving import default_class
@@ -113,8 +113,8 @@ def build_batch_tab():
     with gr.Row():
         zip_file = gr.File(label="Masks, classes.csv and model card (ZIP)", interactive=False, elem_id="batch-zip")
         csv_file = gr.File(label="classes.csv", interactive=False, elem_id="batch-csv")
-    card = load_card(models[model_name])
-    sort_by = gr.Dropdown([*card["classes"], LEAST_CERTAIN_FIRST], value=default_class(card),
+    card = ModelCard.load(models[model_name])
+    sort_by = gr.Dropdown([*card.classes, LEAST_CERTAIN_FIRST], value=default_class(card),
                           label="Sort the gallery by the share of a class, or least certain first (to correct)",
                           elem_id="batch-sort")
     gallery = gr.Gallery(label="Overlays", columns=6, height="auto", format="png", elem_id="batch-gallery")

@@ -93,7 +93,7 @@ def problems_markdown(reports, problems, card):
     if binary:
         lines += ["", f"Masks read as black/white ({binary} pairs): {describe_binary_reading(card)}."]
     if looks_inverted(reports):
-        white = card["classes"][binary_mask_classes(card)[1]]
+        white = card.classes[binary_mask_classes(card)[1]]
         lines += ["", f"**Warning: these masks look inverted.** White ({white}) covers most of the image borders, "
                       "where backgrounds usually are. If white marks the background in your masks, invert them "
                       "(white must be the object) and upload again; if the object really fills the frame, go on."]
@@ -129,7 +129,7 @@ def check_pairs(files, base="", class_mode=KEEP_CLASSES, class_names="", request
     if training_set_corrected:
         report += (f"\n\nTrain also uses the **{training_set_corrected} corrected pairs** of your training set "
                    f"({len(loaded) + training_set_corrected} pairs in all).")
-    return pairs_table(reports, card["classes"]), thumbnails(loaded, class_colors(card)), report
+    return pairs_table(reports, card.classes), thumbnails(loaded, class_colors(card)), report
 
 
 @api_doc
@@ -168,7 +168,7 @@ def finetune(files, base="", class_mode=KEEP_CLASSES, class_names="", steps=Fine
                               batch_size=int(batch_size), input_size=int(input_size or 0),
                               val_share=float(val_share), augment=bool(augment), loss=loss,
                               freeze_encoder=bool(freeze_encoder), flip_tta=bool(flip_tta),
-                              classes=None if class_mode != NEW_CLASSES else card["classes"])
+                              classes=None if class_mode != NEW_CLASSES else card.classes)
     options.check()
     progress(0.0, desc="reading pairs")
     reports, loaded, _ = read_upload(uploaded_paths(files), card)

@@ -66,7 +66,7 @@ def api_doc(handler):
 
 def doc_facts(cards):
     """{placeholder: text} for API docstrings; `cards` maps each served model's name to its card."""
-    models = "; ".join(f'"{name}" ({card.get("title", name)}: {", ".join(card["classes"])})'
+    models = "; ".join(f'"{name}" ({(card.title or name)}: {", ".join(card.classes)})'
                        for name, card in cards.items())
     return {"models": models, "model_names": ", ".join(f'"{name}"' for name in cards),
             "finetuned": f'"{FINETUNED_CHOICE}"', "image_formats": IMAGE_FORMATS, "megapixels": megapixels(),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from segdemo.cards import class_colors, load_card
+from segdemo.cards import ModelCard, class_colors
 from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
 from segdemo.runtime import describe_device, release_freed_memory
 from segdemo.serving import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
@@ -26,7 +26,7 @@ def timing_note(result, model_name):
     total = sum(seconds.values())
     steps = " · ".join(f"{step} {seconds[step] * 1000:.0f}" for step in STEPS)
     mirrored = " (mean with the mirrored image)" if result.segmenter.tta else ""
-    return (f"**{result.segmenter.card.get('title', model_name)}** on {describe_device()} · model{mirrored} "
+    return (f"**{(result.segmenter.card.title or model_name)}** on {describe_device()} · model{mirrored} "
             f"{seconds['model'] * 1000:.0f} ms · total {total * 1000:.0f} ms ({steps} ms) · mean uncertainty "
             f"{result.mean_uncertainty:.3f}  \n" + "; ".join(result.notes))
 
@@ -82,7 +82,7 @@ def legend_html(card):
         f'<span style="display:inline-flex;align-items:center;margin-right:14px">'
         f'<span style="width:14px;height:14px;border:1px solid #888;margin-right:5px;'
         f'background:rgb({r},{g},{b})"></span>{name}</span>'
-        for name, (r, g, b) in zip(card["classes"], class_colors(card))
+        for name, (r, g, b) in zip(card.classes, class_colors(card))
     )
     return f'<div class="segdemo-legend"><b>Legend:</b> {items}</div>'
 
@@ -105,7 +105,7 @@ def select_model(model_names):
 
 def examples_model(card, model_names):
     """Whose examples go with a model: its own, or for a fine-tuned model its base model's."""
-    for name in (card.get("name"), card.get("base_model")):
+    for name in (card.name, card.base_model):
         if name in model_names:
             return name
     return model_names[0]
@@ -113,7 +113,7 @@ def examples_model(card, model_names):
 
 def example_images(card):
     """The example files a card lists (under examples/), or every example when it lists none."""
-    listed = card.get("examples")
+    listed = card.examples
     paths = [EXAMPLES_DIR / name for name in listed] if listed else sorted(EXAMPLES_DIR.glob("*.png"))
     return [[str(path)] for path in paths if path.is_file()]
 
@@ -136,11 +136,11 @@ def build_segment_tab():
     """Lay out the tab inside an open `gr.Blocks` and wire its events; returns a SegmentTab."""
     models = bundled_models()
     model_name = default_model_name(models)
-    card = load_card(models[model_name])  # build_demo has loaded this model; the others load on first use
+    card = ModelCard.load(models[model_name])  # build_demo has loaded this model; the others load on first use
     with gr.Row():
         # free values over the API: the session's own model, or a class of another model than the page shows
         model_choice = FreeDropdown(model_choices(), value=model_name, allow_custom_value=True, label="Model", scale=1)
-        class_choice = FreeDropdown(card["classes"], value=default_class(card), allow_custom_value=True,
+        class_choice = FreeDropdown(card.classes, value=default_class(card), allow_custom_value=True,
                                     label="Probability map of class", scale=1)
         opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", scale=2)
     with gr.Row(equal_height=True):
@@ -161,7 +161,7 @@ def build_segment_tab():
     example_groups = []
     for name, path in models.items():  # one group per model; the selected model's is visible
         with gr.Column(visible=name == model_name) as group:
-            gr.Examples(example_images(load_card(path)), inputs=[image],
+            gr.Examples(example_images(ModelCard.load(path)), inputs=[image],
                         label=f"Examples for {name} (free to redistribute, see examples/SOURCES.md)")
         example_groups.append(group)
 

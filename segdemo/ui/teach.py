@@ -73,7 +73,7 @@ def add_correction(editor, request: gr.Request = None):
     colors = class_colors(card)
     height, width = result.display_labels.shape
     labels = editor_to_labels((editor or {}).get("layers"), result.display_labels, colors, (width, height))
-    pair = training_set_of(key).add(result.display_image, labels, card["classes"], colors)
+    pair = training_set_of(key).add(result.display_image, labels, card.classes, colors)
     changed = float((labels != result.display_labels).mean())
     summary, items = set_view(key)
     note = (f"Added **{pair.name}** ({100 * changed:.1f}% of its pixels corrected). {summary}; retrain in the "
@@ -103,10 +103,10 @@ def add_training_pair(image, mask, model_name="", request: gr.Request = None):
         raise InputError("Give both an image and its mask (a PNG of class indices or class colours).")
     _, card = base_for(model_name, key)
     colors = class_colors(card)
-    image_array, labels, _ = read_pair(Pair(Path(_path(image)), Path(_path(mask))), len(card["classes"]), colors,
+    image_array, labels, _ = read_pair(Pair(Path(_path(image)), Path(_path(mask))), len(card.classes), colors,
                                        binary_mask_classes(card))
     training_set = training_set_of(key)
-    pair = training_set.add(image_array, labels, card["classes"], colors)
+    pair = training_set.add(image_array, labels, card.classes, colors)
     summary, items = set_view(key)
     return ({"pairs": len(training_set.pairs), "name": pair.name, "classes": class_histogram(pair.mask, pair.classes)},
             summary, items)
