@@ -12,6 +12,15 @@ CARD_SUFFIX = ".json"
 BACKGROUND = "background"  # the class black pixels of a black/white mask belong to
 MODEL_SUFFIX = ".keras"
 
+# How a model wants its input and gives its output (the card states what the model cannot tell; see
+# model_preprocessing and model_inspect for what each value means).
+INPUT_SCALES = ("0..255", "0..1", "-1..1", "imagenet")
+RESIZES = ("stretch", "letterbox")
+RESIZE_FILTERS = ("antialias", "bilinear")  # PIL bilinear (= tf antialias=True); tf.image.resize default
+OUTPUT_KINDS = ("logits", "softmax", "sigmoid", "sigmoid_binary", "logits_binary")
+OUTPUT_LAYOUTS = ("spatial", "flat")
+BINARY_KINDS = ("sigmoid_binary", "logits_binary")  # one output channel: two classes (background, the named one)
+INPUT_CHANNELS = (3, 1)  # RGB, grayscale
 # Distinct colours for classes without colours of their own (class 0 first).
 DEFAULT_COLORS = [
     (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -41,6 +50,13 @@ class ModelCard:
     name: str
     classes: list
     input_size: object  # int or [width, height]
+    input_scale: str = "0..255"  # INPUT_SCALES: the pixel range the model was trained on
+    resize: str = "stretch"  # RESIZES
+    resize_filter: str = "antialias"  # RESIZE_FILTERS
+    input_channels: int = 3  # INPUT_CHANNELS
+    output: str = "logits"  # OUTPUT_KINDS
+    output_layout: str = "spatial"  # OUTPUT_LAYOUTS
+    output_size: list = None  # [width, height] of the output grid; None: the input size
     title: str = ""
     description: str = ""
     colors: list = None  # [[r, g, b]] per class; None: DEFAULT_COLORS
@@ -76,12 +92,14 @@ class ModelCard:
         return card.validate()
 
     def to_dict(self):
-        """The JSON form: set fields in declaration order (empty optional ones left out), then `extra`."""
+        """The JSON form: fields in declaration order, leaving out empty optional ones and those at their
+        default (a bundled model's card states none of the preprocessing defaults), then `extra`."""
         data = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.name == "extra" or (value in (None, "", {}, []) and item.name not in ("name", "classes")) \
-                    or (item.name == "flip_tta" and not value):
+            is_default = item.default is not dataclasses.MISSING and value == item.default
+            if item.name == "extra" or (item.name not in ("name", "classes", "input_size") and
+                                        (value in (None, "", {}, []) or is_default)):
                 continue
             data[item.name] = value
         return {**data, **self.extra}
@@ -126,6 +144,16 @@ class ModelCard:
             raise CardError("colors must be [r, g, b] triples of 0..255")
         if self.default_class is not None and self.default_class not in self.classes:
             raise CardError(f"default_class {self.default_class!r} is not one of the classes")
+        for value, choices, what in ((self.input_scale, INPUT_SCALES, "input_scale"), (self.resize, RESIZES, "resize"),
+                                     (self.resize_filter, RESIZE_FILTERS, "resize_filter"),
+                                     (self.input_channels, INPUT_CHANNELS, "input_channels"),
+                                     (self.output, OUTPUT_KINDS, "output"),
+                                     (self.output_layout, OUTPUT_LAYOUTS, "output_layout")):
+            if value not in choices:
+                raise CardError(f"{what} must be one of {', '.join(map(str, choices))} (got {value!r})")
+        if self.output in BINARY_KINDS and len(self.classes) != 2:
+            raise CardError(f"a single-channel output ({self.output}) has two classes, background and the named "
+                            f"one; the card lists {len(self.classes)}")
         if self.binary_mask is not None:
             lowered = [name.lower() for name in self.classes]
             if not all(str(self.binary_mask.get(key, "")).lower() in lowered for key in ("black", "white")):
@@ -140,6 +168,12 @@ class ModelCard:
     def size(self):
         """The model's input size as (width, height)."""
         return size_wh(self.input_size)
+
+    @property
+    def output_channels(self):
+        """How many channels the model's output has for this card: 1 for a single-channel output, else one
+        per class."""
+        return 1 if self.output in BINARY_KINDS else len(self.classes)
 
     @property
     def display_title(self):

@@ -45,6 +45,15 @@ class JobResult:
     skipped_pairs: list = field(default_factory=list)  # names of uploaded pairs that could not be read
     model_name: str = FINETUNED_CHOICE
 
+    def status(self):
+        """The result in one line of plain words."""
+        summary = self.summary
+        how = "stopped by you; the weights so far are kept" if summary.stopped_by_user else "finished"
+        note = f" ({summary.before_note})" if summary.before_note else ""
+        return (f"Done ({how}) in {self.wall_seconds:.0f}s, {summary.steps_run} steps. Mean IoU on the "
+                f"{len(summary.held_out)} held-out pairs: {summary.before['miou']:.3f} before → "
+                f"{summary.after['miou']:.3f} after{note}")
+
     def metrics(self):
         """The result as JSON: before/after metrics on the held-out pairs, timings, steps, the curves."""
         summary = self.summary
@@ -102,6 +111,14 @@ class Job:
 
     def stop(self):
         self._worker_job.stop()
+
+
+def describe_round(event, elapsed):
+    """A validation round in one line of plain words (the tab's status line and the API's stream)."""
+    logs = event.logs
+    return (f"Round {event.round}/{event.rounds} (step {event.step}/{event.steps}): loss {logs.get('loss') or 0:.4f}, "
+            f"held-out loss {logs.get('val_loss') or 0:.4f}, held-out mean IoU {logs.get('val_miou') or 0:.3f}, "
+            f"mean Dice {logs.get('val_mdice') or 0:.3f} · {elapsed:.0f}s")
 
 
 def start_job(key, pairs, options, card, skipped_pairs=(), in_process=False):

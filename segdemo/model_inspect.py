@@ -2,7 +2,7 @@
 alone (no data): input size and channels, what the last layer outputs (logits, softmax, sigmoids) and on
 which grid. The card command proposes a card from these facts; the Segmenter decodes outputs by them.
 
-Output kinds (`OUTPUT_KINDS`), kept to five so decoding is one branch each:
+Output kinds (`cards.OUTPUT_KINDS`), kept to five so decoding is one branch each:
 
 - "logits": C >= 2 channels, no activation; class probabilities = softmax.
 - "softmax": C >= 2 channels that already are probabilities.
@@ -21,11 +21,9 @@ block or a Functional sub-model last): a Conv2D/Dense/Conv2DTranspose's `activat
 import math
 from dataclasses import dataclass, field
 
+from segdemo.cards import BINARY_KINDS
 from segdemo.data import InputError
 
-OUTPUT_KINDS = ("logits", "softmax", "sigmoid", "sigmoid_binary", "logits_binary")
-OUTPUT_LAYOUTS = ("spatial", "flat")
-BINARY_KINDS = ("sigmoid_binary", "logits_binary")
 # Layers that pass values through (or only move/resample them): the activation is read from what feeds them.
 PASS_THROUGH_LAYERS = {
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianDropout", "GaussianNoise", "AlphaDropout",
@@ -51,7 +49,7 @@ class ModelFacts:
     input_size: tuple | None  # (width, height); None when the model takes any size
     input_channels: int  # 3 RGB, 1 grayscale
     num_channels_out: int  # the output's last dimension
-    output_kind: str  # one of OUTPUT_KINDS
+    output_kind: str  # one of cards.OUTPUT_KINDS
     output_layout: str  # "spatial" (N, h, w, C) or "flat" (N, h*w, C)
     output_size: tuple | None  # (width, height) of the output grid; None when unknown (open input size)
     activation_layer: str | None = None  # the layer the output kind was read from

@@ -18,9 +18,8 @@ The card says how its author trained the model:
 import numpy as np
 from PIL import Image
 
-INPUT_SCALES = ("0..255", "0..1", "-1..1", "imagenet")
-RESIZES = ("stretch", "letterbox")
-RESIZE_FILTERS = ("antialias", "bilinear")
+from segdemo.cards import BINARY_KINDS, INPUT_SCALES, OUTPUT_KINDS, OUTPUT_LAYOUTS, RESIZE_FILTERS, RESIZES
+
 LETTERBOX_FILL = 128  # grey, in 0..255, where a letterboxed image does not reach
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -135,8 +134,6 @@ def output_probabilities(outputs, output_kind, output_layout, output_grid_hw, nu
     - layout "flat": (N, h*w, C) is reshaped to (N, h, w, C) with `output_grid_hw` (h, w)."""
     import tensorflow as tf
 
-    from segdemo.model_inspect import BINARY_KINDS, OUTPUT_KINDS, OUTPUT_LAYOUTS
-
     check_choice(output_kind, OUTPUT_KINDS, "output kind")
     check_choice(output_layout, OUTPUT_LAYOUTS, "output layout")
     outputs = tf.convert_to_tensor(outputs)
@@ -159,16 +156,23 @@ def output_probabilities(outputs, output_kind, output_layout, output_grid_hw, nu
     return tf.concat([1.0 - foreground, foreground], axis=-1)
 
 
-def crop_box(probs, box, input_wh=None):
-    """The probabilities (..., h, w, C) inside a letterbox `box` (left, top, right, bottom, in model-input
-    pixels), ready to be resized back to the original image. `input_wh` (width, height): the model input's
-    size when the output grid is smaller or larger (the box is scaled to the grid, outwards)."""
+def grid_box(box, input_wh, grid_wh):
+    """A `box` (left, top, right, bottom) in model-input pixels -> the same region on an output grid of
+    `grid_wh` (width, height), scaled outwards, at least one cell."""
     left, top, right, bottom = box
-    grid_h, grid_w = probs.shape[-3], probs.shape[-2]
-    if input_wh is not None and (input_wh[0] != grid_w or input_wh[1] != grid_h):
+    grid_w, grid_h = grid_wh
+    if tuple(input_wh) != tuple(grid_wh):
         scale_x, scale_y = grid_w / input_wh[0], grid_h / input_wh[1]
         left, right = int(np.floor(left * scale_x)), int(np.ceil(right * scale_x))
         top, bottom = int(np.floor(top * scale_y)), int(np.ceil(bottom * scale_y))
     left, top = max(0, left), max(0, top)
-    right, bottom = min(grid_w, max(right, left + 1)), min(grid_h, max(bottom, top + 1))
+    return left, top, min(grid_w, max(right, left + 1)), min(grid_h, max(bottom, top + 1))
+
+
+def crop_box(probs, box, input_wh=None):
+    """The probabilities (..., h, w, C) inside a letterbox `box` (left, top, right, bottom, in model-input
+    pixels), ready to be resized back to the original image. `input_wh` (width, height): the model input's
+    size when the output grid is smaller or larger (the box is scaled to the grid, outwards)."""
+    grid_wh = (probs.shape[-2], probs.shape[-3])
+    left, top, right, bottom = grid_box(box, input_wh or grid_wh, grid_wh)
     return probs[..., top:bottom, left:right, :]

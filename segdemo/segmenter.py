@@ -1,6 +1,7 @@
-"""The `Segmenter`: resize to the model's size -> one compiled `tf.function` (frozen graph, fixed input shape)
--> probabilities resized back to the original resolution -> argmax; and what a prediction says of itself
-(class areas, per-pixel uncertainty)."""
+"""The `Segmenter`: resize to the model's size as its card says -> one compiled `tf.function` (frozen graph,
+fixed input shape: scaling, the model, its output decoded into class probabilities) -> probabilities
+resized back to the original resolution -> argmax; and what a prediction says of itself (class areas,
+per-pixel uncertainty)."""
 
 import threading
 import time
@@ -8,10 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segdemo.cards import class_colors
-from segdemo.data import resize_image
+from segdemo.cards import class_colors, size_wh
+from segdemo.data import InputError
 from segdemo.drawing import palette_lut
 from segdemo.lazy import LazyModule
+from segdemo.model_preprocessing import (
+    grid_box,
+    output_probabilities,
+    resize_for_model,
+    scale_pixels,
+    to_grayscale,
+)
 
 tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see startup.BackgroundStartup)
 
@@ -31,22 +39,48 @@ class Prediction:
         return self.labels.shape[1], self.labels.shape[0]
 
 
-def mirror_mean_probabilities(model, batch):
-    """Softmax of `model` (inference mode) on a (n, h, w, 3) batch averaged with that of the mirrored
-    images, mirrored back: one model call on both."""
+def mirror_mean(probabilities, batch):
+    """`probabilities(batch)` averaged with that of the mirrored images, mirrored back: one call on both."""
     count = tf.shape(batch)[0]
-    logits = model(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0), training=False)
-    return (tf.nn.softmax(logits[:count]) + tf.reverse(tf.nn.softmax(logits[count:]), axis=[2])) / 2.0
+    probs = probabilities(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0))
+    return (probs[:count] + tf.reverse(probs[count:], axis=[2])) / 2.0
+
+
+def mirror_mean_probabilities(model, batch):
+    """Softmax of a logits `model` (inference mode) on a (n, h, w, 3) batch averaged with that of the mirrored
+    images (the fine-tune's validation rounds score what the served model does)."""
+    return mirror_mean(lambda images: tf.nn.softmax(model(images, training=False)), batch)
+
+
+def output_grid(model, card):
+    """(width, height) of the model's output grid: the card's `output_size`, else the output's own spatial
+    shape, else the input size. Raises InputError when the output's channels do not fit the card."""
+    shape = tuple(model.outputs[0].shape) if getattr(model, "outputs", None) else tuple(model.output_shape)
+    channels = shape[-1]
+    if channels is not None and channels != card.output_channels:
+        expected = f"{card.output_channels} ({card.output}: " + (
+            "one channel)" if card.output_channels == 1 else f"one per class: {', '.join(card.classes)})")
+        raise InputError(f"the model's output has {channels} channels, but its card explains {expected}; give "
+                         "the class names in output order (python -m segdemo.card MODEL --classes ...)")
+    if card.output_size:
+        return size_wh(card.output_size)
+    if card.output_layout == "spatial" and len(shape) == 4 and shape[1] and shape[2]:
+        return int(shape[2]), int(shape[1])
+    return card.size
 
 
 class Segmenter:
-    """Predicts with a Keras segmentation model described by its card.
+    """Predicts with a Keras segmentation model the way its card says it was trained.
 
-    Every call goes through one `tf.function` traced once for the fixed input shape (1, h, w, 3) and a
-    dynamic output size, so no request retraces. Its graph is frozen (weights become constants), which
-    lets TensorFlow's graph optimiser fold each BatchNorm into its convolution: about 20% faster on CPU,
-    same results to float rounding. `tta` averages the prediction with that of the mirrored image (two
-    forward passes); None: as the card's `flip_tta` says (a fine-tune sets it)."""
+    The image is resized to the card's input size (`resize`: stretched or letterboxed, `resize_filter`) in
+    NumPy; one `tf.function`, traced once for the fixed input shape (1, h, w, 3), converts to grayscale when
+    the model takes one channel, scales the pixels (`input_scale`), runs the model, decodes its output into
+    class probabilities (`output`, `output_layout`: logits, softmax, sigmoids, one channel, flattened), keeps
+    the part of the grid the image covers and resizes it to the image's size before the argmax. No request
+    retraces. Its graph is frozen (weights become constants), which lets TensorFlow's graph optimiser fold each
+    BatchNorm into its convolution: about 20% faster on CPU, same results to float rounding. `tta` averages
+    the prediction with that of the mirrored image (two forward passes); None: as the card's `flip_tta` says
+    (a fine-tune sets it)."""
 
     def __init__(self, model, card, tta=None, freeze=True):
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -54,13 +88,13 @@ class Segmenter:
         self.model, self.card = model, card
         self.tta = bool(card.flip_tta) if tta is None else tta
         self.size = card.size  # (width, height), as PIL and `resize_image` take it
+        self.grid = output_grid(model, card)  # (width, height) of the model's output
         self.classes = list(card.classes)
         self.palette = palette_lut(class_colors(card))
         width, height = self.size
-        self._compiled = tf.function(
-            self._forward,
-            input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([2], tf.int32)],
-        )
+        self._compiled = tf.function(self._forward, input_signature=[
+            tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([4], tf.int32),
+            tf.TensorSpec([2], tf.int32)])
         # freeze=False: the plain traced function, for one-off scoring where freezing (1-3 s) would not pay off
         self._frozen = convert_variables_to_constants_v2(self._compiled.get_concrete_function()) if freeze \
             else self._compiled
@@ -68,21 +102,32 @@ class Segmenter:
         self._batch_graphs = None  # (model on BATCH_SIZE images, probabilities -> labels), built on first use
         self._batch_lock = threading.Lock()
 
+    def _decoded(self, batch):
+        """Class probabilities of a (n, h, w, 3) batch of 0..255 RGB pixels, as the card describes the model."""
+        card = self.card
+        pixels = to_grayscale(batch) if card.input_channels == 1 else batch
+        outputs = self.model(scale_pixels(pixels, card.input_scale), training=False)
+        return output_probabilities(outputs, card.output, card.output_layout, self.grid[::-1], len(self.classes))
+
     def _probabilities(self, batch):
-        """Softmax of a (n, h, w, 3) batch, averaged with the mirrored images' when `tta`."""
-        if not self.tta:
-            return tf.nn.softmax(self.model(batch, training=False))
-        return mirror_mean_probabilities(self.model, batch)
+        """`_decoded`, averaged with the mirrored images' when `tta`."""
+        return mirror_mean(self._decoded, batch) if self.tta else self._decoded(batch)
 
     @staticmethod
-    def _labels(probs, out_size):
-        """Class indices at `out_size` (h, w): probabilities resized first, then argmax."""
+    def _labels(probs, box, out_size):
+        """The probabilities inside `box` (left, top, right, bottom on the grid) and the class indices at
+        `out_size` (h, w): probabilities resized first, then argmax."""
+        probs = probs[box[1]:box[3], box[0]:box[2]]
         full = tf.image.resize(probs, out_size, method="bilinear")
-        return tf.cast(tf.argmax(full, axis=-1), tf.uint8)
+        return probs, tf.cast(tf.argmax(full, axis=-1), tf.uint8)
 
-    def _forward(self, batch, out_size):
-        probs = self._probabilities(batch)[0]
-        return probs, self._labels(probs, out_size)
+    def _forward(self, batch, box, out_size):
+        return self._labels(self._probabilities(batch)[0], box, out_size)
+
+    def _prepare(self, image):
+        """(the image at the model's size, float32 0..255 RGB; where it lies on the output grid)."""
+        pixels, box = resize_for_model(image, self.size, self.card.resize, self.card.resize_filter)
+        return pixels, np.asarray(grid_box(box, self.size, self.grid), np.int32)
 
     def warm_up(self):
         """Trace and run once so the first user does not pay for it."""
@@ -93,26 +138,28 @@ class Segmenter:
         """Segment an HxWx3 uint8 RGB image of any size."""
         started = time.perf_counter()
         height, width = image.shape[:2]
-        resized = resize_image(image, self.size)
-        batch = tf.convert_to_tensor(resized[None].astype(np.float32))
+        pixels, box = self._prepare(image)
+        batch = tf.convert_to_tensor(pixels[None])
         prepared = time.perf_counter()
-        probs, labels = self._frozen(batch, tf.constant([height, width], tf.int32))
+        probs, labels = self._frozen(batch, tf.constant(box), tf.constant([height, width], tf.int32))
         labels, probs = labels.numpy(), probs.numpy()
         done = time.perf_counter()
         return Prediction(labels, probs, {"preprocess": prepared - started, "model": done - prepared})
 
     def batch_graphs(self):
         """The compiled pair the batch path uses, built (and frozen) once: the model on a fixed
-        (BATCH_SIZE, h, w, 3) batch, and probabilities (h, w, C) -> labels at any output size."""
+        (BATCH_SIZE, h, w, 3) batch, and probabilities on the grid -> the image's part and its labels."""
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         with self._batch_lock:
             if self._batch_graphs is None:
                 width, height = self.size
+                grid_w, grid_h = self.grid
                 model = tf.function(self._probabilities,
                                     input_signature=[tf.TensorSpec([BATCH_SIZE, height, width, 3], tf.float32)])
                 labels = tf.function(self._labels, input_signature=[
-                    tf.TensorSpec([height, width, len(self.classes)], tf.float32), tf.TensorSpec([2], tf.int32)])
+                    tf.TensorSpec([grid_h, grid_w, len(self.classes)], tf.float32), tf.TensorSpec([4], tf.int32),
+                    tf.TensorSpec([2], tf.int32)])
                 concrete = model.get_concrete_function()
                 self._batch_graphs = (convert_variables_to_constants_v2(concrete) if self._freeze else concrete,
                                       labels.get_concrete_function())
@@ -128,15 +175,16 @@ class Segmenter:
             chunk = images[start:start + BATCH_SIZE]
             started = time.perf_counter()
             batch = np.zeros((BATCH_SIZE, self.size[1], self.size[0], 3), np.float32)
+            boxes = []
             for index, image in enumerate(chunk):
-                batch[index] = resize_image(image, self.size)
+                batch[index], box = self._prepare(image)
+                boxes.append(box)
             prepared = time.perf_counter()
             probs = model(tf.convert_to_tensor(batch))
-            probs = (probs[0] if isinstance(probs, (list, tuple)) else probs).numpy()
-            for image, image_probs in zip(chunk, probs):
-                labels = to_labels(tf.convert_to_tensor(image_probs), tf.constant(image.shape[:2], tf.int32))
-                labels = (labels[0] if isinstance(labels, (list, tuple)) else labels).numpy()
-                predictions.append(Prediction(labels, image_probs, {}))
+            probs = probs[0] if isinstance(probs, (list, tuple)) else probs
+            for image, image_probs, box in zip(chunk, tf.unstack(probs)[:len(chunk)], boxes):
+                cropped, labels = to_labels(image_probs, tf.constant(box), tf.constant(image.shape[:2], tf.int32))
+                predictions.append(Prediction(labels.numpy(), cropped.numpy(), {}))
             share = {"preprocess": (prepared - started) / len(chunk),
                      "model": (time.perf_counter() - prepared) / len(chunk)}
             for prediction in predictions[-len(chunk):]:

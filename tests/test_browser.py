@@ -90,7 +90,11 @@ def test_batch_tab_zip_gallery_and_sorting(page, tmp_path):
     page.get_by_role("tab", name="Segment").click()
 
 
-def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
+FINETUNE_STEPS_IN_ORDER = ("#finetune-files", "#check-button", "#train-button", "#metrics-table", "#set-summary",
+                           "#retrain-button")  # upload, check, train, result, then the teach loop's section
+
+
+def test_finetune_tab_follows_its_steps_upload_check_train_result(page, tmp_path):
     import zipfile
 
     import numpy as np
@@ -104,14 +108,20 @@ def test_finetune_tab_upload_train_progress_curve_metrics(page, tmp_path):
             handle.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
             handle.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
     page.get_by_role("tab", name="Fine-tune").click()
-    page.locator("#finetune-files input[type=file]").set_input_files(str(archive))
+    tops = [page.locator(selector).first.bounding_box()["y"] for selector in FINETUNE_STEPS_IN_ORDER]
+    assert tops == sorted(tops), dict(zip(FINETUNE_STEPS_IN_ORDER, tops))  # the page reads in step order
+    primary = [text.strip() for text in page.locator("button.primary:visible").all_inner_texts()]
+    assert primary == ["Check pairs", "Train", "Retrain from my current model"], primary  # one per step
+    page.locator("#finetune-files input[type=file]").set_input_files(str(archive))  # 1. upload
+    page.locator("#check-button").click()  # 2. check
     page.locator("#pairs-report").get_by_text("6 pairs ready").wait_for(timeout=60_000)
     page.locator("#pairs-table span", has_text="p0.jpg").first.wait_for()
-    page.locator("#train-button").click()
+    page.locator("#set-summary").get_by_text("6 pairs").wait_for(timeout=30_000)  # the upload joined the set
+    page.locator("#train-button").click()  # 3. train
     page.locator("#finetune-status").get_by_text("Round").first.wait_for(timeout=120_000)
     page.locator("#loss-curve canvas, #loss-curve svg").first.wait_for(timeout=60_000)
     page.wait_for_function("document.querySelector('#sample-prediction img')?.naturalWidth > 0", timeout=60_000)
-    page.locator("#metrics-table").get_by_text("mean IoU").wait_for(timeout=240_000)
+    page.locator("#metrics-table").get_by_text("mean IoU").wait_for(timeout=240_000)  # 4. the result
     page.locator("#finetune-status").get_by_text("Done").wait_for()
     screenshot = os.environ.get("SEGDEMO_FINETUNE_SCREENSHOT")
     if screenshot:

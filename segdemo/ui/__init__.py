@@ -17,6 +17,7 @@ from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.handlers import document_handlers
+from segdemo.ui.mcp_outputs import spread_multiple_outputs
 from segdemo.ui.segment_tab import build_segment_tab
 from segdemo.ui.teach import build_correction_panel, build_training_set_panel, wire_teach_loop
 
@@ -91,6 +92,7 @@ def launch(demo, **options):
     """Serve the app: uploads bounded to MAX_UPLOAD_MB per file, and an MCP server at /gradio_api/mcp/ whose
     tools are the documented endpoints (segment, segment_batch, compare, ...). TensorFlow and the default
     model load in the background once the page is up."""
+    spread_multiple_outputs()  # each image output an MCP image (see ui/mcp_outputs.py)
     demo.launch(mcp_server=True, max_file_size=MAX_UPLOAD_MB * 1_000_000, prevent_thread_lock=True, **options)
     STARTUP.start()
     threading.Thread(target=prestart_finetune_worker, name="spare-worker", daemon=True).start()

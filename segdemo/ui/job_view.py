@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from segdemo.finetune.events import RoundDone, StepDone
-from segdemo.jobs import JobResult
+from segdemo.jobs import JobResult, describe_round
 
 STEP_UPDATE_SECONDS = 1.0  # between two yields while steps run (Gradio cancels a generator at a yield)
 STARTING = "Training on the good pairs (starting the worker, a few seconds)…"
@@ -27,21 +27,9 @@ def metrics_frame(before, after):
     return pd.DataFrame(rows, columns=["metric", "before (base model)", "after (fine-tuned)"])
 
 
-def round_status(event, elapsed):
-    logs = event.logs
-    return (f"Round {event.round}/{event.rounds} (step {event.step}/{event.steps}): loss {logs.get('loss') or 0:.4f}, "
-            f"held-out loss {logs.get('val_loss') or 0:.4f}, held-out mean IoU {logs.get('val_miou') or 0:.3f}, "
-            f"mean Dice {logs.get('val_mdice') or 0:.3f} · {elapsed:.0f}s")
-
-
 def result_status(result):
-    summary = result.summary
-    before, after = summary.before, summary.after
-    how = "stopped by you; the weights so far are kept" if summary.stopped_by_user else "finished"
-    return (f"**Done** ({how}) in {result.wall_seconds:.0f}s, {summary.steps_run} steps. Mean IoU on the "
-            f"{len(summary.held_out)} held-out pairs: {before['miou']:.3f} before → **{after['miou']:.3f}** after"
-            + (f" ({summary.before_note})" if summary.before_note else "")
-            + ". Tick *use this model* to segment with it.")
+    done, rest = result.status().split(" ", 1)
+    return f"**{done}** {rest}. Tick *use this model* to segment with it."
 
 
 def stream_job(job, progress):
@@ -59,7 +47,7 @@ def stream_job(job, progress):
                 last_yield = job.elapsed
                 yield skip, skip, skip, skip, skip, skip
         elif isinstance(event, RoundDone):
-            yield round_status(event, job.elapsed), curve_frame(job.curves), event.sample, skip, skip, skip
+            yield describe_round(event, job.elapsed), curve_frame(job.curves), event.sample, skip, skip, skip
         elif isinstance(event, JobResult):
             yield (result_status(event), curve_frame(event.curves), skip,
                    metrics_frame(event.summary.before, event.summary.after), event.metrics(), event.files)

@@ -15,7 +15,7 @@ from segdemo.data import InputError, Pair, read_pair
 from segdemo.drawing import palette_lut, thumbnail
 from segdemo.finetune.events import RoundDone
 from segdemo.finetune.options import FinetuneOptions
-from segdemo.jobs import JobResult, start_retrain
+from segdemo.jobs import JobResult, describe_round, start_retrain
 from segdemo.limits import MAX_STEPS, RETRAIN_STEPS
 from segdemo.sessions import (
     EDITING,
@@ -176,9 +176,9 @@ def retrain(model_name: str = "", steps: int = RETRAIN_STEPS, learning_rate: flo
     job = start_retrain(session_key(request), model_name, steps, learning_rate, batch_size)
     for event in job.events():
         if isinstance(event, JobResult):
-            yield {**event.metrics(), "status": f"done: {event.summary.steps_run} steps"}
+            yield {**event.metrics(), "status": event.status()}
         elif isinstance(event, RoundDone):
-            yield {"status": f"round {event.round}/{event.rounds} (step {event.step}/{event.steps})"}
+            yield {"status": describe_round(event, job.elapsed)}
 
 
 def show_retrained(image, probability_class, opacity, request: gr.Request = None):
