@@ -1,15 +1,43 @@
-"""segdemo's entry point (also the Hugging Face Spaces app file): `python app.py`. The page is served as soon
-as Gradio is up; TensorFlow and the default model load in the background."""
+"""segdemo's entry point (also the Hugging Face Spaces app file):
 
+    python app.py [--model PATH ...] [--only]
+
+serves the bundled models, and each model file `--model` names (a .keras, .h5 or SavedModel with the card
+`python -m segdemo.card` wrote beside it; also SEGDEMO_MODELS=a.keras,b.h5); `--only` hides the bundled ones.
+The page is served as soon as Gradio is up; TensorFlow and the default model load in the background."""
+
+import argparse
 import logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
+from segdemo.data import InputError  # noqa: E402
+from segdemo.registry import MODELS_ENV, ONLY_ENV, check_listed_models  # noqa: E402
 from segdemo.ui import build_demo, launch  # noqa: E402
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+def serve_options(argv=None):
+    """Put `--model` and `--only` into the environment (the fine-tune worker inherits it)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", default=[], help="a model file to serve (repeatable)")
+    parser.add_argument("--only", action="store_true", help="serve only the --model / SEGDEMO_MODELS models")
+    args, _ = parser.parse_known_args(argv)
+    listed = [item for item in os.environ.get(MODELS_ENV, "").split(",") if item.strip()] + args.model
+    try:
+        check_listed_models(listed)
+    except InputError as error:
+        parser.exit(2, f"app.py: {error}\n")
+    if listed:
+        os.environ[MODELS_ENV] = ",".join(str(os.path.abspath(item)) for item in listed)
+    if args.only:
+        if not listed:
+            parser.exit(2, "app.py: --only needs a --model (or SEGDEMO_MODELS)\n")
+        os.environ[ONLY_ENV] = "1"
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+serve_options()
 demo = build_demo()
 
 if __name__ == "__main__":

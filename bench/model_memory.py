@@ -17,12 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main():
     import tensorflow as tf  # imported first so the baseline includes TensorFlow itself
 
-    from segdemo.registry import LOADED_MODELS_CACHE, bundled_models, get_segmenter
+    from segdemo.registry import LOADED_MODELS_CACHE, get_segmenter, served_models
 
     tf.constant(0.0).numpy()
     baseline = rss_mb()
     rows, previous = [], baseline
-    for name, path in bundled_models().items():
+    for name, path in served_models().items():
         segmenter = get_segmenter(name)
         now = rss_mb()
         rows.append({"model": name, "input": "x".join(map(str, segmenter.card.size)),

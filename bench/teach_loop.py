@@ -125,11 +125,12 @@ def round0_iou(base, pool_pairs, score_items, classes):
     from segdemo.evaluate import evaluate_arrays
     from segdemo.finetune.recipe import resize_pairs
     from segdemo.finetune.scoring import base_class_mapping
-    from segdemo.registry import load_keras_model, resolve_model_path
+    from segdemo.model_files import load_model_file
+    from segdemo.registry import resolve_model_path
     from segdemo.segmenter import Segmenter
 
     path = resolve_model_path(base)
-    segmenter = Segmenter(load_keras_model(path), cards.ModelCard.load(path), freeze=False)
+    segmenter = Segmenter(load_model_file(path), cards.ModelCard.load(path), freeze=False)
     images, masks = resize_pairs([p[1:] for p in pool_pairs], segmenter.size)
     mapping = base_class_mapping(segmenter.model, images, masks, len(classes))
     started = time.perf_counter()
@@ -146,11 +147,12 @@ def round0_iou(base, pool_pairs, score_items, classes):
 def select_uncertain(model_path, pool_pairs, chosen, count):
     """The `count` not-yet-chosen pool pairs the model at `model_path` is least sure of."""
     from segdemo import cards
-    from segdemo.registry import load_keras_model, resolve_model_path
+    from segdemo.model_files import load_model_file
+    from segdemo.registry import resolve_model_path
     from segdemo.segmenter import Segmenter, mean_uncertainty
 
     path = resolve_model_path(model_path)
-    segmenter = Segmenter(load_keras_model(path), cards.ModelCard.load(path), freeze=False)
+    segmenter = Segmenter(load_model_file(path), cards.ModelCard.load(path), freeze=False)
     scored = [(mean_uncertainty(segmenter.predict(image).probs), name)
               for name, image, _ in pool_pairs if name not in chosen]
     scored.sort(key=lambda item: (-item[0], item[1]))

@@ -25,8 +25,7 @@ serving process (any imported library's `register_keras_serializable` layers loa
 Keras's own `TFSMLayer`, whose config names a SavedModel path that is then loaded (TensorFlow graph ops,
 which include file reads and writes). The config check below (`check_model_config`) therefore runs before
 Keras sees the file, for both formats: it refuses Lambda layers with a clear message, any class that is
-not built into Keras, `TFSMLayer`, and tf.keras 2.x's `TFOpLambda` layers (which Keras 3 cannot load), and
-it is the single place a later `--unsafe` option would relax. It reads the JSON only (h5py / zipfile);
+not built into Keras, `TFSMLayer`, and tf.keras 2.x's `TFOpLambda` layers (which Keras 3 cannot load). It reads the JSON only (h5py / zipfile);
 no object is built.
 """
 
@@ -47,8 +46,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 SAVE_HOW = "save the whole model from Keras 3 with model.save('model.keras')"
 WEIGHTS_ONLY = "holds weights only: save the whole model (model.save('model.keras'))"
-CODE_ADVICE = ("Keras safe mode refuses code in a model file; replace it by a built-in layer or a registered "
-               "custom layer you trust, and serve it from the command line with --unsafe")
+CODE_ADVICE = ("Keras safe mode refuses code in a model file, and segdemo serves no model that carries code: "
+               "replace it by built-in layers (a Lambda's arithmetic usually has one: Rescaling, Activation, "
+               "ReLU(max_value=6), Softmax ...) and save the model again")
 # Config entries that are references, not classes (Keras 3's serialisation of tensors and arrays).
 REFERENCE_CLASS_NAMES = {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__", "__ellipsis__",
                          "__slice__"}

@@ -177,6 +177,22 @@ def find_head(model):
     return None, None, flattened_hw, notes
 
 
+def input_rescaling(model):
+    """The (scale, offset) of a `Rescaling` layer that the model applies to its input first (looking into
+    nested models and through pass-through layers), or None: such a model takes raw 0..255 pixels."""
+    import keras
+
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in layers[:3]:
+        if isinstance(layer, keras.layers.Rescaling):
+            return float(layer.scale), float(layer.offset)
+        if isinstance(layer, keras.Model):
+            return input_rescaling(layer)
+        if type(layer).__name__ not in PASS_THROUGH_LAYERS:
+            return None
+    return None
+
+
 def reshape_input_hw(layer):
     try:
         shape = tuple(layer.input.shape)

@@ -1,28 +1,66 @@
-"""Models by name: the bundled ones in weights/ (each `<name>.keras` with its `<name>.json` card), or any
-`.keras` path with a card beside it. Each model is loaded once, lazily, and warmed up."""
+"""Models by name: the served ones are the bundled models in weights/ (each `<name>.keras` with its
+`<name>.json` card), the models SEGDEMO_MODELS lists (`app.py --model`: any Keras model file with a card
+`python -m segdemo.card` wrote beside it) and the one SEGDEMO_HUB_REPO names. On the command line a model is
+also a path. Each model is loaded once (in Keras safe mode, `model_files`), lazily, and warmed up."""
 
 import collections
 import functools
 import logging
+import os
 import threading
 from pathlib import Path
 
-from segdemo.cards import MODEL_SUFFIX, ModelCard, card_path
+from segdemo.cards import MODEL_SUFFIX, CardError, ModelCard, card_path
 from segdemo.data import InputError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "pets"
+MODELS_ENV = "SEGDEMO_MODELS"  # comma-separated model files to serve (app.py --model)
+ONLY_ENV = "SEGDEMO_ONLY"  # set: serve only those, not the bundled models (app.py --only)
+MODEL_FILE_SUFFIXES = (MODEL_SUFFIX, ".h5", ".hdf5")  # and SavedModel folders
 LOADED_MODELS_CACHE = 3  # models kept in memory at once (each 150-200 MB once run: bench/model_memory.py)
 
 log = logging.getLogger(__name__)
 
 
-def bundled_models():
-    """{name: path} of the models served: those in weights/ that have a card, sorted by name, and the one
-    SEGDEMO_HUB_REPO names (see segdemo.hub), which replaces a bundled model of the same name."""
-    models = {path.stem: path for path in sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}")) if card_path(path).exists()}
+def served_models():
+    """{name: path} of the models served: those in weights/ that have a card, sorted by name (none when
+    SEGDEMO_ONLY is set), then those SEGDEMO_MODELS lists and the one SEGDEMO_HUB_REPO names (see segdemo.hub),
+    each under its card's name (replacing a bundled model of that name)."""
+    models = {} if os.environ.get(ONLY_ENV) else {
+        path.stem: path for path in sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}")) if card_path(path).exists()}
+    models.update(listed_models(os.environ.get(MODELS_ENV, "")))
     models.update(resolved_hub_models())
     return models
+
+
+@functools.lru_cache(maxsize=8)
+def listed_models(listing):
+    """{card name: path} of the comma-separated model files in `listing` that have a card; a file without one
+    is logged and left out (`check_listed_models` refuses it at start-up)."""
+    models = {}
+    for item in filter(None, (part.strip() for part in listing.split(","))):
+        try:
+            models[ModelCard.load(item).name] = Path(item)
+        except (FileNotFoundError, CardError) as error:
+            log.error("SEGDEMO_MODELS: %s is not served: %s", item, error)
+    return models
+
+
+def check_listed_models(paths):
+    """Raise InputError for a model file (a path) that cannot be served as it is: no such file, or no valid
+    card beside it (with the command that writes one)."""
+    for item in paths:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"{item}: no such model file")
+        try:
+            ModelCard.load(path)
+        except FileNotFoundError:
+            raise InputError(f"{item} has no card {card_path(path).name} beside it: describe the model once with "
+                             f"python -m segdemo.card {item} --classes NAME ...") from None
+        except CardError as error:
+            raise InputError(f"{item}: {error}") from None
 
 
 def default_model_name(models):
@@ -32,7 +70,7 @@ def default_model_name(models):
 
 def model_choices(extra=()):
     """(label, name) pairs for model dropdowns: each served model's card title, then `extra` names."""
-    choices = [(ModelCard.load(path).title or name, name) for name, path in bundled_models().items()]
+    choices = [(ModelCard.load(path).title or name, name) for name, path in served_models().items()]
     return choices + [(name, name) for name in extra]
 
 
@@ -45,26 +83,16 @@ def resolved_hub_models():
 
 
 def resolve_model_path(name_or_path):
-    """A bundled model's name, or a path to a `.keras` file with a card beside it."""
-    models = bundled_models()
+    """A served model's name, or (command line and internal use only: the web names models) a path to a model
+    file (.keras, .h5, a SavedModel folder) with a card beside it."""
+    models = served_models()
     if name_or_path in models:
         return models[name_or_path]
     path = Path(name_or_path)
-    if path.suffix == MODEL_SUFFIX and path.is_file():
-        if not card_path(path).exists():
-            raise InputError(f"{path} has no model card {card_path(path).name} beside it")
+    if path.exists() and (path.suffix in MODEL_FILE_SUFFIXES or path.is_dir()):
+        check_listed_models([path])
         return path
-    raise InputError(f"unknown model {name_or_path!r}; bundled models: {', '.join(models) or 'none'}")
-
-
-def load_keras_model(path):
-    """Load a `.keras` file in Keras safe mode (no arbitrary code from Lambda layers)."""
-    import keras
-
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # corrupt zip, wrong format, unsafe layer ...  # noqa: BLE001
-        raise InputError(f"{Path(path).name} is not a loadable Keras model ({type(error).__name__}: {error})") from None
+    raise InputError(f"unknown model {name_or_path!r}; served models: {', '.join(models) or 'none'}")
 
 
 def save_keras_model(model, path):
@@ -98,10 +126,11 @@ def _load_segmenter(name_or_path, tta=None):
 
 
 def load_segmenter(path, tta=None):
-    """A warmed-up `Segmenter` of the `.keras` file at `path` and its card (not cached: `get_segmenter` is)."""
+    """A warmed-up `Segmenter` of the model file at `path` and its card (not cached: `get_segmenter` is)."""
+    from segdemo.model_files import load_model_file
     from segdemo.runtime import release_freed_memory
     from segdemo.segmenter import Segmenter
 
-    segmenter = Segmenter(load_keras_model(path), ModelCard.load(path), tta=tta).warm_up()
+    segmenter = Segmenter(load_model_file(path), ModelCard.load(path), tta=tta).warm_up()
     release_freed_memory()
     return segmenter

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from segdemo.corrections import TrainingSet
 from segdemo.data import InputError
-from segdemo.registry import bundled_models, default_model_name, get_segmenter, load_segmenter
+from segdemo.registry import default_model_name, get_segmenter, load_segmenter, served_models
 from segdemo.startup import STARTUP
 
 SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
@@ -146,20 +146,20 @@ def training_set_of(key):
 
 def session_models(key):
     """The names a session can use: the served models, then its fine-tuned one when it has one."""
-    return [*bundled_models(), *([FINETUNED_CHOICE] if FINETUNED_MODELS.get(key) is not None else [])]
+    return [*served_models(), *([FINETUNED_CHOICE] if FINETUNED_MODELS.get(key) is not None else [])]
 
 
 def check_model_name(model_name, key):
     """`model_name` when the session has it ("" is the default model), else InputError listing its models.
     Over the web a model is a name, never a path or a Hub URI."""
     if not model_name:
-        return default_model_name(bundled_models())
-    if model_name in bundled_models():
+        return default_model_name(served_models())
+    if model_name in served_models():
         return model_name
     if model_name == FINETUNED_CHOICE:
         if FINETUNED_MODELS.get(key) is None:
             raise InputError("This session has no fine-tuned model (yet): train one in the Fine-tune tab (or with "
-                             "the retrain API), or pick a served model: " + ", ".join(bundled_models()) + ".")
+                             "the retrain API), or pick a served model: " + ", ".join(served_models()) + ".")
         return model_name
     raise InputError(f"unknown model {str(model_name)[:100]!r}; the models of this session: "
                      f"{', '.join(session_models(key))}")

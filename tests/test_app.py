@@ -8,7 +8,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from segdemo.cards import ModelCard, class_colors
-from segdemo.registry import bundled_models
+from segdemo.registry import served_models
 
 pytestmark = pytest.mark.slow  # every test here talks to a launched server
 
@@ -45,9 +45,9 @@ def test_segment_returns_pngs_with_class_colours(client):
     assert "CPU" in info or "GPU" in info
 
 
-@pytest.mark.parametrize("name", list(bundled_models()))
+@pytest.mark.parametrize("name", list(served_models()))
 def test_every_bundled_model_serves_its_examples_with_its_card_colours(client, name):
-    card = ModelCard.load(bundled_models()[name])
+    card = ModelCard.load(served_models()[name])
     example = f"examples/{(card.examples or ['chelsea_cat.png'])[0]}"
     color_path, _, _, _, areas, info, mask_path = client.predict(
         handle_file(example), name, card.default_class, 0.5, api_name="/segment")

@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from segdemo.data import InputError
-from segdemo.registry import load_keras_model
+from segdemo.model_files import load_model_file
 from segdemo.ui.finetune_tab import check_pairs
 from segdemo.ui.segment_tab import segment
 
@@ -207,10 +207,10 @@ def test_model_files_load_in_safe_mode_only(tmp_path):
     outputs = keras.layers.Lambda(eval(source))(inputs)
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
     marker.unlink(missing_ok=True)
-    with pytest.raises(InputError, match="not a loadable Keras model"):
-        load_keras_model(tmp_path / "lambda.keras")
+    with pytest.raises(InputError, match="lambda.keras contains a Lambda layer"):
+        load_model_file(tmp_path / "lambda.keras")
     assert not marker.exists()
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 garbage")
-    with pytest.raises(InputError, match="corrupt.keras is not a loadable Keras model"):
-        load_keras_model(corrupt)
+    with pytest.raises(InputError, match="corrupt.keras"):
+        load_model_file(corrupt)

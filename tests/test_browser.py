@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segdemo.cards import ModelCard
-from segdemo.registry import bundled_models
+from segdemo.registry import served_models
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -131,13 +131,13 @@ def test_finetune_tab_follows_its_steps_upload_check_train_result(page, tmp_path
 def test_model_selector_switches_legend_classes_and_examples(page):
     import re
 
-    titles = {name: ModelCard.load(path).title for name, path in bundled_models().items()}
+    titles = {name: ModelCard.load(path).title for name, path in served_models().items()}
     other = next(name for name in titles if name != "pets")
     page.reload()
     page.get_by_text("Examples for pets").first.wait_for(timeout=60_000)
     page.get_by_label("Model", exact=True).click()
     page.get_by_role("option", name=re.compile(re.escape(titles[other]))).click()
-    card = ModelCard.load(bundled_models()[other])
+    card = ModelCard.load(served_models()[other])
     page.locator(".segdemo-legend").get_by_text(card.classes[-1]).first.wait_for(timeout=60_000)
     page.get_by_text(f"Examples for {other}").first.wait_for(timeout=30_000)
     assert not page.get_by_text("Examples for pets").first.is_visible()

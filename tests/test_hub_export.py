@@ -77,7 +77,7 @@ def test_hub_model_resolves_offline_from_the_cache(hub_cache, monkeypatch):
     snapshot = hub_cache / "models--segdemo-test--tiny-squares" / "snapshots" / COMMIT
     assert hub.download_model(HUB_REPO) == snapshot / "model.keras"
     monkeypatch.setenv(hub.HUB_REPO_ENV, HUB_REPO)
-    models = registry.bundled_models()
+    models = registry.served_models()
     assert "squares-hub" in models and "pets" in models
     segmenter = registry.get_segmenter("squares-hub")
     assert segmenter.card.title == "Squares from the Hub"
@@ -88,7 +88,7 @@ def test_unreachable_hub_falls_back_with_one_log_line(hub_cache, monkeypatch, ca
     monkeypatch.setenv(hub.HUB_REPO_ENV, "nobody/missing-repo")
     monkeypatch.setenv(hub.HUB_REVISION_ENV, "v1")
     with caplog.at_level(logging.WARNING, logger="segdemo.hub"):
-        models = registry.bundled_models()
+        models = registry.served_models()
     assert "pets" in models and "squares-hub" not in models
     lines = [r.getMessage() for r in caplog.records if r.name == "segdemo.hub"]
     assert len(lines) == 1 and "nobody/missing-repo@v1 unavailable" in lines[0] and "bundled weights" in lines[0]

@@ -12,11 +12,11 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from segdemo.cards import ModelCard
-from segdemo.registry import bundled_models
+from segdemo.registry import served_models
 from tests.helpers import batch_zip, start_app, stop_app
 
 pytestmark = pytest.mark.slow
-PETS = ModelCard.load(bundled_models()["pets"])
+PETS = ModelCard.load(served_models()["pets"])
 SMALL_UPLOAD_LIMIT_MB = 1  # the second server's upload limit, so that a refused upload stays small
 
 

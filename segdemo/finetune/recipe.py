@@ -43,20 +43,20 @@ PREPARED_MODELS = {}  # training_key -> (model, schedule) traced ahead of the jo
 def preload_bases(paths, job_waiting=lambda: False):
     """Load base models before a job needs them (the fine-tune worker does this while it waits: ~1.3 s
     of Train's time to first figures); stops early once `job_waiting()`."""
-    from segdemo.registry import load_keras_model
+    from segdemo.model_files import load_model_file
 
     for path in paths:
         if job_waiting():
             return
-        PRELOADED_BASES[str(Path(path).resolve())] = load_keras_model(path)
+        PRELOADED_BASES[str(Path(path).resolve())] = load_model_file(path)
 
 
 def load_base_model(path):
     """The base model at `path`: a preloaded one (each is used once: a fine-tune copies it) or loaded now."""
-    from segdemo.registry import load_keras_model
+    from segdemo.model_files import load_model_file
 
     preloaded = PRELOADED_BASES.pop(str(Path(path).resolve()), None)
-    return preloaded if preloaded is not None else load_keras_model(path)
+    return preloaded if preloaded is not None else load_model_file(path)
 
 
 def resize_pairs(images_and_masks, size):

@@ -10,7 +10,7 @@ import gradio as gr
 
 from segdemo.cards import ModelCard
 from segdemo.limits import MAX_ZIP_BYTES
-from segdemo.registry import bundled_models, default_model_name
+from segdemo.registry import default_model_name, served_models
 from segdemo.startup import STARTUP
 from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.batch_tab import build_batch_tab
@@ -62,7 +62,7 @@ def hide_from_tools(demo, api_names):
 def build_demo():
     """The whole app as a `gr.Blocks`, queued, built without importing TensorFlow. Requests wait for the
     default model, which `launch` loads in the background once the page is served."""
-    models = bundled_models()
+    models = served_models()
     STARTUP.expect(default_model_name(models))
     document_handlers({name: ModelCard.load(path) for name, path in models.items()})
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:

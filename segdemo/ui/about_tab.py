@@ -5,7 +5,7 @@ import gradio as gr
 from segdemo import export
 from segdemo.cards import ModelCard
 from segdemo.data import InputError
-from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.sessions import FINETUNED_CHOICE, segmenter_for, session_folder
 from segdemo.startup import LOADING_MESSAGE
 from segdemo.ui.components import FreeDropdown
@@ -48,7 +48,7 @@ def export_model(model_name=DEFAULT_MODEL, format_label=export.DEFAULT_FORMAT_LA
 def build_about_tab():
     """Lay out the tab; returns the device line (filled in once the model has loaded)."""
     device = gr.Markdown(LOADING_MESSAGE)
-    models = bundled_models()
+    models = served_models()
     for name, path in models.items():
         with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):
             gr.Markdown(ModelCard.load(path).markdown())

@@ -9,7 +9,7 @@ import gradio as gr
 from segdemo.batch import LEAST_CERTAIN_FIRST, segment_files
 from segdemo.cards import ModelCard
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
-from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.serving import default_class
 from segdemo.sessions import BATCHES, FINETUNED_CHOICE, request_folder, segmenter_for
 from segdemo.ui.components import FreeDropdown
@@ -99,7 +99,7 @@ def sort_gallery(order, request: gr.Request = None):
 
 
 def build_batch_tab():
-    models = bundled_models()
+    models = served_models()
     model_name = default_model_name(models)
     gr.Markdown(HOW_TO)
     with gr.Row():

@@ -5,7 +5,7 @@ named API endpoint `compare`."""
 import gradio as gr
 
 from segdemo.compare import DISAGREE_COLOR, compare_models
-from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.sessions import FINETUNED_CHOICE, request_folder, segmenter_for
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
@@ -46,7 +46,7 @@ def compare(image, model_a=DEFAULT_MODEL, model_b=DEFAULT_MODEL, request: gr.Req
 
 
 def build_compare_tab():
-    models = bundled_models()
+    models = served_models()
     choices = model_choices([FINETUNED_CHOICE])
     default = default_model_name(models)
     gr.Markdown(HOW_TO)

@@ -27,7 +27,7 @@ from segdemo.limits import (
     megapixels,
 )
 from segdemo.losses import LOSSES
-from segdemo.registry import bundled_models, default_model_name, model_choices
+from segdemo.registry import default_model_name, model_choices, served_models
 from segdemo.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, base_for, session_folder
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, user_errors
@@ -209,7 +209,7 @@ def use_finetuned(use, request: gr.Request = None):
         raise InputError("Train a model first: there is no fine-tuned model in this session yet.")
     if use:
         return gr.Dropdown(choices=model_choices([FINETUNED_CHOICE]), value=FINETUNED_CHOICE)
-    return gr.Dropdown(choices=model_choices(), value=default_model_name(bundled_models()))
+    return gr.Dropdown(choices=model_choices(), value=default_model_name(served_models()))
 
 
 @dataclass
@@ -234,7 +234,7 @@ def build_finetune_tab(model_choice):
         files = gr.File(label="Image/mask pairs (ZIP or images + masks)", file_count="multiple",
                         file_types=[".zip", "image"], elem_id="finetune-files", scale=2)
         with gr.Column(scale=1):
-            base = FreeDropdown(model_choices(), value=default_model_name(bundled_models()), label="Base model",
+            base = FreeDropdown(model_choices(), value=default_model_name(served_models()), label="Base model",
                                 allow_custom_value=True, info="Any served model can be the starting point")
             class_mode = gr.Radio([KEEP_CLASSES, NEW_CLASSES], value=KEEP_CLASSES, label="Classes")
             class_names = gr.Textbox(value=", ".join(BINARY_CLASSES), label="New class names (index order)",

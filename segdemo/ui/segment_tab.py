@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from segdemo.cards import ModelCard, class_colors
-from segdemo.registry import DEFAULT_MODEL, bundled_models, default_model_name, model_choices
+from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.runtime import describe_device, release_freed_memory
 from segdemo.serving import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
 from segdemo.sessions import RESULTS, request_folder, segmenter_for
@@ -134,7 +134,7 @@ class SegmentTab:
 
 def build_segment_tab():
     """Lay out the tab inside an open `gr.Blocks` and wire its events; returns a SegmentTab."""
-    models = bundled_models()
+    models = served_models()
     model_name = default_model_name(models)
     card = ModelCard.load(models[model_name])  # build_demo has loaded this model; the others load on first use
     with gr.Row():
