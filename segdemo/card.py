@@ -139,6 +139,15 @@ def check_report(rows):
     return lines, rows[0][1], warning
 
 
+def joined_scale(argv):
+    """`--input-scale -1..1` as `--input-scale=-1..1` (argparse would read the value as an option)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for index, item in enumerate(argv[:-1]):
+        if item == "--input-scale" and argv[index + 1].startswith("-"):
+            return argv[:index] + [f"{item}={argv[index + 1]}"] + argv[index + 2:]
+    return argv
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a .keras file, a legacy .h5 whole model, or a SavedModel folder")
@@ -154,7 +163,7 @@ def parse_args(argv=None):
     parser.add_argument("--name", default=None, help="the name the app serves it under (default: the file's)")
     parser.add_argument("--input-size", nargs="+", type=int, default=None,
                         help="W [H]: for a model that takes any size")
-    return parser.parse_args(argv)
+    return parser.parse_args(joined_scale(argv))
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ from segdemo.sessions import (
     FINETUNED_CHOICE,
     FINETUNED_MODELS,
     RUNNING_JOBS,
-    FinetunedModel,
+    SessionModel,
     base_for,
     session_folder,
     training_set_of,
@@ -106,7 +106,7 @@ class Job:
     def _publish(self, summary):
         model_path = Path(summary.model_path)
         files = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
-        FINETUNED_MODELS.put(self.key, FinetunedModel(model_path, summary.card, files))
+        FINETUNED_MODELS.put(self.key, SessionModel(model_path, summary.card, files))
         return JobResult(summary, files, self.elapsed, self.pair_count, list(self.curves), self.skipped_pairs)
 
     def stop(self):

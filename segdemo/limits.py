@@ -11,6 +11,11 @@ MAX_ZIP_ENTRIES = 2000
 MAX_ENTRY_BYTES = 60_000_000  # one file inside a ZIP
 MAX_BATCH_IMAGES = 200  # images per batch
 
+# Models
+MAX_MODEL_BYTES = 200_000_000  # a model file (or SavedModel folder) served from the command line
+MAX_UPLOADED_MODEL_BYTES = 100_000_000  # a model file uploaded in the browser (served for its session only)
+MAX_UPLOADED_MODEL_MEMORY = 1_500_000_000  # the memory an uploaded model is estimated to need at its input size
+
 # Fine-tune and retrain
 MIN_PAIRS = 2  # at least one to train on and one held out
 MAX_PAIRS = 200  # per fine-tune, and in a session's training set

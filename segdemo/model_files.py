@@ -25,8 +25,8 @@ serving process (any imported library's `register_keras_serializable` layers loa
 Keras's own `TFSMLayer`, whose config names a SavedModel path that is then loaded (TensorFlow graph ops,
 which include file reads and writes). The config check below (`check_model_config`) therefore runs before
 Keras sees the file, for both formats: it refuses Lambda layers with a clear message, any class that is
-not built into Keras, `TFSMLayer`, and tf.keras 2.x's `TFOpLambda` layers (which Keras 3 cannot load). It reads the JSON only (h5py / zipfile);
-no object is built.
+not built into Keras, `TFSMLayer`, and tf.keras 2.x's `TFOpLambda` layers (which Keras 3 cannot load).
+It reads the JSON only (h5py / zipfile); no object is built.
 """
 
 import json
@@ -35,8 +35,8 @@ import zipfile
 from pathlib import Path
 
 from segdemo.data import InputError
+from segdemo.limits import MAX_MODEL_BYTES  # a bigger file (or SavedModel folder) is refused unread
 
-MAX_MODEL_BYTES = 200_000_000  # a bigger model file (or SavedModel folder) is refused before it is read
 MAX_CONFIG_BYTES = 20_000_000  # config.json inside a .keras archive (a real U-Net's is well under 1 MB)
 KERAS_SUFFIX = ".keras"
 H5_SUFFIXES = (".h5", ".hdf5")

@@ -23,6 +23,7 @@ SWEEP_INTERVAL_S = 600
 OUTPUT_FILES_TTL_S = 120
 OUTPUT_SWEEP_INTERVAL_S = 10  # how often one session's old output folders are looked for
 FINETUNED_CHOICE = "my fine-tuned model (this session)"  # the name a session's own fine-tuned model goes by
+UPLOADED_CHOICE = "my uploaded model (this session)"  # and the model it uploaded in the About tab
 ANONYMOUS = "anonymous"  # the key of a request that belongs to no session (scripts, tests)
 
 
@@ -59,18 +60,20 @@ class SessionStore:
 
 RESULTS = SessionStore(capacity=64)  # last segmentation per session, for re-rendering without the model
 FINETUNED_MODELS = SessionStore(capacity=4)  # each holds a Segmenter (150-200 MB: bench/model_memory.py)
+UPLOADED_MODELS = SessionStore(capacity=4)  # a model uploaded in the About tab, as a SessionModel
 RUNNING_JOBS = SessionStore(capacity=64)  # a session's running fine-tune job (jobs.Job: the Stop button stops it)
 BATCHES = SessionStore(capacity=16)  # last batch per session (its gallery is re-sorted without the model)
 TRAINING_SETS = SessionStore(capacity=32)  # corrected + uploaded pairs per session (at most 200 of <= 640 px)
 EDITING = SessionStore(capacity=64)  # the result a session's mask editor was opened on
-STORES = (RESULTS, FINETUNED_MODELS, RUNNING_JOBS, BATCHES, TRAINING_SETS, EDITING)
-LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetuned-model")  # see FinetunedModel
+STORES = (RESULTS, FINETUNED_MODELS, UPLOADED_MODELS, RUNNING_JOBS, BATCHES, TRAINING_SETS, EDITING)
+OWN_MODELS = {FINETUNED_CHOICE: FINETUNED_MODELS, UPLOADED_CHOICE: UPLOADED_MODELS}  # name -> the session's store
+LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-model")  # see SessionModel
 
 
-class FinetunedModel:
-    """A session's fine-tuned model: its card, the Segmenter serving it and the files offered for download
-    (model, card JSON, card Markdown). The Segmenter is loaded, frozen and warmed up on a thread (~2.6 s), so
-    the finished result shows that much sooner; a request that uses the model before then waits for it."""
+class SessionModel:
+    """A session's own model (fine-tuned, or uploaded): its card, the Segmenter serving it and the files offered
+    for download (model, card JSON, card Markdown). The Segmenter is loaded, frozen and warmed up on a thread
+    (~2.6 s), so a finished fine-tune shows that much sooner; a request that uses the model before then waits."""
 
     def __init__(self, model_path, card, files):
         self.card, self.files = card, files  # the card is the one saved beside model_path
@@ -144,9 +147,14 @@ def training_set_of(key):
     return training_set
 
 
+def own_model(name, key):
+    """The session's own model called `name` (a SessionModel), or None."""
+    return OWN_MODELS[name].get(key) if name in OWN_MODELS else None
+
+
 def session_models(key):
-    """The names a session can use: the served models, then its fine-tuned one when it has one."""
-    return [*served_models(), *([FINETUNED_CHOICE] if FINETUNED_MODELS.get(key) is not None else [])]
+    """The names a session can use: the served models, then its own (fine-tuned, uploaded) ones."""
+    return [*served_models(), *(name for name in OWN_MODELS if own_model(name, key) is not None)]
 
 
 def check_model_name(model_name, key):
@@ -156,10 +164,13 @@ def check_model_name(model_name, key):
         return default_model_name(served_models())
     if model_name in served_models():
         return model_name
-    if model_name == FINETUNED_CHOICE:
-        if FINETUNED_MODELS.get(key) is None:
-            raise InputError("This session has no fine-tuned model (yet): train one in the Fine-tune tab (or with "
-                             "the retrain API), or pick a served model: " + ", ".join(served_models()) + ".")
+    if model_name in OWN_MODELS:
+        if own_model(model_name, key) is None:
+            how = ("train one in the Fine-tune tab (or with the retrain API)" if model_name == FINETUNED_CHOICE
+                   else "upload one in the About tab")
+            kind = "fine-tuned model" if model_name == FINETUNED_CHOICE else "uploaded model"
+            raise InputError(f"This session has no {kind} yet: {how}, or pick a served model: "
+                             + ", ".join(served_models()) + ".")
         return model_name
     raise InputError(f"unknown model {str(model_name)[:100]!r}; the models of this session: "
                      f"{', '.join(session_models(key))}")
@@ -169,19 +180,19 @@ def segmenter_for(model_name, key):
     """The Segmenter a request asked for by name: a served model, or the session's own fine-tuned one."""
     STARTUP.wait()  # a request that arrives while the app starts waits for TensorFlow and the default model
     name = check_model_name(model_name, key)
-    if name == FINETUNED_CHOICE:
-        return FINETUNED_MODELS.get(key).segmenter
+    if name in OWN_MODELS:
+        return own_model(name, key).segmenter
     return get_segmenter(name)
 
 
 def base_for(model_name, key):
-    """(base a fine-tune starts from: a served model's name or the session's fine-tuned model file, its card).
+    """(base a fine-tune starts from: a served model's name or the session's own model file, its card).
     Empty `model_name`: the session's fine-tuned model when there is one (a teach-loop round continues it),
     else the default model."""
-    finetuned = FINETUNED_MODELS.get(key)
-    if model_name == FINETUNED_CHOICE or (not model_name and finetuned is not None):
-        if finetuned is None:
-            raise InputError("This session has no fine-tuned model yet: pick a served model to start from.")
-        return finetuned.model_path, finetuned.card
+    if not model_name and FINETUNED_MODELS.get(key) is not None:
+        model_name = FINETUNED_CHOICE
     name = check_model_name(model_name, key)
+    if name in OWN_MODELS:
+        model = own_model(name, key)
+        return model.model_path, model.card
     return name, segmenter_for(name, key).card

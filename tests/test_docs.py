@@ -33,6 +33,9 @@ CONSTANTS = {
     "FINETUNED_SESSIONS": "segdemo.sessions:FINETUNED_MODELS.capacity",
     "WORKER_THREADS": "segdemo.finetune_worker:WORKER_THREADS",
     "HUB_TIMEOUT_SECONDS": "segdemo.hub:HUB_TIMEOUT_SECONDS",
+    "MAX_MODEL_BYTES": "segdemo.limits:MAX_MODEL_BYTES",
+    "MAX_UPLOADED_MODEL_BYTES": "segdemo.limits:MAX_UPLOADED_MODEL_BYTES",
+    "MAX_UPLOADED_MODEL_MEMORY": "segdemo.limits:MAX_UPLOADED_MODEL_MEMORY",
     "SESSION_FILES_MAX_AGE_S": "segdemo.sessions:SESSION_FILES_MAX_AGE_S",
 }
 
@@ -53,6 +56,8 @@ LIMIT_FACTS = [
     "uses {WORKER_THREADS} threads",
     "fetched for at most {HUB_TIMEOUT_S} s",
     "untouched for {SESSION_HOURS} hours",
+    "A model file is at most {MAX_MODEL_MB} MB (at most {MAX_UPLOADED_MODEL_MB} MB uploaded in the browser, and at "
+    "most {MAX_UPLOADED_MODEL_GB} GB of estimated memory",
 ]
 
 
@@ -122,6 +127,9 @@ def test_limits_match_the_constants():
         MAX_ENTRY_MB=values["MAX_ENTRY_BYTES"] // 1_000_000,
         HUB_TIMEOUT_S=f"{values['HUB_TIMEOUT_SECONDS']:.0f}",
         SESSION_HOURS=values["SESSION_FILES_MAX_AGE_S"] // 3600,
+        MAX_MODEL_MB=values["MAX_MODEL_BYTES"] // 1_000_000,
+        MAX_UPLOADED_MODEL_MB=values["MAX_UPLOADED_MODEL_BYTES"] // 1_000_000,
+        MAX_UPLOADED_MODEL_GB=f"{values['MAX_UPLOADED_MODEL_MEMORY'] / 1e9:g}",
     )
     limits = " ".join(section(readme(), "Limits").split())  # line breaks do not matter
     wrong = [fact.format(**values) for fact in LIMIT_FACTS if fact.format(**values) not in limits]

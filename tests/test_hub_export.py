@@ -124,7 +124,7 @@ def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
     from segdemo.ui import finetune_tab
 
     card = ModelCard.load(tiny_model)
-    sessions.FINETUNED_MODELS.put("anonymous", sessions.FinetunedModel(tiny_model, card, [str(tiny_model)]))
+    sessions.FINETUNED_MODELS.put("anonymous", sessions.SessionModel(tiny_model, card, [str(tiny_model)]))
     try:
         with caplog.at_level(logging.DEBUG):
             with pytest.raises(gr.Error) as raised:

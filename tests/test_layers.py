@@ -21,7 +21,8 @@ LAYERS = {
                   "segdemo.card", "segdemo.finetune", "segdemo.finetune.options", "segdemo.finetune.events",
                   "segdemo.finetune.probe", "segdemo.finetune.scoring", "segdemo.finetune.recipe",
                   "segdemo.finetune.__main__"},
-    "app state": {"segdemo.startup", "segdemo.sessions", "segdemo.finetune_worker", "segdemo.jobs"},
+    "app state": {"segdemo.startup", "segdemo.sessions", "segdemo.finetune_worker", "segdemo.jobs",
+                  "segdemo.uploaded_models"},
     "ui": {"segdemo.ui"},  # and every segdemo.ui.* module
 }
 

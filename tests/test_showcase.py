@@ -45,7 +45,7 @@ def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
             colour = Image.open(io.BytesIO(archive.read(f"masks/{row['file']}")))
             assert labels.shape == (int(row["height"]), int(row["width"]))
             assert colour.size == (int(row["width"]), int(row["height"]))
-            palette = np.asarray(PETS["colors"], np.uint8)
+            palette = np.asarray(PETS.colors, np.uint8)
             assert np.array_equal(np.asarray(colour.convert("RGB")), palette[labels])
             shares = np.bincount(labels.reshape(-1), minlength=3) / labels.size
             assert np.allclose([float(row[f"share_{c}"]) for c in classes], shares, atol=1e-5)
@@ -143,7 +143,7 @@ def test_mcp_lists_the_tools_and_segments_with_a_street_class(app_url):
 def fresh_app(tmp_path_factory):
     """A second server, started for this module, with a small upload limit."""
     log_path = tmp_path_factory.mktemp("fresh") / "server.log"
-    process, url = start_app(log_path, SEGDEMO_MAX_UPLOAD_MB=str(SMALL_UPLOAD_LIMIT_MB))
+    process, url, _ = start_app(log_path, SEGDEMO_MAX_UPLOAD_MB=str(SMALL_UPLOAD_LIMIT_MB))
     yield url, log_path
     stop_app(process, log_path)
 

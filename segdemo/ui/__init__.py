@@ -34,8 +34,9 @@ QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message inste
 # stream in, before they fill the disk. SEGDEMO_MAX_UPLOAD_MB lowers (or raises) it.
 MAX_UPLOAD_MB = int(os.environ.get("SEGDEMO_MAX_UPLOAD_MB", MAX_ZIP_BYTES // 1_000_000))
 # Callable endpoints kept out of the API page and the MCP tools: a Stop button's event, a download an assistant
-# has no use for, and the Hub push (it takes a token: no tool takes credentials).
-NOT_TOOLS = ("stop_finetune", "download_training_set", "push_to_hub")
+# has no use for, the Hub push (it takes a token: no tool takes credentials) and a model upload (code from
+# a file an assistant would have to bring; the page and scripts can upload).
+NOT_TOOLS = ("stop_finetune", "download_training_set", "push_to_hub", "upload_model")
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def build_demo():
             finetune_tab = build_finetune_tab(segment_tab.model_choice)
             training_set = build_training_set_panel()  # the teach loop's section, after the result
         with gr.Tab("About"):
-            about_device = build_about_tab()
+            about_device = build_about_tab(segment_tab.model_choice)
         # after the tabs: its API-only endpoint would split them
         wire_teach_loop(demo, segment_tab, correction, finetune_tab, training_set)
         demo.load(startup_status, None, [segment_tab.info, about_device], api_visibility="private",

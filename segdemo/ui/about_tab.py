@@ -1,16 +1,25 @@
-"""The About tab: each served model's card (data, recipe, metrics), the device, exports, credits."""
+"""The About tab: each served model's card (data, recipe, metrics), the device, trying your own model (an
+upload served to this session only), exports, credits."""
 
 import gradio as gr
 
-from segdemo import export
-from segdemo.cards import ModelCard
+from segdemo import export, uploaded_models
+from segdemo.cards import INPUT_SCALES, RESIZE_FILTERS, RESIZES, ModelCard
 from segdemo.data import InputError
+from segdemo.limits import MAX_UPLOADED_MODEL_BYTES
 from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
-from segdemo.sessions import FINETUNED_CHOICE, segmenter_for, session_folder
+from segdemo.sessions import FINETUNED_CHOICE, UPLOADED_CHOICE, segmenter_for, session_folder
 from segdemo.startup import LOADING_MESSAGE
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, user_errors
+from segdemo.uploaded_models import CHECK
 
+UPLOAD_HOW_TO = (f"Upload a U-Net you trained (a whole model: `model.save('model.keras')`, or a tf.keras 2.x `.h5`; "
+                 f"at most {MAX_UPLOADED_MODEL_BYTES // 1_000_000} MB). Name its classes in output order and say how "
+                 "its inputs were scaled and resized, or give a few labelled pairs and the check scores each "
+                 "choice. It is loaded in Keras safe mode: a model that carries code (Lambda or custom layers) is "
+                 "refused. It serves this session only and goes when the page is closed; for everyone, serve it "
+                 "with `python -m segdemo.card MODEL ...` and `python app.py --model MODEL`.")
 CREDITS = """
 ### Credits
 - Oxford-IIIT Pet dataset (CC BY-SA 4.0): Parkhi, Vedaldi, Zisserman, Jawahar, "Cats and Dogs", CVPR 2012.
@@ -45,16 +54,58 @@ def export_model(model_name=DEFAULT_MODEL, format_label=export.DEFAULT_FORMAT_LA
     return [str(path), str(path.with_suffix(".json"))]
 
 
-def build_about_tab():
-    """Lay out the tab; returns the device line (filled in once the model has loaded)."""
+@user_errors
+def upload_model(model_file, class_names="", input_scale=CHECK, resize=CHECK, resize_filter=CHECK, pairs=None,
+                 request: gr.Request = None):
+    """Serve an uploaded Keras model file (.keras, or a legacy .h5 whole model) to this session only, as
+    "my uploaded model (this session)"; the report says what was inferred, stated and checked."""
+    if not model_file:
+        raise InputError("No model file: upload a .keras file (or a legacy .h5 whole model).")
+    paths = [getattr(item, "name", item) for item in (pairs or [])]
+    uploaded = uploaded_models.upload_model(session_key(request), getattr(model_file, "name", model_file),
+                                            class_names, input_scale, resize, resize_filter, paths)
+    card = uploaded.card
+    report = [f"**Serving your model as \"{uploaded.name}\"** (this session only): classes "
+              f"{', '.join(card.classes)}; input {card.size[0]}x{card.size[1]}, scale {card.input_scale}, "
+              f"{card.resize} with the {card.resize_filter} filter.", "", "```", *uploaded.lines, "```"]
+    report += [f"- **Warning:** {warning}" for warning in uploaded.warnings]
+    return "\n".join(report), gr.Dropdown(choices=model_choices([UPLOADED_CHOICE]), value=UPLOADED_CHOICE)
+
+
+def build_upload_section(model_choice):
+    """'Try your own model': the upload form; `model_choice` (the Segment tab's model dropdown) switches to it."""
+    with gr.Accordion("Try your own model (served to this session only)", open=False):
+        gr.Markdown(UPLOAD_HOW_TO)
+        with gr.Row():
+            model_file = gr.File(label="Model file (.keras, or a legacy .h5 whole model)",
+                                 file_types=[".keras", ".h5", ".hdf5"], elem_id="upload-model-file")
+            pairs = gr.File(label="A few labelled pairs for the check (optional: ZIP or images + masks)",
+                            file_count="multiple", file_types=[".zip", "image"], elem_id="upload-model-pairs")
+        class_names = gr.Textbox(value="", label="Class names, in the model's output order (comma-separated)",
+                                 placeholder="background, pet, border")
+        with gr.Row():
+            input_scale = gr.Radio([CHECK, *INPUT_SCALES], value=CHECK, label="How its input pixels were scaled")
+            resize = gr.Radio([CHECK, *RESIZES], value=CHECK, label="How images were resized")
+            resize_filter = gr.Radio([CHECK, *RESIZE_FILTERS], value=CHECK, label="Resize filter",
+                                     info="antialias: PIL's bilinear; bilinear: tf.image.resize's default")
+        use = gr.Button("Use this model", variant="primary", elem_id="upload-model-button")
+        report = gr.Markdown(elem_id="upload-model-report")
+    use.click(upload_model, [model_file, class_names, input_scale, resize, resize_filter, pairs],
+              [report, model_choice], api_name="upload_model", concurrency_limit=1)
+
+
+def build_about_tab(model_choice):
+    """Lay out the tab; `model_choice` is the Segment tab's model dropdown (an uploaded model switches it).
+    Returns the device line (filled in once the model has loaded)."""
     device = gr.Markdown(LOADING_MESSAGE)
     models = served_models()
     for name, path in models.items():
         with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):
             gr.Markdown(ModelCard.load(path).markdown())
+    build_upload_section(model_choice)
     with gr.Accordion("Export a model (ONNX, TensorFlow Lite, Keras)", open=False):
         with gr.Row():
-            model = FreeDropdown(model_choices([FINETUNED_CHOICE]), value=default_model_name(models),
+            model = FreeDropdown(model_choices([FINETUNED_CHOICE, UPLOADED_CHOICE]), value=default_model_name(models),
                                  allow_custom_value=True, label="Model")
             fmt = gr.Radio(list(export.FORMAT_LABELS), value=export.DEFAULT_FORMAT_LABEL, label="Format",
                            info="ONNX Runtime for servers and the browser (onnxruntime-web); LiteRT for phones")

@@ -1,0 +1,132 @@
+"""Your own model: `python -m segdemo.card` infers what a model tells and `--check` picks how it was trained,
+for small models built the ways users build them (tests/own_models.py), saved as .keras and legacy .h5; the
+card serves them through the app, and bad files or cards get messages."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segdemo import card as card_command
+from segdemo.cards import ModelCard
+from segdemo.data import InputError
+from tests.own_models import OWN_MODELS, square_data
+
+CLASSES = {3: ["background", "bright", "red"], 2: ["background", "square"]}
+TRAINED_WITH = {  # how tests/own_models.py trains each: (input scale, resize, filter)
+    "raw_sigmoid": "0..255", "tanh_logits": "-1..1", "pix2pix": "0..1", "flat_softmax": "0..255",
+    "binary_sigmoid": "0..1", "half_resolution": "0..1",
+}
+# enough training for the scales to tell apart (8 steps are enough for the shapes only); the BatchNorm model
+# needs its moving statistics settled (momentum 0.99), or it is served on statistics it never had
+CHECK_STEPS = {"pix2pix": 400}
+DEFAULT_CHECK_STEPS = 60
+
+
+def write_pairs(folder, size_wh, binary, count=10, seed=5):
+    """images/ + masks/ (class indices) of the squares data, as the Fine-tune tab reads them."""
+    images, labels = square_data(count, size_wh, seed=seed)
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for index, (image, label) in enumerate(zip(images, labels)):
+        Image.fromarray(image).save(folder / "images" / f"p{index}.png")
+        mask = ((label > 0) if binary else label).astype(np.uint8)
+        Image.fromarray(mask).save(folder / "masks" / f"p{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module", params=sorted(OWN_MODELS))
+def own_model(request, tmp_path_factory):
+    """(kind, the trained model, its path as .keras, its path as .h5, the facts it must show)."""
+    import keras
+
+    kind = request.param
+    builder, facts = OWN_MODELS[kind]
+    keras.utils.set_random_seed(0)
+    model = builder(steps=CHECK_STEPS.get(kind, DEFAULT_CHECK_STEPS))
+    folder = tmp_path_factory.mktemp(kind)
+    model.save(folder / f"{kind}.keras")
+    model.save(folder / f"{kind}.h5")
+    return kind, model, folder / f"{kind}.keras", folder / f"{kind}.h5", facts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_card_infers_what_the_model_tells(own_model, suffix, capsys):
+    kind, _, keras_path, h5_path, (input_size, output, layout, output_size, classes) = own_model
+    path = keras_path if suffix == ".keras" else h5_path
+    card_command.main([str(path), "--classes", *CLASSES[classes][1 if classes == 2 else 0:],
+                       "--input-scale", TRAINED_WITH[kind]])
+    out = capsys.readouterr().out
+    card = ModelCard.load(path)
+    assert card.size == input_size and card.output == output and card.output_layout == layout
+    assert card.classes == CLASSES[classes] and card.input_channels == 3
+    assert card.input_scale == TRAINED_WITH[kind]
+    assert (tuple(card.output_size) if card.output_size else card.size) == output_size
+    assert f"inferred input: {input_size[0]}x{input_size[1]} RGB" in out
+    assert f"wrote {path.with_suffix('.json')}" in out
+    assert json.loads(path.with_suffix(".json").read_text()).get("output", "logits") == output  # absent: default
+
+
+@pytest.mark.slow
+def test_check_picks_the_scale_the_model_was_trained_with(own_model, tmp_path, capsys):
+    kind, _, path, _, (input_size, _, _, _, classes) = own_model
+    pairs = write_pairs(tmp_path / "pairs", input_size, binary=classes == 2)
+    card_command.main([str(path), "--classes", *CLASSES[classes], "--check", str(pairs)])
+    out = capsys.readouterr().out
+    assert ModelCard.load(path).input_scale == TRAINED_WITH[kind], out
+    assert "--check on" in out and "mean IoU  input scale" in out
+
+
+def test_without_classes_the_card_names_them_and_warns(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((16, 24, 3))
+    keras.Model(inputs, keras.layers.Conv2D(4, 1)(inputs)).save(tmp_path / "four.keras")
+    card_command.main([str(tmp_path / "four.keras"), "--input-scale", "0..1"])
+    captured = capsys.readouterr()
+    assert ModelCard.load(tmp_path / "four.keras").classes == ["class_0", "class_1", "class_2", "class_3"]
+    assert "warning: no --classes" in captured.err and "warning: resize not stated" in captured.err
+
+
+def test_a_single_sigmoid_channel_is_background_and_the_named_class(tmp_path):
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs)).save(tmp_path / "one.keras")
+    card_command.main([str(tmp_path / "one.keras"), "--classes", "cell", "--input-scale", "0..1"])
+    card = ModelCard.load(tmp_path / "one.keras")
+    assert card.classes == ["background", "cell"] and card.output == "sigmoid_binary"
+
+
+def test_an_output_the_card_cannot_explain_is_refused(tmp_path):
+    import keras
+
+    from segdemo.segmenter import Segmenter
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(inputs))
+    model.save(tmp_path / "five.keras")
+    with pytest.raises(SystemExit, match="5 classes, but 3 names were given"):
+        card_command.main([str(tmp_path / "five.keras"), "--classes", "a", "b", "c", "--input-scale", "0..1"])
+    with pytest.raises(InputError, match="output has 5 channels, but its card explains 3"):
+        Segmenter(model, ModelCard("five", ["a", "b", "c"], 16), freeze=False)
+
+
+def test_a_letterboxed_model_is_served_on_the_image_s_own_part(tmp_path):
+    """A letterbox card: the prediction for a wide image covers the image only (the grey bars are cut)."""
+    import keras
+
+    from segdemo.segmenter import Segmenter
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    kernel = np.array([[[[1.0, -1.0], [0.0, 0.0], [0.0, 0.0]]]], np.float32)  # red channel - 128: bright or dark
+    model.set_weights([kernel, np.array([-128.0, 128.0], np.float32)])
+    image = np.zeros((20, 80, 3), np.uint8)
+    image[:, 40:] = 255  # right half bright: class 0 there (red channel above the grey fill), class 1 left
+    served = Segmenter(model, ModelCard("box", ["bright", "dark"], 32, resize="letterbox"), freeze=False)
+    prediction = served.predict(image)
+    assert prediction.labels.shape == (20, 80) and prediction.probs.shape[0] < 32  # the bars are cut
+    assert (prediction.labels[:, :35] == 1).all() and (prediction.labels[:, 45:] == 0).all()
