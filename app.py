@@ -2,8 +2,10 @@
 
     python app.py [--model PATH ...] [--only]
 
-serves the bundled models, and each model file `--model` names (a .keras, .h5 or SavedModel with the card
-`python -m segdemo.card` wrote beside it; also SEGDEMO_MODELS=a.keras,b.h5); `--only` hides the bundled ones.
+serves the bundled models, and each model `--model` names: a .keras, .h5 or SavedModel file with the card
+`python -m segdemo.card` wrote beside it, or a Hub repository `hf://owner/name` (segdemo's format, or Keras's
+own layout followed by segdemo.card's options: "hf://owner/name --classes a b --input-scale 0..1"); also
+SEGDEMO_MODELS=a.keras,hf://owner/name. `--only` hides the bundled ones.
 The page is served as soon as Gradio is up; TensorFlow and the default model load in the background."""
 
 import argparse
@@ -12,7 +14,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
-from segdemo.data import InputError  # noqa: E402
+from segdemo.card import local_model_path  # noqa: E402
 from segdemo.registry import MODELS_ENV, ONLY_ENV, check_listed_models  # noqa: E402
 from segdemo.ui import build_demo, launch  # noqa: E402
 
@@ -25,11 +27,12 @@ def serve_options(argv=None):
     args, _ = parser.parse_known_args(argv)
     listed = [item for item in os.environ.get(MODELS_ENV, "").split(",") if item.strip()] + args.model
     try:
+        listed = [local_model_path(item) for item in listed]
         check_listed_models(listed)
-    except InputError as error:
+    except Exception as error:  # noqa: BLE001 - a model that cannot be served: say why and stop
         parser.exit(2, f"app.py: {error}\n")
     if listed:
-        os.environ[MODELS_ENV] = ",".join(str(os.path.abspath(item)) for item in listed)
+        os.environ[MODELS_ENV] = ",".join(listed)
     if args.only:
         if not listed:
             parser.exit(2, "app.py: --only needs a --model (or SEGDEMO_MODELS)\n")

@@ -14,6 +14,7 @@ layer is a Rescaling takes raw 0..255 pixels: that much it tells.
 
 import argparse
 import itertools
+import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,24 @@ def joined_scale(argv):
         if item == "--input-scale" and argv[index + 1].startswith("-"):
             return argv[:index] + [f"{item}={argv[index + 1]}"] + argv[index + 2:]
     return argv
+
+
+def local_model_path(item):
+    """A model to serve (`app.py --model`, SEGDEMO_MODELS) as a local path: a file as given, or a Hub
+    repository `hf://owner/name` fetched (segdemo.hub.keras_repo_model); one in Keras's own layout gets its
+    card from the segdemo.card options that follow the URI ("hf://owner/name --classes a b --input-scale 0..1")."""
+    from segdemo.hub import HF_PREFIX, keras_repo_model
+
+    source, *card_options = shlex.split(item)
+    if not source.startswith(HF_PREFIX):
+        return str(Path(source).absolute())
+    path, has_card = keras_repo_model(source)
+    if not has_card:
+        if not card_options:
+            raise InputError(f"{source} has no segdemo card: give segdemo.card's options after it, e.g. "
+                             f"--model '{source} --classes background road --input-scale 0..1'")
+        main([str(path), "--name", source.rsplit("/", 1)[-1], *card_options])
+    return str(path)
 
 
 def parse_args(argv=None):

@@ -17,7 +17,7 @@ from segdemo.data import (
     resize_image,
     resize_mask,
 )
-from segdemo.drawing import colorize, overlay, palette_lut
+from segdemo.drawing import mask_overlay, palette_lut
 from segdemo.limits import MAX_PAIRS
 
 EDITOR_MAX_SIDE = 1024  # the editor's canvas: Gradio's ImageEditor gets slow on phones beyond this
@@ -34,8 +34,8 @@ def editor_value(image, labels, colors):
     class colours (at most EDITOR_MAX_SIDE), and no layer: the editor adds one empty layer, the strokes go there
     and all else stays the prediction. (Gradio 6.31's editor does not show layers given with the value.)"""
     size = display_size(image.shape[1], image.shape[0], EDITOR_MAX_SIDE)
-    shown = colorize(resize_mask(labels, size), palette_lut(colors))
-    return {"background": overlay(resize_image(image, size), shown, MASK_OPACITY), "layers": [], "composite": None}
+    background = mask_overlay(image, labels, palette_lut(colors), size, MASK_OPACITY)
+    return {"background": background, "layers": [], "composite": None}
 
 
 def brush_colors(colors):

@@ -3,10 +3,12 @@ ONNX Runtime), or `.keras`.
 
     python -m segdemo.export --model pets --out pets.tflite      (or --format onnx)
 
-Every export takes RGB pixels in 0..255 as float32, NHWC, at the card's input size, unnormalised (the model
-rescales them itself), and returns per-pixel class logits; see EXPORT_IO. The card's JSON is written beside
-it, with that description under "export". A card's `flip_tta` (the mean with the mirrored image's
-prediction) is the caller's to apply: the exported graph is one plain forward pass.
+Every export is the model's own forward pass: float32 NHWC at the card's input size, its pixels as the card
+says (the bundled models take RGB 0..255 unnormalised and rescale themselves; your own model takes what it
+was trained on), out what the model returns (the bundled ones: per-pixel class logits); `export_io` words
+it, and the card's JSON is written beside the export with that description under "export". The card's
+resize, `flip_tta` (the mean with the mirrored image's prediction) and output decoding are the caller's
+to apply.
 """
 
 import argparse
@@ -33,24 +35,36 @@ FORMAT_LABELS = {  # what a UI offers: label -> suffix
     "Keras (.keras)": cards.MODEL_SUFFIX,
 }
 DEFAULT_FORMAT_LABEL = next(iter(FORMAT_LABELS))
-EXPORT_IO = {  # the input and output of each export, written into the exported card
-    ".tflite": {"input": "1 x H x W x 3 float32, RGB 0..255 (not normalised)", "output": "1 x H x W x C logits"},
-    ".onnx": {"input": f"'{ONNX_INPUT}': N x H x W x 3 float32 (NHWC), RGB 0..255 (not normalised)",
-              "output": f"'{ONNX_OUTPUT}': N x H x W x C float32 logits"},
-    cards.MODEL_SUFFIX: {"input": "N x H x W x 3 float32, RGB 0..255 (not normalised)",
-                         "output": "N x H x W x C logits"},
-}
+PIXELS = {"0..255": "0..255 (not normalised)", "0..1": "scaled to 0..1 (x / 255)",
+          "-1..1": "scaled to -1..1 (x / 127.5 - 1)", "imagenet": "ImageNet-normalised ((x / 255 - mean) / std)"}
+OUTPUTS = {"logits": "logits", "softmax": "softmax probabilities", "sigmoid": "one sigmoid per class",
+           "sigmoid_binary": "one sigmoid channel", "logits_binary": "one logit channel"}
+
+
+def export_io(card, suffix):
+    """{"input": ..., "output": ...}: what an export of the card's model takes and returns, in words."""
+    width, height = card.size
+    batch = "1" if suffix == ".tflite" else "N"
+    names = (f"'{ONNX_INPUT}': ", f"'{ONNX_OUTPUT}': ") if suffix == ".onnx" else ("", "")
+    colour = "RGB" if card.input_channels == 3 else "grayscale"
+    grid_w, grid_h = cards.size_wh(card.output_size) if card.output_size else (width, height)
+    channels = card.output_channels
+    grid = f"{grid_h * grid_w}" if card.output_layout == "flat" else f"{grid_h} x {grid_w}"
+    return {"input": f"{names[0]}{batch} x {height} x {width} x {card.input_channels} float32 (NHWC), {colour} "
+                     f"{PIXELS[card.input_scale]}",
+            "output": f"{names[1]}{batch} x {grid} x {channels} float32 {OUTPUTS[card.output]}"}
 ONNX_NEEDS = "ONNX export needs tf2onnx and onnx (pip install -r requirements.txt)"
 
 
-def export_tflite(model, input_size, path):
-    """Convert a Keras model to TFLite with float16 weights at a fixed 1 x S x S x 3 input. Returns the path.
+def export_tflite(model, input_size, path, channels=3):
+    """Convert a Keras model to TFLite with float16 weights at a fixed 1 x H x W x `channels` input. Returns the
+    path.
 
     Goes through a SavedModel export (Keras 3's supported route to the converter)."""
     import keras
 
     width, height = size_wh(input_size)
-    image = keras.Input((height, width, 3), batch_size=1, name="image")
+    image = keras.Input((height, width, channels), batch_size=1, name="image")
     fixed = keras.Model(image, model(image), name=f"{model.name}_fixed")
     with tempfile.TemporaryDirectory() as saved:
         fixed.export(saved, format="tf_saved_model", verbose=False)
@@ -76,16 +90,16 @@ def rename_onnx_output(path, name):
     onnx.save(model, str(path))
 
 
-def export_onnx(model, input_size, path):
-    """Convert a Keras model to ONNX (float32, through tf2onnx) with input 'image' of N x S x S x 3 and
-    output 'logits'. Returns the path."""
+def export_onnx(model, input_size, path, channels=3):
+    """Convert a Keras model to ONNX (float32, through tf2onnx) with input 'image' of N x H x W x `channels`
+    and output 'logits'. Returns the path."""
     try:
         import onnx  # noqa: F401 - checked here for a clear message; rename_onnx_output uses it
         import tf2onnx  # noqa: F401 - what Keras's ONNX export calls on the TensorFlow backend
     except ImportError as error:
         raise RuntimeError(f"{ONNX_NEEDS}: {error}") from None
     width, height = size_wh(input_size)
-    signature = [tf.TensorSpec((None, height, width, 3), tf.float32, name=ONNX_INPUT)]
+    signature = [tf.TensorSpec((None, height, width, channels), tf.float32, name=ONNX_INPUT)]
     path = Path(path)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)  # Keras's tf2onnx patch
@@ -128,15 +142,15 @@ def export_model(segmenter, path):
     path = Path(path)
     if path.suffix == ".tflite":
         with float32_graphs():
-            export_tflite(segmenter.model, segmenter.size, path)
+            export_tflite(segmenter.model, segmenter.size, path, segmenter.card.input_channels)
     elif path.suffix == ".onnx":
         with float32_graphs():  # tf2onnx runs TensorFlow's graph optimiser too
-            export_onnx(segmenter.model, segmenter.size, path)
+            export_onnx(segmenter.model, segmenter.size, path, segmenter.card.input_channels)
     elif path.suffix == cards.MODEL_SUFFIX:
         save_keras_model(segmenter.model, path)
     else:
         raise ValueError(f"export to {', '.join(FORMATS.values())}, not {path.suffix!r}")
-    card = segmenter.card.replace(export=EXPORT_IO[path.suffix])
+    card = segmenter.card.replace(export=export_io(segmenter.card, path.suffix))
     cards.card_path(path).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
     return path
 
@@ -166,7 +180,7 @@ def main(argv=None):
 
     path = export_model(get_segmenter(args.model), out)
     print(json.dumps({"model": args.model, "out": str(path), "bytes": path.stat().st_size,
-                      **EXPORT_IO.get(path.suffix, {})}))
+                      **export_io(cards.ModelCard.load(path), path.suffix)}))
 
 
 if __name__ == "__main__":

@@ -141,3 +141,44 @@ def push_folder(folder, repo_id, token):
     except Exception as error:  # noqa: BLE001 - re-raised without the token
         raise RuntimeError(str(error).replace(token, "***")[:500]) from None
     return f"https://huggingface.co/{repo_id}"
+
+
+HF_PREFIX = "hf://"
+HUB_MODELS_DIR = Path(os.environ.get("SEGDEMO_CACHE", Path.home() / ".cache" / "segdemo")) / "hub"
+
+
+def keras_repo_model(uri, timeout=HUB_TIMEOUT_SECONDS):
+    """(a local model path to serve for `hf://owner/name`, whether a card is beside it): the repository
+    fetched through `huggingface_hub`'s cache (bounded wait). A repository in segdemo's format (model.keras +
+    model.json) is served as it is; one in Keras 3's own layout (`model.save("hf://owner/name")`: config.json
+    + model.weights.h5) is linked from HUB_MODELS_DIR, where its card goes (app.py writes it with segdemo.card
+    from the options given after the URI). Raises on failure."""
+    from huggingface_hub import snapshot_download
+
+    repo_id = uri[len(HF_PREFIX):]
+    result = {}
+
+    def fetch():
+        try:
+            result["path"] = Path(snapshot_download(repo_id, library_name="segdemo", etag_timeout=min(10.0, timeout)))
+        except Exception as error:  # noqa: BLE001 - reported by the caller
+            result["error"] = error
+
+    worker = threading.Thread(target=fetch, name="hub-snapshot", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer from the Hub within {timeout:.0f}s")
+    if "error" in result:
+        raise result["error"]
+    folder = result["path"]
+    if (folder / MODEL_FILE).is_file() and (folder / CARD_FILE).is_file():
+        return folder / MODEL_FILE, True
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{uri} holds neither {MODEL_FILE} + {CARD_FILE} nor a Keras model (config.json)")
+    link = HUB_MODELS_DIR / repo_id.replace("/", "__")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(folder, target_is_directory=True)
+    return link, cards.card_path(link).exists()

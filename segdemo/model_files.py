@@ -42,6 +42,7 @@ KERAS_SUFFIX = ".keras"
 H5_SUFFIXES = (".h5", ".hdf5")
 HF_PREFIX = "hf://"
 SAVED_MODEL_FILE = "saved_model.pb"
+KERAS_DIR_CONFIG = "config.json"  # a folder in Keras 3's own layout (config.json + model.weights.h5)
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 SAVE_HOW = "save the whole model from Keras 3 with model.save('model.keras')"
@@ -81,8 +82,17 @@ def load_model_file(path):
     if path.is_dir():
         if (path / SAVED_MODEL_FILE).is_file():
             return load_saved_model(path)
-        raise InputError(f"{name} is a folder but not a TensorFlow SavedModel (no {SAVED_MODEL_FILE}); give a "
-                         f".keras file ({SAVE_HOW})")
+        if (path / KERAS_DIR_CONFIG).is_file():  # Keras 3's unzipped layout, as a Hub repo holds it
+            if folder_bytes(path) > MAX_MODEL_BYTES:
+                raise InputError(f"{name} is larger than {MAX_MODEL_BYTES / 1e6:.0f} MB")
+            try:
+                config = json.loads((path / KERAS_DIR_CONFIG).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise InputError(f"{name}/{KERAS_DIR_CONFIG} is not valid JSON ({error})") from None
+            check_model_config(config, name)
+            return keras_load(path, name)
+        raise InputError(f"{name} is a folder but not a TensorFlow SavedModel (no {SAVED_MODEL_FILE}) nor a Keras "
+                         f"model folder (no {KERAS_DIR_CONFIG}); give a .keras file ({SAVE_HOW})")
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise InputError(f"{name} is too large ({size / 1e6:.0f} MB); the limit is {MAX_MODEL_BYTES / 1e6:.0f} MB")

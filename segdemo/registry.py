@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def served_models():
-    """{name: path} of the models served: those in weights/ that have a card, sorted by name (none when
+    """{name: path} of the models served: the model files in weights/ that have a card, by name (none when
     SEGDEMO_ONLY is set), then those SEGDEMO_MODELS lists and the one SEGDEMO_HUB_REPO names (see segdemo.hub),
     each under its card's name (replacing a bundled model of that name)."""
     models = {} if os.environ.get(ONLY_ENV) else {
-        path.stem: path for path in sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}")) if card_path(path).exists()}
+        path.stem: path for path in sorted(WEIGHTS_DIR.iterdir())
+        if path.suffix in MODEL_FILE_SUFFIXES and card_path(path).exists()}
     models.update(listed_models(os.environ.get(MODELS_ENV, "")))
     models.update(resolved_hub_models())
     return models

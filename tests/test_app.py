@@ -93,3 +93,27 @@ def test_export_endpoint_writes_model_and_card(client):
     model_path, card_path = client.predict("pets", "Keras (.keras)", api_name="/export_model")
     assert model_path.endswith("pets.keras") and card_path.endswith("pets.json")
     assert '"classes"' in open(card_path).read()
+
+
+@pytest.mark.parametrize("name", [str(served_models()["street"].resolve()), "../weights/street", "hf://someone/unet",
+                                  "street.keras"])
+def test_models_over_the_web_are_names_never_paths(client, name):
+    """A path, `..` or a Hub URI from an API caller is an unknown model, and the message lists the models."""
+    for call in (lambda: client.predict(handle_file("examples/chelsea_cat.png"), name, api_name="/segment"),
+                 lambda: client.predict(handle_file("examples/chelsea_cat.png"), handle_file("examples/cameraman.png"),
+                                        name, api_name="/add_training_pair"),
+                 lambda: client.predict(handle_file("examples/chelsea_cat.png"), name, "pets", api_name="/compare")):
+        with pytest.raises(Exception, match=r"unknown model .*the models of this session: membranes, pets, street"):
+            call()
+
+
+def test_every_parameter_after_the_image_has_a_default(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for name in ("/segment", "/segment_batch", "/compare", "/add_training_pair", "/check_pairs", "/finetune",
+                 "/retrain", "/export_model"):
+        parameters = endpoints[name]["parameters"]
+        first_optional = 2 if name in ("/add_training_pair",) else 0 if name in ("/retrain", "/export_model") else 1
+        missing = [p["parameter_name"] for p in parameters[first_optional:] if not p["parameter_has_default"]]
+        assert not missing, (name, missing)
+    *_, info, _ = client.predict(handle_file("examples/chelsea_cat.png"), api_name="/segment")  # all defaults
+    assert "Pets" in info

@@ -130,3 +130,56 @@ def test_a_letterboxed_model_is_served_on_the_image_s_own_part(tmp_path):
     prediction = served.predict(image)
     assert prediction.labels.shape == (20, 80) and prediction.probs.shape[0] < 32  # the bars are cut
     assert (prediction.labels[:, :35] == 1).all() and (prediction.labels[:, 45:] == 0).all()
+
+
+@pytest.mark.slow
+def test_your_own_model_exports_to_onnx_as_its_card_says(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime (requirements-dev.txt) checks the export")
+    from segdemo import export
+    from segdemo.model_preprocessing import scale_pixels
+    from segdemo.segmenter import Segmenter
+
+    builder, _ = OWN_MODELS["tanh_logits"]
+    model = builder()
+    model.save(tmp_path / "own.keras")
+    card_command.main([str(tmp_path / "own.keras"), "--classes", *CLASSES[3], "--input-scale", "-1..1"])
+    served = Segmenter(model, ModelCard.load(tmp_path / "own.keras"), freeze=False)
+    export.export_model(served, tmp_path / "exported.onnx")
+    card = ModelCard.load(tmp_path / "exported.onnx")
+    assert card.export == {"input": "'image': N x 32 x 48 x 3 float32 (NHWC), RGB scaled to -1..1 (x / 127.5 - 1)",
+                           "output": "'logits': N x 32 x 48 x 3 float32 logits"}
+    images, _ = square_data(4, (48, 32), seed=3)
+    batch = scale_pixels(images.astype(np.float32), "-1..1")
+    agree = (export.onnx_predict(tmp_path / "exported.onnx", batch).argmax(-1) == model.predict(batch, verbose=0)
+             .argmax(-1)).mean()
+    assert agree >= 0.99
+
+
+def test_a_hub_repository_in_keras_layout_gets_its_card_from_the_options(tmp_path, monkeypatch):
+    """`app.py --model "hf://owner/name --classes ... --input-scale ..."`: the repository (here a local folder
+    in Keras 3's layout standing in for the Hub's snapshot) is linked, described and served by its name."""
+    import zipfile
+
+    import huggingface_hub
+
+    from segdemo import hub
+    from segdemo.registry import get_segmenter, listed_models
+
+    builder, _ = OWN_MODELS["tanh_logits"]
+    model = builder()
+    model.save(tmp_path / "archive.keras")
+    snapshot = tmp_path / "snapshot"
+    with zipfile.ZipFile(tmp_path / "archive.keras") as archive:  # config.json, model.weights.h5, metadata.json
+        archive.extractall(snapshot)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **_: str(snapshot))
+    monkeypatch.setattr(hub, "HUB_MODELS_DIR", tmp_path / "links")
+    with pytest.raises(InputError, match="has no segdemo card: give segdemo.card's options"):
+        card_command.local_model_path("hf://someone/road-unet")
+    path = card_command.local_model_path("hf://someone/road-unet --classes background bright red --input-scale -1..1")
+    card = ModelCard.load(path)
+    assert card.name == "road-unet" and card.input_scale == "-1..1" and card.size == (48, 32)
+    assert listed_models(path) == {"road-unet": tmp_path / "links" / "someone__road-unet"}
+    image, _ = square_data(1, (48, 32), seed=4)
+    served = get_segmenter(path).predict(image[0]).labels
+    expected = model.predict(image.astype(np.float32) / 127.5 - 1, verbose=0)[0].argmax(-1)
+    assert (served == expected).mean() > 0.99

@@ -200,3 +200,12 @@ def test_api_example_runs(app_url, tmp_path):
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert "held-out mean IoU after retraining" in result.stdout
+
+
+def test_the_mask_suffixes_the_docs_name_are_the_ones_the_code_pairs_by():
+    from segdemo.data import MASK_STEM_WORDS
+
+    text = (ROOT / "docs" / "finetune.md").read_text()
+    line = next(line for line in text.split("\n\n") if "x_mask.png" in line)
+    named = set(re.findall(r"`[_-](\w+)`", line))
+    assert named and named <= set(MASK_STEM_WORDS), named - set(MASK_STEM_WORDS)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from segdemo import export
+from segdemo.cards import ModelCard
 from tests.helpers import blocky_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def test_onnx_export_matches_keras(tmp_path, rng, capsys):
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["out"] == str(tmp_path / "m.onnx") and "RGB 0..255" in printed["input"]
     card = json.loads((tmp_path / "m.json").read_text())
-    assert card["name"] == MODEL and card["export"] == export.EXPORT_IO[".onnx"]
+    assert card["name"] == MODEL and card["export"] == export.export_io(ModelCard.load(tmp_path / "m.onnx"), ".onnx")
 
     segmenter = registry.get_segmenter(MODEL)
     width, height = segmenter.size
