@@ -109,9 +109,10 @@ def freeze_batchnorm(model):
 def set_trainable_part(model, freeze_encoder):
     """What "freeze the encoder" trains: the bundled models' MobileNetV2 encoder, or a user model's nested
     encoder Model named "encoder" (the TF segmentation tutorial's), frozen or not as asked; a user model
-    without one trains all its layers (BatchNorm frozen all the same) whatever `freeze_encoder` says: freezing
-    all but the head and the last block was less steady across seeds on the squares data (bench/README.md,
-    "Fine-tuning your own model"). Layers a user froze in their model stay frozen."""
+    without one trains all its layers (BatchNorm frozen all the same) whatever `freeze_encoder` says: on 20
+    square pairs (tests/own_models.tanh_logits_unet pretrained on squares_data, new classes, 60 steps, seeds
+    0-2) all layers gave held-out IoU 0.9992/0.9992/1.0, the head and the convolution before it alone
+    0.9984/0.9976/0.9976: no steadier, slightly lower. Layers a user froze in their model stay frozen."""
     from segdemo.models import set_encoder_trainable
 
     set_encoder_trainable(model, not freeze_encoder)  # its BatchNorm layers stay frozen (tested)
