@@ -49,8 +49,21 @@ def fit_linear_probe(features, labels, num_classes, seed):
 
 
 def init_head_by_probe(model, images, masks, num_classes, seed):
+    """Set the head's weights from a linear probe. A head reading a coarser grid (a user's model: a 1x1 head
+    before a resize, or a Conv2DTranspose whose kernel is its stride) is probed on the masks resized to that grid
+    (nearest), and a transposed head gets the probe in every tap."""
+    from segdemo.data import resize_mask
+
     features = head_features(model, images)
+    grid_h, grid_w = features.shape[1:3]
+    if (grid_h, grid_w) != masks.shape[1:3]:
+        masks = np.stack([resize_mask(mask, (grid_w, grid_h)) for mask in masks])
     kernel, bias = fit_linear_probe(features.reshape(-1, features.shape[-1]), masks.reshape(-1), num_classes,
                                     seed)
     head = model.get_layer("logits")
-    head.set_weights([kernel.reshape(1, 1, *kernel.shape).astype(np.float32), bias.astype(np.float32)])
+    shape = tuple(head.kernel.shape)
+    if shape[:2] == (1, 1) and shape[2:] == kernel.shape:
+        weights = kernel.reshape(1, 1, *kernel.shape)
+    else:  # Conv2DTranspose: (kh, kw, classes, features)
+        weights = np.broadcast_to(kernel.T[None, None], shape)
+    head.set_weights([np.ascontiguousarray(weights, np.float32), bias.astype(np.float32)])

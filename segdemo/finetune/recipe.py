@@ -9,6 +9,11 @@
   on whole images at the served size (random windows of them lost 0.06 IoU: the context matters), a larger
   base input scaled down to MAX_DEFAULT_AREA;
 - held-out pairs are chosen from the pair names, not the seed;
+- a user's own model (its card not in the bundled form: scaled inputs, softmax/sigmoid/one-channel/flattened/
+  coarser outputs, no layer named "logits") is trained as its `adapt.training_form`: the same model taking 0..255
+  RGB and returning logits at the input size, its last convolution the "logits" head (replaced for new classes,
+  where its structure allows: else an InputError the tab shows); its pairs are resized as its card says, at its
+  own input size when that is fixed;
 - the result is served as the mean of the image's and its mirror's prediction (`flip_tta`, on the card; the
   training flips images too): +0.002 to +0.012 foreground IoU for a second forward pass, and the validation
   rounds score it the same way.
@@ -25,6 +30,7 @@ import numpy as np
 from segdemo import cards
 from segdemo.cards import size_value, size_wh
 from segdemo.data import IGNORE_INDEX, InputError, resize_image, resize_mask, split_pairs
+from segdemo.finetune.adapt import fixed_input_size, is_bundled_form, training_form
 from segdemo.finetune.events import FinetuneSummary, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions, check_pair_count, target_card
 from segdemo.finetune.probe import init_head_by_probe
@@ -59,10 +65,23 @@ def load_base_model(path):
     return preloaded if preloaded is not None else load_model_file(path)
 
 
-def resize_pairs(images_and_masks, size):
-    images = np.stack([resize_image(image, size) for image, _ in images_and_masks])
-    masks = np.stack([resize_mask(mask, size) for _, mask in images_and_masks])
-    return images, masks
+def resize_pairs(images_and_masks, size, resize="stretch", resize_filter="antialias"):
+    """(images, masks) at `size` as the card's `resize` and `resize_filter` say (a user's model is trained as it is
+    served): letterboxed masks are IGNORE_INDEX where the image does not reach."""
+    if (resize, resize_filter) == ("stretch", "antialias"):
+        images = np.stack([resize_image(image, size) for image, _ in images_and_masks])
+        masks = np.stack([resize_mask(mask, size) for _, mask in images_and_masks])
+        return images, masks
+    from segdemo.model_preprocessing import resize_for_model
+
+    images, masks = [], []
+    for image, mask in images_and_masks:
+        pixels, (left, top, right, bottom) = resize_for_model(image, size, resize, resize_filter)
+        images.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+        canvas = np.full((size[1], size[0]), IGNORE_INDEX, np.uint8)
+        canvas[top:bottom, left:right] = resize_mask(mask, (right - left, bottom - top))
+        masks.append(canvas)
+    return np.stack(images), np.stack(masks)
 
 
 def finetune_model(base_model, same_classes, num_classes):
@@ -87,21 +106,36 @@ def freeze_batchnorm(model):
             layer.trainable = False
 
 
+def set_trainable_part(model, freeze_encoder):
+    """What "freeze the encoder" trains: the bundled models' MobileNetV2 encoder, or a user model's nested
+    encoder Model named "encoder" (the TF segmentation tutorial's), frozen or not as asked; a user model
+    without one trains all its layers (BatchNorm frozen all the same) whatever `freeze_encoder` says: on 20
+    square pairs (tests/own_models.tanh_logits_unet pretrained on squares_data, new classes, 60 steps, seeds
+    0-2) all layers gave held-out IoU 0.9992/0.9992/1.0, the head and the convolution before it alone
+    0.9984/0.9976/0.9976: no steadier, slightly lower. Layers a user froze in their model stay frozen."""
+    from segdemo.models import set_encoder_trainable
+
+    set_encoder_trainable(model, not freeze_encoder)  # its BatchNorm layers stay frozen (tested)
+
+
 def training_key(base_path, classes_count, same_classes, size, options):
     """What a traced training step depends on (the learning rate and length do not: `StepSchedule`)."""
     return (str(Path(base_path).resolve()), classes_count, same_classes, size_wh(size), options.batch_size,
             options.freeze_encoder, options.loss)
 
 
-def build_training_model(base_model, same_classes, num_classes, options):
+def build_training_model(base_model, same_classes, num_classes, options, card=None, classes=None, size=None):
     """A trainable copy of the base (BatchNorm frozen, the encoder as `options` say) compiled with a
-    StepSchedule. Returns (model, schedule)."""
-    from segdemo.models import set_encoder_trainable
+    StepSchedule. Returns (model, schedule). A `card` not in the bundled form (a user's model): its
+    `adapt.training_form` at `size` for `classes` is trained."""
     from segdemo.training import StepSchedule, compile_model
 
-    model = finetune_model(base_model, same_classes, num_classes)  # a copy: the base model stays as it is
+    if card is not None and not is_bundled_form(base_model, card):
+        model, _ = training_form(base_model, card, classes, size)  # a copy, its head replaced for new classes
+    else:
+        model = finetune_model(base_model, same_classes, num_classes)  # a copy: the base model stays as it is
     freeze_batchnorm(model)
-    set_encoder_trainable(model, not options.freeze_encoder)  # its BatchNorm layers stay frozen (tested)
+    set_trainable_part(model, options.freeze_encoder)
     schedule = StepSchedule(warmup_share=WARMUP_SHARE, final_share=FINAL_LR_SHARE)
     compile_model(model, schedule, options.loss)
     return model, schedule
@@ -119,10 +153,10 @@ def prepare_training_model(base_path, classes=None, options=None):
     card = cards.ModelCard.load(base_path)
     classes = list(classes or card.classes)
     same_classes = classes == list(card.classes)
-    size = training_size(options, card.size)
     base_model = PRELOADED_BASES.get(str(Path(base_path).resolve()))  # left for the job, which takes it
     base_model = base_model if base_model is not None else load_base_model(base_path)
-    model, schedule = build_training_model(base_model, same_classes, len(classes), options)
+    size = training_size(options, card.size, base_model, card)
+    model, schedule = build_training_model(base_model, same_classes, len(classes), options, card, classes, size)
     weights = model.get_weights()
     count = 2 * options.batch_size  # whole batches, as a job's 16 training pairs give
     blank = np.zeros((count, size[1], size[0], 3), np.uint8), np.zeros((count, size[1], size[0]), np.uint8)
@@ -134,14 +168,24 @@ def prepare_training_model(base_path, classes=None, options=None):
     PREPARED_MODELS[training_key(base_path, len(classes), same_classes, size, options)] = (model, schedule)
 
 
-def training_model(base_model, base_path, same_classes, num_classes, size, options):
+def training_model(base_model, base_path, same_classes, num_classes, size, options, card=None, classes=None):
     """(model, schedule) for a job: the prepared one that matches (each is used once) or one built now."""
     key = training_key(base_path, num_classes, same_classes, size, options)
-    return PREPARED_MODELS.pop(key, None) or build_training_model(base_model, same_classes, num_classes, options)
+    return PREPARED_MODELS.pop(key, None) or build_training_model(base_model, same_classes, num_classes, options,
+                                                                  card, classes, size)
 
 
-def training_size(options, base_size):
-    """(width, height) a fine-tune trains and serves at: the options' input size, else `default_input_size`."""
+def training_size(options, base_size, base_model=None, card=None):
+    """(width, height) a fine-tune trains and serves at: the options' input size, else `default_input_size`.
+    A user's model with fixed input sides (not in the bundled form) trains at those, never scaled down; another
+    input size asked for is an InputError."""
+    if base_model is not None and card is not None and not is_bundled_form(base_model, card):
+        fixed = fixed_input_size(base_model)
+        if fixed is not None:
+            if options.input_size and size_wh(options.input_size) != fixed:
+                raise InputError(f"this model takes {fixed[0]}x{fixed[1]} images only; leave the input size at 0 "
+                                 "(the model's own)")
+            return fixed
     return size_wh(options.input_size or default_input_size(base_size))
 
 
@@ -179,8 +223,10 @@ def progress_callback(on_event, steps, rounds, stop_event, validation):
 
 
 def new_card_for(base_card, classes, same_classes, size, pair_count, flip_tta):
-    """The fine-tuned model's card: the base's architecture and normalisation, the new classes (or the base's
-    with their colours and black/white reading), the training size; a teach-loop round keeps its name."""
+    """The fine-tuned model's card: the base's architecture, normalisation and resizing (a user's model keeps
+    its `resize` and `resize_filter`; its input scale and output decoding are inside the fine-tuned model), the
+    new classes (or the base's with their colours and black/white reading), the training size; a teach-loop
+    round keeps its name."""
     again = base_card.name.endswith(FINETUNED_SUFFIX)  # a teach-loop round continues a fine-tuned model
     return cards.ModelCard(
         name=base_card.name if again else f"{base_card.name}{FINETUNED_SUFFIX}",
@@ -194,6 +240,8 @@ def new_card_for(base_card, classes, same_classes, size, pair_count, flip_tta):
         architecture=base_card.architecture,
         architecture_args=dict(base_card.architecture_args),
         normalisation=base_card.normalisation,
+        resize=base_card.resize,
+        resize_filter=base_card.resize_filter,
         flip_tta=flip_tta,
         base_model=base_card.name,
         date=datetime.date.today().isoformat(),
@@ -219,6 +267,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     started = time.perf_counter()
     base_path = resolve_model_path(options.base)
     base = Segmenter(load_base_model(base_path), cards.ModelCard.load(base_path), freeze=False)  # scores pairs once
+    bundled = is_bundled_form(base.model, base.card)  # else a user's model: its `adapt.training_form` trains
     classes = list(options.classes) if options.classes else list(base.classes)
     same_classes = classes == list(base.classes)
     num_classes = len(classes)
@@ -226,14 +275,16 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
         extra = [int(v) for v in np.unique(mask) if num_classes <= v != IGNORE_INDEX]
         if extra:
             raise InputError(f"{name}: mask has class values {extra} but only {num_classes} classes are defined")
-    size = training_size(options, base.size)
+    size = training_size(options, base.size, base.model, base.card)
     train_idx, val_idx = split_pairs([name for name, _, _ in pairs_data], options.val_share)
-    train_arrays = resize_pairs([pairs_data[i][1:] for i in train_idx], size)
-    val_arrays = resize_pairs([pairs_data[i][1:] for i in val_idx], size)
+    resizing = (base.card.resize, base.card.resize_filter)
+    train_arrays = resize_pairs([pairs_data[i][1:] for i in train_idx], size, *resizing)
+    val_arrays = resize_pairs([pairs_data[i][1:] for i in val_idx], size, *resizing)
     val_full = [pairs_data[i][1:] for i in val_idx]  # original resolution, for before/after metrics
     keras.utils.set_random_seed(options.seed)
     new_card = new_card_for(base.card, classes, same_classes, size, len(pairs_data), options.flip_tta)
-    model, schedule = training_model(base.model, base_path, same_classes, num_classes, size, options)
+    model, schedule = training_model(base.model, base_path, same_classes, num_classes, size, options, base.card,
+                                     classes)
     if not same_classes:
         init_head_by_probe(model, *train_arrays, num_classes, options.seed)
     round_steps = math.ceil(options.steps / ROUNDS)
@@ -249,7 +300,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     steps_run = callbacks[1].step
     stopped = bool(stop_event is not None and stop_event.is_set())
     # the base is scored after training, not before it: the first curves reach the screen a second sooner
-    before, before_note = score_base(base, size, val_full, train_arrays, classes, same_classes)
+    before, before_note = score_base(base, size, val_full, train_arrays, classes, same_classes, bundled)
     set_encoder_trainable(model, True)
     after = evaluate_arrays(Segmenter(model, new_card, freeze=False), val_full)
     seconds = time.perf_counter() - started

@@ -6,21 +6,31 @@ import numpy as np
 from segdemo.cards import size_value
 
 
-def base_class_mapping(base_model, images, masks, num_classes):
+def base_class_mapping(base_model, images, masks, num_classes, card=None):
     """For a new class set: each base class -> the new class its predictions overlap most on the training
-    pairs (an index array), so the base model can be scored on the new classes."""
+    pairs (an index array), so the base model can be scored on the new classes. `card`: a user's model (any
+    input scale and output kind) is read through a Segmenter as it is served; None: a bundled-form model (0..255
+    in, logits out) is called directly."""
     from segdemo.metrics import confusion_matrix
 
-    base_classes = base_model.output_shape[-1]
+    if card is not None:
+        from segdemo.segmenter import Segmenter
+
+        served = Segmenter(base_model, card, tta=False, freeze=False)
+        predict = lambda batch: np.stack([p.labels for p in served.predict_batch(list(batch))])  # noqa: E731
+        base_classes = len(card.classes)
+    else:
+        predict = lambda batch: np.asarray(base_model(batch.astype(np.float32), training=False)).argmax(-1)  # noqa: E731
+        base_classes = base_model.output_shape[-1]
     overlap = np.zeros((num_classes, base_classes), np.int64)
     for start in range(0, len(images), 8):
-        predicted = np.asarray(base_model(images[start: start + 8].astype(np.float32), training=False)).argmax(-1)
+        predicted = predict(images[start: start + 8])
         overlap += confusion_matrix(masks[start: start + 8], predicted, max(num_classes, base_classes))[
             :num_classes, :base_classes]
     return overlap.argmax(0)
 
 
-def score_base(base, size, val_full, train_arrays, classes, same_classes):
+def score_base(base, size, val_full, train_arrays, classes, same_classes, bundled_form=True):
     """The base model's metrics on the held-out pairs at `size` ("before"), and a note: for a new class set its
     classes are mapped to the new ones by overlap on the training pairs."""
     from segdemo.evaluate import evaluate_arrays
@@ -30,7 +40,7 @@ def score_base(base, size, val_full, train_arrays, classes, same_classes):
                                                       freeze=False)
     if same_classes:
         return evaluate_arrays(scorer, val_full), ""
-    mapping = base_class_mapping(base.model, *train_arrays, len(classes))
+    mapping = base_class_mapping(base.model, *train_arrays, len(classes), None if bundled_form else scorer.card)
     note = "base classes mapped to the new ones by overlap on the training pairs: " + ", ".join(
         f"{name} → {classes[mapping[i]]}" for i, name in enumerate(base.classes))
     return evaluate_arrays(scorer, val_full, classes=classes, label_map=mapping), note
