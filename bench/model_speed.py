@@ -8,7 +8,7 @@ Rows (one image at the model's input size, so no resizing is timed):
 - serving float32: `Segmenter.predict` (frozen graph: BatchNorm folded into the convolutions)
 - Keras mixed_bfloat16: the same with the model rebuilt under Keras' mixed_bfloat16 policy (an experiment)
 - serving bf16 rewrite: the frozen graph with oneDNN's bfloat16 rewrite, which the app turns on for CPUs with
-  native bfloat16 (`inference.enable_bf16_inference`); on other CPUs the app serves float32
+  native bfloat16 (`runtime.enable_bf16_inference`); on other CPUs the app serves float32
 - ... mean with the mirror: the same serving with flip TTA, as a fine-tuned model is served by default
 and batch throughput (images/s) of `model.predict` vs the frozen graph on batches of --batch.
 Prints a table, then one JSON line. Ratios are against the seeds' way measured in this run.

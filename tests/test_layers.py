@@ -20,7 +20,7 @@ LAYERS = {
                   "segdemo.evaluate", "segdemo.export", "segdemo.training", "segdemo.train", "segdemo.deploy",
                   "segdemo.card", "segdemo.finetune", "segdemo.finetune.options", "segdemo.finetune.events",
                   "segdemo.finetune.probe", "segdemo.finetune.scoring", "segdemo.finetune.recipe",
-                  "segdemo.finetune.__main__"},
+                  "segdemo.finetune.__main__", "segdemo.finetune.adapt"},
     "app state": {"segdemo.startup", "segdemo.sessions", "segdemo.finetune_worker", "segdemo.jobs",
                   "segdemo.uploaded_models"},
     "ui": {"segdemo.ui"},  # and every segdemo.ui.* module
