@@ -118,7 +118,7 @@ def pets_model(shared, epochs):
     return path
 
 
-def run_ours(folder, base_path, seed):
+def run_ours(folder, base_path, seed, freeze_encoder=True):
     from segdemo import cards
     from segdemo.finetune.options import FinetuneOptions
     from segdemo.finetune.recipe import load_training_pairs, run_finetune
@@ -126,7 +126,8 @@ def run_ours(folder, base_path, seed):
 
     pairs, _ = load_training_pairs(folder / "train", cards.ModelCard.load(base_path), NEW_CLASSES)
     started = time.perf_counter()
-    model, summary = run_finetune(pairs, FinetuneOptions(base=str(base_path), classes=NEW_CLASSES, seed=seed))
+    model, summary = run_finetune(pairs, FinetuneOptions(base=str(base_path), classes=NEW_CLASSES, seed=seed,
+                                                         freeze_encoder=freeze_encoder))
     seconds = time.perf_counter() - started
     iou = foreground_iou(Segmenter(model, summary.card, freeze=False), score_pairs(folder, summary.card))
     return {"iou": iou, "seconds": seconds, "held_out_after": summary.after["per_class_iou"]["object"],
@@ -167,12 +168,15 @@ def main():
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pets-epochs", type=int, default=6)
+    parser.add_argument("--domain", default=DOMAIN, help="a domain of bench/finetune_robustness.py")
+    parser.add_argument("--unfreeze-encoder", action="store_true", help="ours: train the nested encoder too")
     args = parser.parse_args()
     base_path = pets_model(args.shared, args.pets_epochs)
-    folder = build_domain(DOMAIN, args.shared)
+    folder = build_domain(args.domain, args.shared)
     runs = {"ours": [], "baseline": []}
     for seed in args.seeds:
-        for method, run in (("ours", run_ours), ("baseline", run_baseline)):
+        for method, run in (("ours", lambda *a: run_ours(*a, freeze_encoder=not args.unfreeze_encoder)),
+                            ("baseline", run_baseline)):
             result = run(folder, base_path, seed)
             runs[method].append(result)
             print(f"{method} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()), flush=True)
@@ -181,11 +185,12 @@ def main():
         iou = summarise([r["iou"] for r in results])
         rows.append({"method": method, "min IoU": iou["min"], "median IoU": iou["median"], "max IoU": iou["max"],
                      "median s": round(float(np.median([r["seconds"] for r in results])), 1)})
-    print(f"\n{DOMAIN}: a user's TF-tutorial-style pets model ({SIZE}x{SIZE}, [0, 1], nested encoder), "
+    print(f"\n{args.domain}: a user's TF-tutorial-style pets model ({SIZE}x{SIZE}, [0, 1], nested encoder), "
           f"foreground (cell) IoU on the other slices, seeds {args.seeds}")
     print_table(rows, ["method", "min IoU", "median IoU", "max IoU", "median s"])
-    print_json({"benchmark": "finetune_own_model", "domain": DOMAIN, "seeds": args.seeds,
-                "pets_epochs": args.pets_epochs, **{row["method"]: row for row in rows},
+    print_json({"benchmark": "finetune_own_model", "domain": args.domain, "seeds": args.seeds,
+                "pets_epochs": args.pets_epochs, "unfreeze_encoder": args.unfreeze_encoder,
+                **{row["method"]: row for row in rows},
                 "runs": {m: [{k: round(v, 4) for k, v in r.items()} for r in rs] for m, rs in runs.items()}})
 
 

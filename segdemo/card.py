@@ -23,7 +23,10 @@ from segdemo import cards
 from segdemo.cards import BINARY_KINDS, INPUT_SCALES, RESIZE_FILTERS, RESIZES, ModelCard
 from segdemo.data import InputError
 
-CHECK_MARGIN = 0.01  # mean IoU by which the best preprocessing must lead the next for a clear choice
+# The check ranks choices by the cross-entropy of the pairs' labels under the model's probabilities: it tells
+# scales apart where the mean IoU of a weak model barely moves (bench/own_models.py: -1..1 against imagenet,
+# 0.0001 mean IoU apart, 0.14 nats). An option is decided when its best value leads every other by this much.
+CHECK_MARGIN = 0.01  # nats per labelled pixel
 CHECK_PAIRS_MAX = 50  # pairs scored per combination (the first ones by name)
 DEFAULT_SIDE = 256  # a model that takes any input size is served at this side unless --input-size says
 
@@ -36,6 +39,7 @@ class Inferred:
     card: ModelCard
     lines: list  # plain words: inferred, stated, assumed
     warnings: list
+    known: dict  # the preprocessing options stated or inferred (the check leaves them as they are)
 
 
 def class_names(given, facts):
@@ -97,7 +101,8 @@ def infer_card(model, model_path, classes=None, input_scale=None, resize=None, r
                             "score the choices)")
         else:
             lines.append(f"stated {what}: {value}")
-    return Inferred(facts, card.validate(), lines, warnings)
+    known = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter}
+    return Inferred(facts, card.validate(), lines, warnings, {key: value for key, value in known.items() if value})
 
 
 def check_pairs(folder, card):
@@ -112,32 +117,57 @@ def check_pairs(folder, card):
     return [(image, mask) for _, image, mask in loaded]
 
 
+OPTIONS = {"input_scale": INPUT_SCALES, "resize": RESIZES, "resize_filter": RESIZE_FILTERS}
+
+
+def label_cross_entropy(segmenter, pairs):
+    """Mean -log p(label) over the labelled pixels of `pairs`, on the model's grid (masks resized by nearest)."""
+    import numpy as np
+
+    from segdemo.data import IGNORE_INDEX, resize_mask
+
+    total, count = 0.0, 0
+    for image, mask in pairs:
+        probs = segmenter.predict(image).probs
+        labels = resize_mask(mask, (probs.shape[1], probs.shape[0]))
+        known = labels != IGNORE_INDEX
+        picked = np.take_along_axis(probs, np.minimum(labels, probs.shape[-1] - 1)[..., None].astype(np.int64), -1)
+        total += float(-np.log(picked[..., 0][known] + 1e-7).sum())
+        count += int(known.sum())
+    return total / max(count, 1)
+
+
 def score_choices(model, card, pairs, fixed):
-    """[(mean IoU, {input_scale, resize, resize_filter})] for every combination the user left open (`fixed`
-    holds what was stated), best first."""
+    """[(cross-entropy, mean IoU, {input_scale, resize, resize_filter})] for every combination the user left
+    open (`fixed` holds what was stated or inferred), best (lowest cross-entropy) first."""
     from segdemo.evaluate import evaluate_arrays
     from segdemo.segmenter import Segmenter
 
-    options = {"input_scale": INPUT_SCALES, "resize": RESIZES, "resize_filter": RESIZE_FILTERS}
-    axes = {key: [fixed[key]] if fixed.get(key) else list(values) for key, values in options.items()}
+    axes = {key: [fixed[key]] if fixed.get(key) else list(values) for key, values in OPTIONS.items()}
     rows = []
     for values in itertools.product(*axes.values()):
         choice = dict(zip(axes, values))
         segmenter = Segmenter(model, card.replace(**choice), tta=False, freeze=False)
-        rows.append((evaluate_arrays(segmenter, pairs)["miou"] or 0.0, choice))
-    return sorted(rows, key=lambda row: -row[0])
+        rows.append((label_cross_entropy(segmenter, pairs), evaluate_arrays(segmenter, pairs)["miou"] or 0.0,
+                     choice))
+    return sorted(rows, key=lambda row: row[0])
 
 
 def check_report(rows):
-    """(the table's lines, the chosen preprocessing, a warning or None)."""
-    lines = ["mean IoU  input scale  resize     filter"]
-    lines += [f"{miou:8.4f}  {c['input_scale']:<11}  {c['resize']:<9}  {c['resize_filter']}" for miou, c in rows]
-    warning = None
-    if len(rows) > 1 and rows[0][0] - rows[1][0] < CHECK_MARGIN:
-        warning = (f"the best preprocessing leads the next by {rows[0][0] - rows[1][0]:.4f} mean IoU "
-                   f"(< {CHECK_MARGIN}): not clearly ahead; state what the model was trained with, or check on "
-                   "more pairs")
-    return lines, rows[0][1], warning
+    """(the table's lines, the chosen preprocessing, warnings): each option left open is decided when its best
+    value leads the best row with another value by CHECK_MARGIN; else a warning names it."""
+    lines = ["cross-entropy  mean IoU  input scale  resize     filter"]
+    lines += [f"{nll:13.4f}  {miou:8.4f}  {c['input_scale']:<11}  {c['resize']:<9}  {c['resize_filter']}"
+              for nll, miou, c in rows]
+    best_nll, _, best = rows[0]
+    warnings = []
+    for option in OPTIONS:
+        others = [nll for nll, _, choice in rows if choice[option] != best[option]]
+        if others and min(others) - best_nll < CHECK_MARGIN:
+            warnings.append(f"{option.replace('_', ' ')} {best[option]} is not clearly ahead (by "
+                            f"{min(others) - best_nll:.4f} nats, < {CHECK_MARGIN}): state what the model was trained "
+                            f"with (--{option.replace('_', '-')}) or check on more pairs")
+    return lines, best, warnings
 
 
 def joined_scale(argv):
@@ -199,14 +229,12 @@ def main(argv=None):
         for line in inferred.lines:
             print(line)
         if args.check:
-            fixed = {"input_scale": args.input_scale, "resize": args.resize, "resize_filter": args.resize_filter}
-            lines, best, warning = check_report(score_choices(model, card, check_pairs(args.check, card), fixed))
+            lines, best, warnings = check_report(score_choices(model, card, check_pairs(args.check, card),
+                                                               inferred.known))
             print(f"--check on {args.check}:", *lines, sep="\n")
             card = card.replace(**best)
             print("chose " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in best.items()))
-            inferred.warnings = [w for w in inferred.warnings if "not stated" not in w]
-            if warning:
-                inferred.warnings.append(warning)
+            inferred.warnings = [w for w in inferred.warnings if "not stated" not in w] + warnings
         for warning in inferred.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         path = cards.card_path(str(args.model).rstrip("/"))

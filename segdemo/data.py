@@ -176,6 +176,9 @@ def decode_mask(mask, encoding="auto", num_classes=None, palette=None, name="mas
         bad = sorted(set(np.unique(mask).tolist()) - {1, 2, 3})
         if bad:
             raise InputError(f"{name} is not an Oxford trimap: values {bad[:10]} outside 1, 2, 3")
+        if num_classes is not None and num_classes != 3:  # read as pet, background, border, or not at all
+            raise InputError(f"{name} is an Oxford trimap (pet, background, border: 3 classes), but the model has "
+                             f"{num_classes}; score it on masks of its own classes")
         return (mask - 1).astype(np.uint8)
     labels = mask.astype(np.int64)
     if encoding == "camvid":

@@ -62,8 +62,9 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
     check_upload_size(source)
     model = load_model_file(source)
     stated = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter}
-    fixed = {option: value for option, value in stated.items() if value and value != CHECK}
-    inferred = card_command.infer_card(model, source.name, class_list(class_names), **fixed)
+    inferred = card_command.infer_card(model, source.name, class_list(class_names),
+                                       **{option: value for option, value in stated.items() if value != CHECK})
+    fixed = inferred.known  # stated, or inferred (a Rescaling layer first: 0..255)
     card = inferred.card.replace(name="uploaded-" + source.stem, title=f"Uploaded: {source.name}")
     check_memory(model, card)
     lines, warnings = list(inferred.lines), list(inferred.warnings)
@@ -73,11 +74,11 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
         if not loaded:
             raise InputError("None of the uploaded pairs could be read for these classes: see the Fine-tune tab's "
                              "Check pairs for the accepted layouts")
-        table, best, warning = card_command.check_report(
+        table, best, check_warnings = card_command.check_report(
             card_command.score_choices(model, card, [(image, mask) for _, image, mask in loaded], fixed))
         card = card.replace(**best)
         lines += [f"checked on {len(loaded)} pairs:", *table]
-        warnings = [line for line in warnings if "not stated" not in line] + ([warning] if warning else [])
+        warnings = [line for line in warnings if "not stated" not in line] + check_warnings
     elif "input_scale" in open_options:
         raise InputError("Say how the model's input pixels were scaled (0..255, 0..1, -1..1 or imagenet), or give "
                          "a few labelled pairs so the check can score each choice")

@@ -76,7 +76,7 @@ def test_check_picks_the_scale_the_model_was_trained_with(own_model, tmp_path, c
     card_command.main([str(path), "--classes", *CLASSES[classes], "--check", str(pairs)])
     out = capsys.readouterr().out
     assert ModelCard.load(path).input_scale == TRAINED_WITH[kind], out
-    assert "--check on" in out and "mean IoU  input scale" in out
+    assert "--check on" in out and "cross-entropy  mean IoU  input scale" in out
 
 
 def test_without_classes_the_card_names_them_and_warns(tmp_path, capsys):
@@ -183,3 +183,19 @@ def test_a_hub_repository_in_keras_layout_gets_its_card_from_the_options(tmp_pat
     served = get_segmenter(path).predict(image[0]).labels
     expected = model.predict(image.astype(np.float32) / 127.5 - 1, verbose=0)[0].argmax(-1)
     assert (served == expected).mean() > 0.99
+
+
+def test_a_model_that_rescales_itself_keeps_0_255_under_the_check(tmp_path, capsys):
+    """A Rescaling layer first tells the scale: the check scores resize and filter only."""
+    import keras
+
+    inputs = keras.Input((32, 48, 3))
+    outputs = keras.layers.Conv2D(3, 1)(keras.layers.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "rescales.keras")
+    pairs = write_pairs(tmp_path / "pairs", (48, 32), binary=False, count=4)
+    card_command.main([str(tmp_path / "rescales.keras"), "--classes", *CLASSES[3], "--check", str(pairs)])
+    out = capsys.readouterr().out
+    assert "inferred input scale 0..255: the model rescales its pixels itself" in out
+    assert ModelCard.load(tmp_path / "rescales.keras").input_scale == "0..255"
+    table = out.split("--check on")[1]
+    assert " 0..1 " not in table and " imagenet " not in table  # the scale was not scored
