@@ -364,7 +364,7 @@ def main():
     started = time.perf_counter()
 
     from segdemo.cards import ModelCard
-    from segdemo.data import find_pairs
+    from segdemo.data import InputError, find_pairs
     from segdemo.evaluate import evaluate
     from segdemo.model_files import load_model_file
     from segdemo.registry import get_segmenter
@@ -424,8 +424,11 @@ def main():
         ms = percentiles(time_calls(lambda s=segmenter: s.predict(fixed), args.runs))["p50_ms"]
         megapixels = spec["size"][0] * spec["size"][1] / 1e6
         extra = {}
-        if binary:  # the Oxford folder itself, as `segdemo.evaluate --data` would read it for this model
-            extra["segdemo_miou_on_oxford_trimaps"] = evaluate(segmenter, oxford_test[:20])["miou"]
+        if binary:  # the Oxford folder itself, as `segdemo.evaluate --data` would read it: refused, with why
+            try:
+                extra["segdemo_miou_on_oxford_trimaps"] = evaluate(segmenter, oxford_test[:20])["miou"]
+            except InputError as error:
+                extra["segdemo_on_oxford_trimaps"] = str(error)
         difference = abs(segdemo["miou"] - reference)
         result = {
             "model": spec["name"], "seed": spec["seed"], "file": spec["file"], "params": model.count_params(),

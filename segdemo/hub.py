@@ -38,30 +38,39 @@ def hub_source():
     return repo, os.environ.get(HUB_REVISION_ENV, "").strip() or None
 
 
-def download_model(repo_id, revision=None, timeout=HUB_TIMEOUT_SECONDS, cache_dir=None):
-    """Fetch model.keras and model.json of a Hub repo (through the library's cache, so HF_HUB_OFFLINE=1
-    resolves a populated cache). Returns the local model path; raises on failure or after `timeout` s."""
-    from huggingface_hub import hf_hub_download
-
+def within(timeout, fetch, name):
+    """`fetch()`'s result, run on a thread so a Hub that does not answer costs `timeout` s at most; raises what
+    it raised, or TimeoutError."""
     result = {}
 
-    def fetch():
+    def run():
         try:
-            paths = [hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
-                                     etag_timeout=min(10.0, timeout), library_name="segdemo")
-                     for name in (CARD_FILE, MODEL_FILE)]
-            result["path"] = Path(paths[1])
-        except Exception as error:  # noqa: BLE001 - reported by the caller
+            result["value"] = fetch()
+        except Exception as error:  # noqa: BLE001 - re-raised below, in the caller's thread
             result["error"] = error
 
-    worker = threading.Thread(target=fetch, name="hub-download", daemon=True)
+    worker = threading.Thread(target=run, name=name, daemon=True)
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
         raise TimeoutError(f"no answer from the Hub within {timeout:.0f}s")
     if "error" in result:
         raise result["error"]
-    return result["path"]
+    return result["value"]
+
+
+def download_model(repo_id, revision=None, timeout=HUB_TIMEOUT_SECONDS, cache_dir=None):
+    """Fetch model.keras and model.json of a Hub repo (through the library's cache, so HF_HUB_OFFLINE=1
+    resolves a populated cache). Returns the local model path; raises on failure or after `timeout` s."""
+    from huggingface_hub import hf_hub_download
+
+    def fetch():
+        paths = [hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                 etag_timeout=min(10.0, timeout), library_name="segdemo")
+                 for name in (CARD_FILE, MODEL_FILE)]
+        return Path(paths[1])
+
+    return within(timeout, fetch, "hub-download")
 
 
 def hub_models():
@@ -156,22 +165,8 @@ def keras_repo_model(uri, timeout=HUB_TIMEOUT_SECONDS):
     from huggingface_hub import snapshot_download
 
     repo_id = uri[len(HF_PREFIX):]
-    result = {}
-
-    def fetch():
-        try:
-            result["path"] = Path(snapshot_download(repo_id, library_name="segdemo", etag_timeout=min(10.0, timeout)))
-        except Exception as error:  # noqa: BLE001 - reported by the caller
-            result["error"] = error
-
-    worker = threading.Thread(target=fetch, name="hub-snapshot", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise TimeoutError(f"no answer from the Hub within {timeout:.0f}s")
-    if "error" in result:
-        raise result["error"]
-    folder = result["path"]
+    folder = within(timeout, lambda: Path(snapshot_download(repo_id, library_name="segdemo",
+                                                            etag_timeout=min(10.0, timeout))), "hub-snapshot")
     if (folder / MODEL_FILE).is_file() and (folder / CARD_FILE).is_file():
         return folder / MODEL_FILE, True
     if not (folder / "config.json").is_file():
