@@ -22,11 +22,12 @@ from segdemo.ui.segment_tab import build_segment_tab
 from segdemo.ui.teach import build_correction_panel, build_training_set_panel, wire_teach_loop
 
 TITLE = "segdemo: U-Net semantic segmentation"
-INTRO = ("Pick a model (pets, street scenes or cell membranes) and drop an image: the U-Net labels every pixel "
-         "with a class. Outputs: the class mask, the probability map of one class, and an overlay. **Batch** "
-         "segments many images at once, **Compare** puts two models side by side, and in **Fine-tune** you "
-         "upload a few labelled images of your own and adapt a model to them, for this session only. To teach "
-         "it: correct a prediction with the brush (Segment tab), add it to your training set, and Retrain.")
+INTRO = ("Pick a model ({models}) and drop an image: the U-Net labels every pixel with a class. Outputs: the "
+         "class mask, the probability map of one class, the uncertainty map and an overlay. **Batch** segments "
+         "many images at once, **Compare** puts two models side by side, and in **Fine-tune** you upload a few "
+         "labelled images of your own and adapt a model to them, for this session only. To teach it: correct a "
+         "prediction with the brush (Segment tab), add it to your training set, and Retrain. Your own model: "
+         "the About tab.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
 # One uploaded file may be as large as the largest ZIP the fine-tune and the batch unpack (uploads.MAX_ZIP_BYTES
@@ -65,9 +66,10 @@ def build_demo():
     default model, which `launch` loads in the background once the page is served."""
     models = served_models()
     STARTUP.expect(default_model_name(models))
-    document_handlers({name: ModelCard.load(path) for name, path in models.items()})
+    served = {name: ModelCard.load(path) for name, path in models.items()}
+    document_handlers(served)
     with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        gr.Markdown(f"# {TITLE}\n{INTRO.format(models=', '.join(card.display_title for card in served.values()))}")
         with gr.Tab("Segment"):
             segment_tab = build_segment_tab()
             correction = build_correction_panel()
