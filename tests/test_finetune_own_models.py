@@ -120,7 +120,10 @@ def test_finetune_keeps_or_replaces_the_classes_and_serves(own_models, name, cla
     model, summary = run_finetune(pairs, FinetuneOptions(base=path, steps=20, learning_rate=3e-3, val_share=0.2,
                                                          classes=classes, augment=False))
     losses = [r["loss"] for r in summary.history]  # 10 rounds of 2 steps
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    if classes:  # the probe starts the new head close to its best: the held-out pairs show what was learnt
+        assert summary.after["miou"] > summary.before["miou"] + 0.1, (summary.before, summary.after)
+    else:
+        assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     assert summary.card.classes == (classes or card.classes) and summary.card.base_model == name
     assert summary.card.input_scale == "0..255" and summary.card.output == "logits"
     assert summary.before["images"] == summary.after["images"] == 2
@@ -137,8 +140,10 @@ def test_every_kind_fine_tunes_to_new_classes(own_models, name):
     pairs = [(n, image, (mask > 0).astype(np.uint8)) for n, image, mask in pairs_for(card)]
     model, summary = run_finetune(pairs, FinetuneOptions(base=path, steps=20, learning_rate=3e-3,
                                                          classes=["background", "thing"], augment=False))
-    losses = [r["loss"] for r in summary.history]  # 10 rounds of 2 steps
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    # the probe starts the new head close to its best (its first round's loss is already low, then noisy at 2
+    # steps a round): what was learnt shows on the held-out pairs, against the base's classes mapped to the new
+    assert summary.after["miou"] > summary.before["miou"] + 0.1, (summary.before, summary.after)
+    assert summary.after["per_class_iou"]["thing"] > 0.6, summary.after
     assert model.get_layer("logits").output.shape[-1] == 2 and model.output_shape[-1] == 2
 
 
