@@ -19,6 +19,7 @@ from segdemo.models import build_unet
 from tests.helpers import square_pairs, write_dataset
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     events = []
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=16, learning_rate=3e-3,
@@ -34,6 +35,7 @@ def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     assert summary.card.base_model == "squares" and summary.card.classes == ["background", "square"]
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_every_batchnorm_is_frozen_so_training_and_serving_agree(tiny_base, squares):
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=8, val_share=0.25))
     import keras
@@ -44,6 +46,7 @@ def test_every_batchnorm_is_frozen_so_training_and_serving_agree(tiny_base, squa
     assert np.allclose(model(batch, training=True), model(batch, training=False), atol=1e-5)
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
     path = tmp_path / "wide.keras"
     build_unet(2, depth=2, base_filters=4).save(path)
@@ -53,6 +56,7 @@ def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
     assert summary.card.input_size == [64, 32] and summary.before is not None
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_new_classes_get_a_probed_head_and_a_mapped_before(tiny_base, squares):
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2, classes=["sky", "plane", "cloud"]))
     assert model.output_shape[-1] == 3 and summary.card.classes == ["sky", "plane", "cloud"]
@@ -79,6 +83,7 @@ def test_split_is_chosen_by_name_not_seed_or_order():
     assert split_pairs(names, 0) == (list(range(20)), [])  # the train command may keep no validation pairs
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_stop_event_ends_training_early(tiny_base, squares):
     stop = threading.Event()
 
@@ -113,6 +118,7 @@ def test_too_few_pairs_and_too_many_classes(tiny_base, squares):
         run_finetune([(name, image, mask + 5 * (mask > 0))] + squares[1:], FinetuneOptions(base=tiny_base))
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_finetune_command_prints_before_after_and_the_model_evaluates(tiny_base, tmp_path, capsys):
     images, masks = square_pairs(8, 40, np.random.default_rng(2))
     write_dataset(tmp_path / "data", images, masks)  # black/white masks: white = square
@@ -141,6 +147,7 @@ def test_saved_result_round_trips(tiny_base, squares, tmp_path):
     assert get_segmenter(str(path)).predict(squares[0][1]).labels.shape == (32, 32)
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares, tmp_path):
     import keras
 
@@ -180,7 +187,8 @@ def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base,
     assert fresh is not preloaded and fresh.count_params() == preloaded.count_params()
 
 
-@pytest.mark.parametrize("classes", [pytest.param(None, marks=pytest.mark.slow), ["background", "thing"]])
+@pytest.mark.parametrize("classes", [pytest.param(None, marks=pytest.mark.slow),
+                                     pytest.param(["background", "thing"], marks=pytest.mark.slow)])
 def test_a_prepared_model_trains_as_a_fresh_one_and_is_used_once(tiny_base, squares, monkeypatch, classes):
     """The worker traces a job's model ahead (one step on blank images, then weights and optimizer reset):
     the job that takes it follows the same losses as one that builds its model."""
@@ -253,6 +261,7 @@ def test_flip_validation_scores_what_the_served_model_predicts(rng):
     assert logs["val_loss"] == pytest.approx(expected, rel=1e-3)  # cross-entropy of the averaged probabilities
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(tmp_path, squares):
     import keras
 

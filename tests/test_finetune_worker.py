@@ -17,6 +17,7 @@ def collect(job):
     return list(job.events())
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_a_job_yields_steps_rounds_then_its_result(tiny_base, squares, tmp_path):  # noqa: F811
     options = FinetuneOptions(base=tiny_base, steps=8, val_share=0.25)
     events = collect(finetune_worker.start(tmp_path, squares, options, palette(), in_process=True))

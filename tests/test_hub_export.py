@@ -137,6 +137,7 @@ def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
         sessions.FINETUNED_MODELS.pop("anonymous")
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_tflite_float16_matches_keras(tmp_path):
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) has no wheel for this platform")
     from segdemo.export import export_model, lite_interpreter, tflite_predict

@@ -12,6 +12,7 @@ from segdemo.training import class_pixel_counts, cosine_schedule, fit, recalibra
 from tests.helpers import square_pairs, write_dataset
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_fit_lowers_the_loss(rng):
     images, masks = square_pairs(16, 32, rng)
     model = build_unet(2, depth=2, base_filters=8)
@@ -32,6 +33,7 @@ def test_class_pixel_counts():
     assert class_pixel_counts(np.array([[0, 1, 1, 255]], np.uint8), 3).tolist() == [1, 2, 0]
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_train_and_evaluate_commands(tmp_path, monkeypatch, capsys, rng):
     images, masks = square_pairs(12, 48, rng)
     write_dataset(tmp_path / "data", images, masks)
@@ -54,6 +56,7 @@ def test_train_and_evaluate_commands(tmp_path, monkeypatch, capsys, rng):
     assert "## Metrics: all" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_train_options_for_street_and_membranes(tmp_path, monkeypatch, capsys, rng):
     """Non-square input, random crops, class weights, elastic deformation, a held-out set kept out of
     training and evaluated by name."""
