@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdemo.data import IMAGE_SUFFIXES, InputError, load_image
-from segdemo.drawing import thumbnail
+from segdemo.data import IMAGE_SUFFIXES, InputError, display_size, load_image
+from segdemo.drawing import mask_overlay
 from segdemo.limits import MAX_BATCH_IMAGES
 from segdemo.segmenter import BATCH_SIZE, class_areas, mean_uncertainty
 from segdemo.serving import PNG_WRITERS, write_png
@@ -121,7 +121,8 @@ def write_outputs(image, prediction, stem, folder, segmenter):
     """The class-index PNG and the colour mask (full size) and the gallery overlay of one image."""
     write_png(prediction.labels, folder / "classes", stem)
     write_png(prediction.labels, folder / "masks", stem, segmenter.palette)
-    return write_png(thumbnail(image, prediction.labels, segmenter.palette, THUMBNAIL_SIDE), folder / "overlays", stem)
+    size = display_size(image.shape[1], image.shape[0], THUMBNAIL_SIDE)  # shrunk, never enlarged
+    return write_png(mask_overlay(image, prediction.labels, segmenter.palette, size), folder / "overlays", stem)
 
 
 def describe(stem, image, prediction, classes):

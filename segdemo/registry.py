@@ -129,9 +129,15 @@ def _load_segmenter(name_or_path, tta=None):
 def load_segmenter(path, tta=None):
     """A warmed-up `Segmenter` of the model file at `path` and its card (not cached: `get_segmenter` is)."""
     from segdemo.model_files import load_model_file
+
+    return serving_segmenter(load_model_file(path), ModelCard.load(path), tta)
+
+
+def serving_segmenter(model, card, tta=None):
+    """A warmed-up `Segmenter` of a loaded model, the memory its tracing held handed back."""
     from segdemo.runtime import release_freed_memory
     from segdemo.segmenter import Segmenter
 
-    segmenter = Segmenter(load_model_file(path), ModelCard.load(path), tta=tta).warm_up()
+    segmenter = Segmenter(model, card, tta=tta).warm_up()
     release_freed_memory()
     return segmenter

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from segdemo.corrections import TrainingSet
 from segdemo.data import InputError
-from segdemo.registry import default_model_name, get_segmenter, load_segmenter, served_models
+from segdemo.registry import default_model_name, get_segmenter, load_segmenter, served_models, serving_segmenter
 from segdemo.startup import STARTUP
 
 SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
@@ -75,10 +75,12 @@ class SessionModel:
     for download (model, card JSON, card Markdown). The Segmenter is loaded, frozen and warmed up on a thread
     (~2.6 s), so a finished fine-tune shows that much sooner; a request that uses the model before then waits."""
 
-    def __init__(self, model_path, card, files):
+    def __init__(self, model_path, card, files, model=None):
         self.card, self.files = card, files  # the card is the one saved beside model_path
         self.model_path = str(model_path)
-        self._segmenter = LOADER.submit(load_segmenter, model_path)
+        # `model`: the Keras model of that file, already loaded (an upload was checked with it): not read again
+        self._segmenter = LOADER.submit(load_segmenter, model_path) if model is None else \
+            LOADER.submit(serving_segmenter, model, card)
 
     @property
     def segmenter(self):

@@ -89,5 +89,5 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
     shutil.copyfile(source, stored)
     card.save(stored)
     files = [str(stored), str(stored.with_suffix(".json")), str(stored.with_suffix(".md"))]
-    UPLOADED_MODELS.put(key, SessionModel(stored, card, files))
+    UPLOADED_MODELS.put(key, SessionModel(stored, card, files, model))
     return UploadedModel(UPLOADED_CHOICE, card, lines, warnings)

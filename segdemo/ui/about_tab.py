@@ -11,7 +11,7 @@ from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, s
 from segdemo.sessions import FINETUNED_CHOICE, UPLOADED_CHOICE, segmenter_for, session_folder
 from segdemo.startup import LOADING_MESSAGE
 from segdemo.ui.components import FreeDropdown
-from segdemo.ui.handlers import api_doc, session_key, user_errors
+from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.uploaded_models import CHECK
 
 UPLOAD_HOW_TO = (f"Upload a U-Net you trained (a whole model: `model.save('model.keras')`, or a tf.keras 2.x `.h5`; "
@@ -61,9 +61,8 @@ def upload_model(model_file, class_names="", input_scale=CHECK, resize=CHECK, re
     "my uploaded model (this session)"; the report says what was inferred, stated and checked."""
     if not model_file:
         raise InputError("No model file: upload a .keras file (or a legacy .h5 whole model).")
-    paths = [getattr(item, "name", item) for item in (pairs or [])]
-    uploaded = uploaded_models.upload_model(session_key(request), getattr(model_file, "name", model_file),
-                                            class_names, input_scale, resize, resize_filter, paths)
+    uploaded = uploaded_models.upload_model(session_key(request), upload_paths(model_file)[0], class_names,
+                                            input_scale, resize, resize_filter, upload_paths(pairs))
     card = uploaded.card
     report = [f"**Serving your model as \"{uploaded.name}\"** (this session only): classes "
               f"{', '.join(card.classes)}; input {card.size[0]}x{card.size[1]}, scale {card.input_scale}, "

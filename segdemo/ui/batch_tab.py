@@ -13,7 +13,7 @@ from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, s
 from segdemo.serving import default_class
 from segdemo.sessions import BATCHES, FINETUNED_CHOICE, request_folder, segmenter_for
 from segdemo.ui.components import FreeDropdown
-from segdemo.ui.handlers import api_doc, session_key, user_errors
+from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 
 SKIPPED_SHOWN = 50  # problems listed in the summary; the ZIP's skipped.txt has them all
 HOW_TO = (f"Drop up to **{MAX_BATCH_IMAGES} images**, or ZIPs of images (up to {MAX_ZIP_BYTES // 1_000_000} MB "
@@ -61,7 +61,7 @@ def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, p
         classes.csv: per image file, width, height, share_<class> and mean_prob_<class> for every class
         a summary that lists the skipped files and why
     """
-    files = [getattr(item, "name", item) for item in (files or [])]
+    files = upload_paths(files)
     key = session_key(request)
     outcome = segment_files(files, segmenter_for(model_name, key), request_folder(key),
                             progress_reporter(progress, time.perf_counter()))

@@ -30,7 +30,7 @@ from segdemo.losses import LOSSES
 from segdemo.registry import default_model_name, model_choices, served_models
 from segdemo.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, base_for, session_folder
 from segdemo.ui.components import FreeDropdown
-from segdemo.ui.handlers import api_doc, session_key, user_errors
+from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job
 from segdemo.uploads import looks_inverted, read_upload
 
@@ -61,10 +61,6 @@ def finetune_card(class_mode, class_names, base_card):
     if len(names) < 2 or len(set(names)) != len(names):
         raise InputError("New classes: give at least two distinct names separated by commas, e.g. background, object")
     return target_card(base_card, names)
-
-
-def uploaded_paths(files):
-    return [getattr(f, "name", f) for f in (files if isinstance(files, list) else [files])] if files else []
 
 
 def pairs_table(reports, classes):
@@ -123,7 +119,7 @@ def check_pairs(files, base="", class_mode=KEEP_CLASSES, class_names="", request
     """
     key = session_key(request)
     card = finetune_card(class_mode, class_names, base_for(base, key)[1])
-    reports, loaded, problems = read_upload(uploaded_paths(files), card)
+    reports, loaded, problems = read_upload(upload_paths(files), card)
     training_set_corrected = len(join_training_set(key, loaded, card))
     report = problems_markdown(reports, problems, card)
     if training_set_corrected:
@@ -171,7 +167,7 @@ def finetune(files, base="", class_mode=KEEP_CLASSES, class_names="", steps=Fine
                               classes=None if class_mode != NEW_CLASSES else card.classes)
     options.check()
     progress(0.0, desc="reading pairs")
-    reports, loaded, _ = read_upload(uploaded_paths(files), card)
+    reports, loaded, _ = read_upload(upload_paths(files), card)
     job = start_finetune(key, loaded, options, card, [r.name for r in reports if not r.ok])
     yield from stream_job(job, progress)
 

@@ -23,6 +23,13 @@ def session_key(request):
     return getattr(request, "session_hash", None) or ANONYMOUS
 
 
+def upload_paths(files):
+    """The server paths of what a File component passed (one file or a list; Gradio's file objects or paths)."""
+    if not files:
+        return []
+    return [getattr(item, "name", item) for item in (files if isinstance(files, list) else [files])]
+
+
 def user_errors(handler):
     """Wrap a handler (plain or generator): InputError becomes a gr.Error with its message; any other
     exception is logged with its traceback and the user gets a generic gr.Error."""

@@ -27,7 +27,7 @@ from segdemo.sessions import (
     training_set_of,
 )
 from segdemo.ui.finetune_tab import THUMBNAIL_SIDE, FinetuneTab
-from segdemo.ui.handlers import api_doc, session_key, user_errors
+from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job
 from segdemo.ui.segment_tab import SegmentTab, segment
 
@@ -103,17 +103,13 @@ def add_training_pair(image, mask, model_name="", request: gr.Request = None):
         raise InputError("Give both an image and its mask (a PNG of class indices or class colours).")
     _, card = base_for(model_name, key)
     colors = class_colors(card)
-    image_array, labels, _ = read_pair(Pair(Path(_path(image)), Path(_path(mask))), len(card.classes), colors,
-                                       binary_mask_classes(card))
+    files = Pair(Path(upload_paths(image)[0]), Path(upload_paths(mask)[0]))
+    image_array, labels, _ = read_pair(files, len(card.classes), colors, binary_mask_classes(card))
     training_set = training_set_of(key)
     pair = training_set.add(image_array, labels, card.classes, colors)
     summary, items = set_view(key)
     return ({"pairs": len(training_set.pairs), "name": pair.name, "classes": class_histogram(pair.mask, pair.classes)},
             summary, items)
-
-
-def _path(file):
-    return getattr(file, "name", None) or file
 
 
 @user_errors
