@@ -14,8 +14,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
-from segdemo.card import local_model_path  # noqa: E402
-from segdemo.registry import MODELS_ENV, ONLY_ENV, check_listed_models  # noqa: E402
+from segdemo.card.cli import local_model_path  # noqa: E402
+from segdemo.serving.registry import MODELS_ENV, ONLY_ENV, check_listed_models  # noqa: E402
 from segdemo.ui import build_demo, launch  # noqa: E402
 
 

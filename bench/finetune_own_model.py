@@ -95,8 +95,8 @@ def pets_model(shared, epochs):
     """The user's model, trained on Oxford pets trainval at 128x128 (cached), saved with its card."""
     import keras
 
-    from segdemo.cards import ModelCard
-    from segdemo.data import find_pairs, load_pair
+    from segdemo.data.pairs import find_pairs, load_pair
+    from segdemo.models.cards import ModelCard
 
     path = MODEL_DIR / f"pets_tutorial_e{epochs}.keras"
     if path.exists():
@@ -119,10 +119,10 @@ def pets_model(shared, epochs):
 
 
 def run_ours(folder, base_path, seed, freeze_encoder=True):
-    from segdemo import cards
     from segdemo.finetune.options import FinetuneOptions
     from segdemo.finetune.recipe import load_training_pairs, run_finetune
-    from segdemo.segmenter import Segmenter
+    from segdemo.models import cards
+    from segdemo.serving.segmenter import Segmenter
 
     pairs, _ = load_training_pairs(folder / "train", cards.ModelCard.load(base_path), NEW_CLASSES)
     started = time.perf_counter()
@@ -137,11 +137,11 @@ def run_ours(folder, base_path, seed, freeze_encoder=True):
 def run_baseline(folder, base_path, seed):
     import keras
 
-    from segdemo import cards
-    from segdemo.data import split_pairs
+    from segdemo.data.pairs import split_pairs
     from segdemo.finetune.recipe import load_training_pairs
-    from segdemo.model_files import load_model_file
-    from segdemo.segmenter import Segmenter
+    from segdemo.models import cards
+    from segdemo.models.files import load_model_file
+    from segdemo.serving.segmenter import Segmenter
 
     card = cards.ModelCard.load(base_path)
     pairs, _ = load_training_pairs(folder / "train", card, NEW_CLASSES)

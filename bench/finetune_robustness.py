@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import ROOT, print_json  # noqa: E402
 
-from segdemo.cards import ModelCard, binary_mask_classes  # noqa: E402
-from segdemo.data import find_pairs, load_pair  # noqa: E402
+from segdemo.data.pairs import find_pairs, load_pair  # noqa: E402
+from segdemo.models.cards import ModelCard, binary_mask_classes  # noqa: E402
 
 DOMAINS_DIR = ROOT / ".cache" / "finetune_domains"
 TRAIN_PAIRS = 20
@@ -106,7 +106,7 @@ def score_pairs(folder, card):
 
 
 def foreground_iou(segmenter, items):
-    from segdemo.evaluate import evaluate_arrays
+    from segdemo.training.evaluation import evaluate_arrays
 
     white = binary_mask_classes(segmenter.card)[1]
     result = evaluate_arrays(segmenter, items)
@@ -115,7 +115,7 @@ def foreground_iou(segmenter, items):
 
 def served_both_ways(model, card, items):
     """Foreground IoU of `model` served plainly and as the mean with the mirrored image's prediction."""
-    from segdemo.segmenter import Segmenter
+    from segdemo.serving.segmenter import Segmenter
 
     return {f"iou_{name}": foreground_iou(Segmenter(model, card, tta=tta, freeze=False), items)
             for name, tta in (("plain", False), ("flip", True))}
@@ -125,11 +125,11 @@ def served_both_ways(model, card, items):
 
 
 def run_ours(folder, base, classes, seed, overrides=None):
-    from segdemo import cards
     from segdemo.finetune.options import FinetuneOptions
     from segdemo.finetune.recipe import load_training_pairs, run_finetune
-    from segdemo.registry import resolve_model_path
-    from segdemo.segmenter import Segmenter
+    from segdemo.models import cards
+    from segdemo.serving.registry import resolve_model_path
+    from segdemo.serving.segmenter import Segmenter
 
     base_card = cards.ModelCard.load(resolve_model_path(base))
     pairs, _ = load_training_pairs(folder / "train", base_card, classes)
@@ -148,7 +148,7 @@ def build_tutorial_model(encoder_weights, num_classes=2, size=BASELINE_SIZE):
     """The TF segmentation tutorial's model: frozen MobileNetV2 encoder, pix2pix upsampling decoder."""
     import keras
 
-    from segdemo.models import load_mobilenet_weights
+    from segdemo.models.architectures import load_mobilenet_weights
 
     inputs = keras.Input((size, size, 3))
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
@@ -173,7 +173,8 @@ def run_baseline(folder, shared, seed):
     import keras
     import tensorflow as tf
 
-    from segdemo.data import resize_image, resize_mask, split_pairs
+    from segdemo.data.images import resize_image, resize_mask
+    from segdemo.data.pairs import split_pairs
 
     card = ModelCard("tutorial", list(NEW_CLASSES), BASELINE_SIZE)
     pairs = find_pairs(folder / "train").pairs
@@ -260,7 +261,7 @@ def main():
                         help="fine-tune options other than the tab's defaults, e.g. steps=300 (to measure a change)")
     args = parser.parse_args()
     overrides = parse_overrides(args.option)
-    from segdemo.training import limit_threads
+    from segdemo.training.loop import limit_threads
 
     limit_threads(2)
     report = {}

@@ -1,5 +1,5 @@
 """Does the end of a fine-tune's `fit` sit idle? One fine-tune per fresh process (as the app's worker runs
-them), alternating the two training pipelines of `segdemo.training.train_dataset`:
+them), alternating the two training pipelines of `segdemo.training.loop.train_dataset`:
 - autotuned: parallel map and prefetch sized by tf.data's autotuning (what full training uses, and what the
   fine-tune used before),
 - fixed: one map call at a time, prefetch 2, autotuning off (what the fine-tune uses now).
@@ -30,12 +30,12 @@ def one_run(domain, pipeline):
     sys.path.insert(0, str(ROOT))
     from finetune_robustness import DOMAINS, build_domain
 
-    from segdemo import cards
     from segdemo.finetune.events import RoundDone
     from segdemo.finetune.options import FinetuneOptions
     from segdemo.finetune.recipe import load_training_pairs, run_finetune
-    from segdemo.registry import resolve_model_path
-    from segdemo.training import limit_threads
+    from segdemo.models import cards
+    from segdemo.serving.registry import resolve_model_path
+    from segdemo.training.loop import limit_threads
 
     limit_threads(2)
     base, classes = DOMAINS[domain]
@@ -58,7 +58,7 @@ def one_run(domain, pipeline):
 
     finetune.score_base = timed_score_base
     if pipeline == "autotuned":
-        import segdemo.training as training
+        import segdemo.training.loop as training
 
         fixed = training.train_dataset
         training.train_dataset = lambda *args, **kwargs: fixed(*args, **{**kwargs, "parallel": True})

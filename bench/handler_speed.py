@@ -59,9 +59,9 @@ def main():
 
     import numpy as np
 
-    from segdemo.registry import get_segmenter
-    from segdemo.runtime import describe_device, enable_bf16_inference
-    from segdemo.serving import STEPS, segment_and_render
+    from segdemo.serving.registry import get_segmenter
+    from segdemo.serving.runtime import describe_device, enable_bf16_inference
+    from segdemo.serving.segment import STEPS, segment_and_render
 
     enable_bf16_inference()  # as the app does (bfloat16 graphs on CPUs that support them)
     segmenter = get_segmenter(args.model)

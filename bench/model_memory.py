@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def main():
     import tensorflow as tf  # imported first so the baseline includes TensorFlow itself
 
-    from segdemo.registry import LOADED_MODELS_CACHE, get_segmenter, served_models
+    from segdemo.serving.registry import LOADED_MODELS_CACHE, get_segmenter, served_models
 
     tf.constant(0.0).numpy()
     baseline = rss_mb()

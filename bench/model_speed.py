@@ -34,11 +34,11 @@ def main():
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from segdemo.data import load_image, resize_image
-    from segdemo.drawing import colorize
-    from segdemo.registry import get_segmenter
-    from segdemo.runtime import cpu_supports_bf16, describe_device, enable_bf16_inference
-    from segdemo.segmenter import Segmenter
+    from segdemo.data.images import load_image, resize_image
+    from segdemo.serving.drawing import colorize
+    from segdemo.serving.registry import get_segmenter
+    from segdemo.serving.runtime import cpu_supports_bf16, describe_device, enable_bf16_inference
+    from segdemo.serving.segmenter import Segmenter
 
     segmenter = get_segmenter(args.model)
     model, (width, height) = segmenter.model, segmenter.size

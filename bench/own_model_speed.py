@@ -54,9 +54,9 @@ def main():
 
     from PIL import Image
 
-    from segdemo.registry import get_segmenter
-    from segdemo.runtime import describe_device, enable_bf16_inference
-    from segdemo.segmenter import Segmenter
+    from segdemo.serving.registry import get_segmenter
+    from segdemo.serving.runtime import describe_device, enable_bf16_inference
+    from segdemo.serving.segmenter import Segmenter
 
     enable_bf16_inference()
     bundled = get_segmenter(args.model, tta=False)

@@ -321,7 +321,7 @@ def write_pairs(folder, names, pets, binary):
 
 def run_card(argv):
     """segdemo.card.main(argv) with its printout captured: (stdout, stderr)."""
-    from segdemo import card
+    from segdemo.card import cli as card
 
     out, err = io.StringIO(), io.StringIO()
     try:
@@ -363,12 +363,13 @@ def main():
     pets = Path(args.shared) / "datasets" / "oxford-pets-subset"
     started = time.perf_counter()
 
-    from segdemo.cards import ModelCard
-    from segdemo.data import InputError, find_pairs
-    from segdemo.evaluate import evaluate
-    from segdemo.model_files import load_model_file
-    from segdemo.registry import get_segmenter
-    from segdemo.segmenter import Segmenter
+    from segdemo.data.pairs import find_pairs
+    from segdemo.errors import InputError
+    from segdemo.models.cards import ModelCard
+    from segdemo.models.files import load_model_file
+    from segdemo.serving.registry import get_segmenter
+    from segdemo.serving.segmenter import Segmenter
+    from segdemo.training.evaluation import evaluate
 
     train_names = split_names(pets, "trainval")
     test_names = split_names(pets, "test")[: args.test_limit]

@@ -94,7 +94,7 @@ def build_pool(domain, shared, folder, extended):
     pool = CACHE / "pool" / domain
     if (pool / "masks").is_dir():
         return pool
-    from segdemo.data import find_pairs
+    from segdemo.data.pairs import find_pairs
 
     candidates, _, white = cars_source(shared)
     for pair in find_pairs(folder / "train").pairs:  # the domain's 20, as written
@@ -112,7 +112,7 @@ def build_pool(domain, shared, folder, extended):
 
 
 def score_segmenter(model, card, items):
-    from segdemo.segmenter import Segmenter
+    from segdemo.serving.segmenter import Segmenter
 
     started = time.perf_counter()
     iou = foreground_iou(Segmenter(model, card, freeze=False), items)
@@ -121,13 +121,13 @@ def score_segmenter(model, card, items):
 
 def round0_iou(base, pool_pairs, score_items, classes):
     """The base model scored on the new classes, its classes mapped by overlap on the pool (as `before`)."""
-    from segdemo import cards
-    from segdemo.evaluate import evaluate_arrays
     from segdemo.finetune.recipe import resize_pairs
     from segdemo.finetune.scoring import base_class_mapping
-    from segdemo.model_files import load_model_file
-    from segdemo.registry import resolve_model_path
-    from segdemo.segmenter import Segmenter
+    from segdemo.models import cards
+    from segdemo.models.files import load_model_file
+    from segdemo.serving.registry import resolve_model_path
+    from segdemo.serving.segmenter import Segmenter
+    from segdemo.training.evaluation import evaluate_arrays
 
     path = resolve_model_path(base)
     segmenter = Segmenter(load_model_file(path), cards.ModelCard.load(path), freeze=False)
@@ -146,10 +146,10 @@ def round0_iou(base, pool_pairs, score_items, classes):
 
 def select_uncertain(model_path, pool_pairs, chosen, count):
     """The `count` not-yet-chosen pool pairs the model at `model_path` is least sure of."""
-    from segdemo import cards
-    from segdemo.model_files import load_model_file
-    from segdemo.registry import resolve_model_path
-    from segdemo.segmenter import Segmenter, mean_uncertainty
+    from segdemo.models import cards
+    from segdemo.models.files import load_model_file
+    from segdemo.serving.registry import resolve_model_path
+    from segdemo.serving.segmenter import Segmenter, mean_uncertainty
 
     path = resolve_model_path(model_path)
     segmenter = Segmenter(load_model_file(path), cards.ModelCard.load(path), freeze=False)
@@ -274,11 +274,11 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default=str(PLOT))
     args = parser.parse_args()
-    from segdemo import cards
     from segdemo.finetune.options import target_card
     from segdemo.finetune.recipe import load_training_pairs
-    from segdemo.registry import resolve_model_path
-    from segdemo.training import limit_threads
+    from segdemo.models import cards
+    from segdemo.serving.registry import resolve_model_path
+    from segdemo.training.loop import limit_threads
 
     limit_threads(args.threads)
     started = time.perf_counter()

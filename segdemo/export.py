@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segdemo import cards
-from segdemo.cards import size_wh
-from segdemo.lazy import LazyModule
-from segdemo.runtime import float32_graphs
+from segdemo.compat import LazyModule
+from segdemo.models import cards
+from segdemo.models.cards import size_wh
+from segdemo.serving.runtime import float32_graphs
 
-tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.lazy
+tf = LazyModule("tensorflow")  # not imported with the page: see segdemo.compat
 
 ONNX_INPUT = "image"
 ONNX_OUTPUT = "logits"
@@ -137,7 +137,7 @@ def tflite_predict(path, image):
 
 def export_model(segmenter, path):
     """Write the segmenter's model as `.tflite`, `.onnx` or `.keras` (by suffix), with its card beside it."""
-    from segdemo.registry import save_keras_model
+    from segdemo.serving.registry import save_keras_model
 
     path = Path(path)
     if path.suffix == ".tflite":
@@ -176,7 +176,7 @@ def main(argv=None):
         out = output_path(args.out, args.format, args.model)
     except ValueError as error:
         parser.error(str(error))
-    from segdemo.registry import get_segmenter
+    from segdemo.serving.registry import get_segmenter
 
     path = export_model(get_segmenter(args.model), out)
     print(json.dumps({"model": args.model, "out": str(path), "bytes": path.stat().st_size,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segdemo import cards
-from segdemo.data import find_pairs, load_resized_pairs, split_pairs
-from segdemo.losses import LOSSES, median_frequency_weights
+from segdemo.data.pairs import find_pairs, load_resized_pairs, split_pairs
+from segdemo.models import cards
+from segdemo.training.losses import LOSSES, median_frequency_weights
 
 CACHE_DIR = Path("cache")
 RUNS_DIR = Path("runs")
@@ -111,7 +111,7 @@ def load_data(args):
 
 def loss_class_weights(args, masks):
     """Median-frequency class weights (or their square roots) as `--class-weights` asks, else None."""
-    from segdemo.training import class_pixel_counts
+    from segdemo.training.loop import class_pixel_counts
 
     if args.class_weights not in ("median", "sqrt_median"):
         return None
@@ -135,8 +135,8 @@ def train_stages(args, model, train_data, val_data, class_weights, run_dir):
     resuming an interrupted run from `run_dir`; then load the final weights the options ask for."""
     import keras
 
-    from segdemo.models import set_encoder_trainable
-    from segdemo.training import EpochState, fit
+    from segdemo.models.architectures import set_encoder_trainable
+    from segdemo.training.loop import EpochState, fit
 
     state_path, last_path, best_path = run_dir / "state.json", run_dir / "last.weights.h5", run_dir / "best.weights.h5"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"stage": None, "epoch": 0}
@@ -219,14 +219,14 @@ def training_card(args, argv, train_count, val_count, wall_seconds):
 
 def main(argv=None):
     args = parse_args(argv)
-    from segdemo.training import limit_threads
+    from segdemo.training.loop import limit_threads
 
     limit_threads(args.threads)
     import keras
 
-    from segdemo.models import build_model
-    from segdemo.registry import save_keras_model
-    from segdemo.training import recalibrate_batchnorm
+    from segdemo.models.architectures import build_model
+    from segdemo.serving.registry import save_keras_model
+    from segdemo.training.loop import recalibrate_batchnorm
 
     keras.utils.set_random_seed(args.seed)
     started = time.time()

@@ -10,8 +10,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from segdemo.cards import ModelCard  # noqa: E402
-from segdemo.models import build_unet  # noqa: E402
+from segdemo.models.architectures import build_unet  # noqa: E402
+from segdemo.models.cards import ModelCard  # noqa: E402
 from tests.helpers import square_pairs, start_app, stop_app  # noqa: E402
 
 SLOW_FIXTURES = {"app_url", "server_log", "page"}  # a launched server or a browser: marked slow by themselves

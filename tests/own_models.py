@@ -31,7 +31,7 @@ def square_data(count=16, size_wh=SIZE_WH, seed=0):
 
 
 def scaled(images, input_scale):
-    from segdemo.model_preprocessing import scale_pixels
+    from segdemo.models.preprocessing import scale_pixels
 
     return scale_pixels(images.astype(np.float32), input_scale)
 

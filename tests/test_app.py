@@ -7,8 +7,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.cards import ModelCard, class_colors
-from segdemo.registry import served_models
+from segdemo.models.cards import ModelCard, class_colors
+from segdemo.serving.registry import served_models
 
 pytestmark = pytest.mark.slow  # every test here talks to a launched server
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
-from segdemo.sessions import FINETUNED_CHOICE
+from segdemo.app.sessions import FINETUNED_CHOICE
 from tests.helpers import encoded, square_pairs
 
 KEEP = "keep the base model's classes"

@@ -8,11 +8,11 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo import card as card_command
-from segdemo.cards import ModelCard
-from segdemo.model_files import load_model_file
-from segdemo.segmenter import Segmenter
-from segdemo.sessions import UPLOADED_CHOICE
+from segdemo.app.sessions import UPLOADED_CHOICE
+from segdemo.card import cli as card_command
+from segdemo.models.cards import ModelCard
+from segdemo.models.files import load_model_file
+from segdemo.serving.segmenter import Segmenter
 from tests.helpers import start_app, stop_app
 from tests.own_models import OWN_MODELS, lambda_marker_model, square_data
 
@@ -124,8 +124,8 @@ def test_bad_model_uploads_get_messages_and_the_app_keeps_serving(own_app, tmp_p
 
 
 def test_an_upload_over_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
-    from segdemo import uploaded_models
-    from segdemo.data import InputError
+    from segdemo.app import uploaded_models
+    from segdemo.errors import InputError
 
     monkeypatch.setattr(uploaded_models, "MAX_UPLOADED_MODEL_BYTES", 1000)
     big = tmp_path / "big.keras"

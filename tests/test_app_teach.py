@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.sessions import FINETUNED_CHOICE
+from segdemo.app.sessions import FINETUNED_CHOICE
 from tests.helpers import square_pairs
 
 STEPS, LEARNING_RATE, BATCH_SIZE = 20, 1e-3, 4

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from segdemo.augment import augment_batch, elastic_deform, random_affine_transforms, random_crop_pair, warp
+from segdemo.training.augment import augment_batch, elastic_deform, random_affine_transforms, random_crop_pair, warp
 from tests.helpers import blocky_image
 
 

@@ -11,8 +11,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.data import InputError
-from segdemo.model_files import load_model_file
+from segdemo.errors import InputError
+from segdemo.models.files import load_model_file
 from segdemo.ui.finetune_tab import check_pairs
 from segdemo.ui.segment_tab import segment
 

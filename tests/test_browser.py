@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdemo.cards import ModelCard
-from segdemo.registry import served_models
+from segdemo.models.cards import ModelCard
+from segdemo.serving.registry import served_models
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

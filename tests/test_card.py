@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo import card as card_command
-from segdemo.cards import ModelCard
-from segdemo.data import InputError
+from segdemo.card import cli as card_command
+from segdemo.errors import InputError
+from segdemo.models.cards import ModelCard
 from tests.own_models import OWN_MODELS, square_data
 
 CLASSES = {3: ["background", "bright", "red"], 2: ["background", "square"]}
@@ -103,7 +103,7 @@ def test_a_single_sigmoid_channel_is_background_and_the_named_class(tmp_path):
 def test_an_output_the_card_cannot_explain_is_refused(tmp_path):
     import keras
 
-    from segdemo.segmenter import Segmenter
+    from segdemo.serving.segmenter import Segmenter
 
     inputs = keras.Input((16, 16, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(5, 1)(inputs))
@@ -118,7 +118,7 @@ def test_a_letterboxed_model_is_served_on_the_image_s_own_part(tmp_path):
     """A letterbox card: the prediction for a wide image covers the image only (the grey bars are cut)."""
     import keras
 
-    from segdemo.segmenter import Segmenter
+    from segdemo.serving.segmenter import Segmenter
 
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
@@ -136,8 +136,8 @@ def test_a_letterboxed_model_is_served_on_the_image_s_own_part(tmp_path):
 def test_your_own_model_exports_to_onnx_as_its_card_says(tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime (requirements-dev.txt) checks the export")
     from segdemo import export
-    from segdemo.model_preprocessing import scale_pixels
-    from segdemo.segmenter import Segmenter
+    from segdemo.models.preprocessing import scale_pixels
+    from segdemo.serving.segmenter import Segmenter
 
     builder, _ = OWN_MODELS["tanh_logits"]
     model = builder()
@@ -162,8 +162,8 @@ def test_a_hub_repository_in_keras_layout_gets_its_card_from_the_options(tmp_pat
 
     import huggingface_hub
 
-    from segdemo import hub
-    from segdemo.registry import get_segmenter, listed_models
+    from segdemo.models import hub
+    from segdemo.serving.registry import get_segmenter, listed_models
 
     builder, _ = OWN_MODELS["tanh_logits"]
     model = builder()

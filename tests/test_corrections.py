@@ -7,19 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from segdemo.corrections import (
-    EDITOR_MAX_SIDE,
-    MASK_OPACITY,
-    STORED_MAX_SIDE,
-    TrainingSet,
-    brush_colors,
-    class_histogram,
-    editor_to_labels,
-    editor_value,
-)
-from segdemo.data import InputError
+from segdemo.data.training_set import STORED_MAX_SIDE, TrainingSet, class_histogram
+from segdemo.data.uploads import read_pairs_source, validate_and_load
+from segdemo.errors import InputError
 from segdemo.limits import MAX_PAIRS
-from segdemo.uploads import read_pairs_source, validate_and_load
+from segdemo.serving.mask_editor import EDITOR_MAX_SIDE, MASK_OPACITY, brush_colors, editor_to_labels, editor_value
 
 COLORS = [(230, 25, 75), (0, 0, 0), (255, 225, 25)]  # pets: pet, background, border
 CLASSES = ("pet", "background", "border")

@@ -6,18 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo import data
-from segdemo.data import (
-    InputError,
-    decode_mask,
-    find_pairs,
-    load_image,
-    load_pair,
-    load_resized_pairs,
-    match_by_stem,
-    resize_image,
-    resize_mask,
-)
+from segdemo.data import masks as data
+from segdemo.data.images import load_image, resize_image, resize_mask
+from segdemo.data.masks import decode_mask
+from segdemo.data.pairs import find_pairs, load_pair, load_resized_pairs, match_by_stem
+from segdemo.errors import InputError
 
 
 def encoded(image, fmt="PNG", **kwargs):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segdemo import deploy
+from segdemo.deploy import space as deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hf_NotARealTokenButSecret1234567890"

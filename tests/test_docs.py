@@ -29,14 +29,14 @@ CONSTANTS = {
     "MAX_ZIP_BYTES": "segdemo.limits:MAX_ZIP_BYTES",
     "MAX_ZIP_ENTRIES": "segdemo.limits:MAX_ZIP_ENTRIES",
     "MAX_ENTRY_BYTES": "segdemo.limits:MAX_ENTRY_BYTES",
-    "LOADED_MODELS_CACHE": "segdemo.registry:LOADED_MODELS_CACHE",
-    "FINETUNED_SESSIONS": "segdemo.sessions:FINETUNED_MODELS.capacity",
-    "WORKER_THREADS": "segdemo.finetune_worker:WORKER_THREADS",
-    "HUB_TIMEOUT_SECONDS": "segdemo.hub:HUB_TIMEOUT_SECONDS",
+    "LOADED_MODELS_CACHE": "segdemo.serving.registry:LOADED_MODELS_CACHE",
+    "FINETUNED_SESSIONS": "segdemo.app.sessions:FINETUNED_MODELS.capacity",
+    "WORKER_THREADS": "segdemo.finetune.worker:WORKER_THREADS",
+    "HUB_TIMEOUT_SECONDS": "segdemo.models.hub:HUB_TIMEOUT_SECONDS",
     "MAX_MODEL_BYTES": "segdemo.limits:MAX_MODEL_BYTES",
     "MAX_UPLOADED_MODEL_BYTES": "segdemo.limits:MAX_UPLOADED_MODEL_BYTES",
     "MAX_UPLOADED_MODEL_MEMORY": "segdemo.limits:MAX_UPLOADED_MODEL_MEMORY",
-    "SESSION_FILES_MAX_AGE_S": "segdemo.sessions:SESSION_FILES_MAX_AGE_S",
+    "SESSION_FILES_MAX_AGE_S": "segdemo.app.sessions:SESSION_FILES_MAX_AGE_S",
 }
 
 # Each limit as README's Limits section states it (whitespace collapsed), filled in from the constants above.
@@ -203,7 +203,7 @@ def test_api_example_runs(app_url, tmp_path):
 
 
 def test_the_mask_suffixes_the_docs_name_are_the_ones_the_code_pairs_by():
-    from segdemo.data import MASK_STEM_WORDS
+    from segdemo.data.pairs import MASK_STEM_WORDS
 
     text = (ROOT / "docs" / "finetune.md").read_text()
     line = next(line for line in text.split("\n\n") if "x_mask.png" in line)

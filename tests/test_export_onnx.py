@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from segdemo import export
-from segdemo.cards import ModelCard
+from segdemo.models.cards import ModelCard
 from tests.helpers import blocky_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,8 +21,8 @@ MIN_AGREEMENT = 0.99
 @pytest.mark.slow
 def test_onnx_export_matches_keras(tmp_path, rng, capsys):
     pytest.importorskip("onnxruntime", reason="onnxruntime (requirements-dev.txt) checks the export")
-    from segdemo import registry
-    from segdemo.data import load_image, resize_image
+    from segdemo.data.images import load_image, resize_image
+    from segdemo.serving import registry
 
     started = time.perf_counter()
     export.main(["--model", MODEL, "--format", "onnx", "--out", str(tmp_path / "m.onnx")])

@@ -8,14 +8,15 @@ import pytest
 from PIL import Image
 
 from segdemo import limits
-from segdemo.cards import ModelCard
-from segdemo.data import InputError, split_pairs
+from segdemo.data.pairs import split_pairs
+from segdemo.errors import InputError
 from segdemo.finetune import probe, recipe
 from segdemo.finetune.__main__ import main as finetune_main
 from segdemo.finetune.events import RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.finetune.recipe import run_finetune, save_result
-from segdemo.models import build_unet
+from segdemo.models.architectures import build_unet
+from segdemo.models.cards import ModelCard
 from tests.helpers import square_pairs, write_dataset
 
 
@@ -141,7 +142,7 @@ def test_finetune_command_prints_before_after_and_the_model_evaluates(tiny_base,
 def test_saved_result_round_trips(tiny_base, squares, tmp_path):
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2))
     path = save_result(model, summary, tmp_path / "m.keras")
-    from segdemo.registry import get_segmenter
+    from segdemo.serving.registry import get_segmenter
 
     assert summary.model_path == str(path)
     assert get_segmenter(str(path)).predict(squares[0][1]).labels.shape == (32, 32)
@@ -151,8 +152,8 @@ def test_saved_result_round_trips(tiny_base, squares, tmp_path):
 def test_finetuned_model_round_trips_through_the_push_folder(tiny_base, squares, tmp_path):
     import keras
 
-    from segdemo.hub import build_push_folder
-    from segdemo.registry import get_segmenter
+    from segdemo.models.hub import build_push_folder
+    from segdemo.serving.registry import get_segmenter
 
     model, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=2, classes=["sky", "square"]))
     folder = build_push_folder(save_result(model, summary, tmp_path / "tuned.keras"), tmp_path / "push", "me/tuned")
@@ -210,7 +211,7 @@ def test_a_prepared_model_trains_as_a_fresh_one_and_is_used_once(tiny_base, squa
 
 
 def test_step_schedule_warms_up_then_decays_and_can_be_reset():
-    from segdemo.training import StepSchedule
+    from segdemo.training.loop import StepSchedule
 
     schedule = StepSchedule(1e-3, 100, warmup_share=0.1, final_share=0.02)
     rates = [float(schedule(step)) for step in range(101)]
@@ -224,8 +225,8 @@ def test_step_schedule_warms_up_then_decays_and_can_be_reset():
 def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
     import keras
 
-    from segdemo.losses import make_loss
-    from segdemo.training import ValidationIoU
+    from segdemo.training.loop import ValidationIoU
+    from segdemo.training.losses import make_loss
 
     images, masks = square_pairs(4, 32, rng)
     model = build_unet(2, depth=2, base_filters=8)
@@ -241,10 +242,10 @@ def test_validation_figures_come_from_one_forward_pass_with_the_loss(rng):
 
 
 def test_flip_validation_scores_what_the_served_model_predicts(rng):
-    from segdemo.evaluate import evaluate_arrays
-    from segdemo.losses import make_loss
-    from segdemo.segmenter import Segmenter
-    from segdemo.training import ValidationIoU
+    from segdemo.serving.segmenter import Segmenter
+    from segdemo.training.evaluation import evaluate_arrays
+    from segdemo.training.loop import ValidationIoU
+    from segdemo.training.losses import make_loss
 
     images, masks = square_pairs(4, 32, rng)
     model = build_unet(2, depth=2, base_filters=8)
@@ -265,7 +266,7 @@ def test_flip_validation_scores_what_the_served_model_predicts(rng):
 def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(tmp_path, squares):
     import keras
 
-    from segdemo.models import ENCODER_NAME, build_mobilenet_unet
+    from segdemo.models.architectures import ENCODER_NAME, build_mobilenet_unet
 
     path = tmp_path / "mobile.keras"
     keras.utils.set_random_seed(0)

@@ -6,12 +6,12 @@ cannot be replaced is refused with the tab's message."""
 import numpy as np
 import pytest
 
-from segdemo.cards import ModelCard
-from segdemo.data import InputError
+from segdemo.errors import InputError
 from segdemo.finetune.adapt import is_bundled_form, training_form
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.finetune.recipe import run_finetune, save_result
-from segdemo.segmenter import Segmenter
+from segdemo.models.cards import ModelCard
+from segdemo.serving.segmenter import Segmenter
 from tests.own_models import OWN_MODELS, square_data
 
 # the input scale each builder trained with (what `python -m segdemo.card --check` finds for them)
@@ -95,7 +95,7 @@ def test_training_form_starts_from_the_served_predictions(own_models, name):
 def test_grayscale_and_imagenet_inputs_are_done_by_the_form():
     import keras
 
-    from segdemo.model_preprocessing import scale_pixels, to_grayscale
+    from segdemo.models.preprocessing import scale_pixels, to_grayscale
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input((16, 16, 1))
@@ -199,7 +199,7 @@ def test_a_fixed_input_model_refuses_another_input_size(own_models):
 
 
 def test_saved_finetune_loads_in_safe_mode_and_serves_as_trained(own_models, tmp_path):
-    from segdemo.model_files import load_model_file
+    from segdemo.models.files import load_model_file
 
     _, card, path = own_models("binary_sigmoid")
     pairs = pairs_for(card)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from segdemo import finetune_worker
-from segdemo.cards import ModelCard
+from segdemo.finetune import worker as finetune_worker
 from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
+from segdemo.models.cards import ModelCard
 
 
 def palette():
@@ -34,7 +34,7 @@ def test_a_job_yields_steps_rounds_then_its_result(tiny_base, squares, tmp_path)
     # its card says (the mean with the mirror's prediction)
     from PIL import Image
 
-    from segdemo.registry import load_segmenter
+    from segdemo.serving.registry import load_segmenter
 
     _, image, _ = squares[finetune_worker.sample_index([name for name, _, _ in squares], 0.25)]
     served = load_segmenter(summary.model_path)

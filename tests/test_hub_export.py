@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from segdemo import hub, registry
-from segdemo.cards import ModelCard
-from segdemo.data import load_image, resize_image
-from segdemo.models import build_unet
+from segdemo.data.images import load_image, resize_image
+from segdemo.models import hub
+from segdemo.models.architectures import build_unet
+from segdemo.models.cards import ModelCard
+from segdemo.serving import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
@@ -87,10 +88,10 @@ def test_hub_model_resolves_offline_from_the_cache(hub_cache, monkeypatch):
 def test_unreachable_hub_falls_back_with_one_log_line(hub_cache, monkeypatch, caplog):
     monkeypatch.setenv(hub.HUB_REPO_ENV, "nobody/missing-repo")
     monkeypatch.setenv(hub.HUB_REVISION_ENV, "v1")
-    with caplog.at_level(logging.WARNING, logger="segdemo.hub"):
+    with caplog.at_level(logging.WARNING, logger="segdemo.models.hub"):
         models = registry.served_models()
     assert "pets" in models and "squares-hub" not in models
-    lines = [r.getMessage() for r in caplog.records if r.name == "segdemo.hub"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "segdemo.models.hub"]
     assert len(lines) == 1 and "nobody/missing-repo@v1 unavailable" in lines[0] and "bundled weights" in lines[0]
 
 
@@ -120,7 +121,7 @@ def test_push_never_shows_or_logs_the_token(tiny_model, tmp_path, caplog):
 def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
     import gradio as gr
 
-    from segdemo import sessions
+    from segdemo.app import sessions
     from segdemo.ui import finetune_tab
 
     card = ModelCard.load(tiny_model)

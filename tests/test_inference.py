@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from segdemo.cards import ModelCard
-from segdemo.data import load_image
-from segdemo.drawing import colorize, grey_map, overlay, palette_lut, probability_map
-from segdemo.models import build_unet
-from segdemo.registry import get_segmenter
-from segdemo.segmenter import Segmenter, class_areas, mean_uncertainty, uncertainty
+from segdemo.data.images import load_image
+from segdemo.models.architectures import build_unet
+from segdemo.models.cards import ModelCard
+from segdemo.serving.drawing import colorize, grey_map, overlay, palette_lut, probability_map
+from segdemo.serving.registry import get_segmenter
+from segdemo.serving.segmenter import Segmenter, class_areas, mean_uncertainty, uncertainty
 
 TINY_CARD = ModelCard.from_dict({"name": "tiny", "classes": ["background", "thing"],
                                  "colors": [[0, 0, 0], [255, 0, 0]], "input_size": 32, "architecture": "unet"})

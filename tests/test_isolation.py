@@ -8,7 +8,7 @@ import numpy as np
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo import sessions
+from segdemo.app import sessions
 
 
 def test_concurrent_sessions_get_their_own_results(app_url, tmp_path):

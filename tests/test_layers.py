@@ -8,23 +8,27 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "segdemo"
 WEB_MODULES = ("gradio", "gradio_client", "fastapi", "starlette")
+LIBRARIES = ("keras", "tensorflow", "gradio", "gradio_client")
+PRIVATE_MODULES = ("tensorflow.python", "keras.src")  # not public API: segdemo/compat.py only
+COMPAT = "segdemo.compat"  # the one module allowed what is not public API (and a lazy Gradio import)
 # The layers, lowest first (docs/architecture.md draws them): a module imports its own layer and those below,
-# never one above. A new module is placed here, or this test fails.
+# never one above. A layer is a list of module prefixes; the longest matching prefix places a module, so the
+# command-line entry points of a package sit above its library modules. A new package is placed here, or this
+# test fails.
 LAYERS = {
-    "foundation": {"segdemo", "segdemo.lazy", "segdemo.limits", "segdemo.png", "segdemo.cards", "segdemo.data",
-                   "segdemo.metrics"},
-    "model": {"segdemo.drawing", "segdemo.runtime", "segdemo.segmenter", "segdemo.models", "segdemo.losses",
-              "segdemo.augment", "segdemo.uploads", "segdemo.corrections", "segdemo.model_files",
-              "segdemo.model_inspect", "segdemo.model_preprocessing"},
-    "pipelines": {"segdemo.registry", "segdemo.hub", "segdemo.serving", "segdemo.batch", "segdemo.compare",
-                  "segdemo.evaluate", "segdemo.export", "segdemo.training", "segdemo.train", "segdemo.deploy",
-                  "segdemo.card", "segdemo.finetune", "segdemo.finetune.options", "segdemo.finetune.events",
-                  "segdemo.finetune.probe", "segdemo.finetune.scoring", "segdemo.finetune.recipe",
-                  "segdemo.finetune.__main__", "segdemo.finetune.adapt"},
-    "app state": {"segdemo.startup", "segdemo.sessions", "segdemo.finetune_worker", "segdemo.jobs",
-                  "segdemo.uploaded_models"},
-    "ui": {"segdemo.ui"},  # and every segdemo.ui.* module
+    "foundation": ["segdemo", "segdemo.errors", "segdemo.limits", "segdemo.config", "segdemo.compat"],
+    "models": ["segdemo.models"],
+    "data": ["segdemo.data"],
+    "serving": ["segdemo.serving"],
+    "training": ["segdemo.training"],
+    "adapting": ["segdemo.card", "segdemo.finetune"],
+    "app": ["segdemo.app"],
+    "commands": ["segdemo.train", "segdemo.evaluate", "segdemo.export", "segdemo.deploy", "segdemo.card.cli",
+                 "segdemo.card.__main__", "segdemo.finetune.__main__"],
+    "ui": ["segdemo.ui"],
 }
+MAX_TOP_LEVEL_MODULES = 8
+MAX_MODULE_LINES = 400
 
 
 def module_name(path):
@@ -94,10 +98,10 @@ def test_no_import_cycles():
 
 
 def layer_of(module):
-    ranks = list(LAYERS)
-    if module.startswith("segdemo.ui"):
-        return ranks.index("ui")
-    return next((ranks.index(name) for name, modules in LAYERS.items() if module in modules), None)
+    """The rank of `module`'s layer: the layer of its longest matching prefix."""
+    matches = [(len(prefix), rank) for rank, prefixes in enumerate(LAYERS.values()) for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".")]
+    return max(matches)[1] if matches else None
 
 
 def test_every_import_goes_down_or_across_the_layers():
@@ -109,23 +113,92 @@ def test_every_import_goes_down_or_across_the_layers():
     assert not upward, upward
 
 
+def imported_names(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield node.module or ""
+
+
 def test_core_never_imports_the_ui_or_the_web():
+    """Below segdemo/ui/ nothing imports Gradio or the UI; compat may, inside the functions only the UI calls."""
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         if "ui" in path.relative_to(PACKAGE).parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            for name in names:
-                if name.split(".")[0] in WEB_MODULES or name.startswith("segdemo.ui"):
-                    offenders.append(f"{path.relative_to(PACKAGE.parent)}: {name}")
+        tree = ast.parse(path.read_text())
+        if module_name(path) == COMPAT:
+            tree = ast.Module(body=[node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))],
+                              type_ignores=[])
+        for name in imported_names(tree):
+            if name.split(".")[0] in WEB_MODULES or name.startswith("segdemo.ui"):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: {name}")
     assert not offenders, offenders
+
+
+def own_private_names():
+    """Every `_name` segdemo defines itself (functions, classes, attributes, variables, arguments)."""
+    names = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+    return {name for name in names if name.startswith("_")}
+
+
+def foreign_private_uses(source, own_names):
+    """`x._name` reads of a `_name` segdemo does not define, and imports of library modules that are not
+    public API, in `source`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and node.attr not in own_names):
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for name in imported_names(ast.Module(body=[node], type_ignores=[])):
+                if name.startswith(PRIVATE_MODULES) or (name.split(".")[0] in LIBRARIES
+                                                         and any(part.startswith("_") for part in name.split("."))):
+                    found.append(f"line {node.lineno}: import {name}")
+    return found
+
+
+def test_private_use_detector_sees_library_internals():
+    source = ("from tensorflow.python.framework import x\nimport keras.src.models\nm._flatten_layers()\n"
+              "self._mine = 1\nself._mine\n")
+    assert foreign_private_uses(source, {"_mine"}) == [
+        "line 1: import tensorflow.python.framework", "line 2: import keras.src.models", "line 3: ._flatten_layers"]
+
+
+def test_library_internals_only_in_compat():
+    """Keras, TensorFlow and Gradio internals live in segdemo/compat.py alone (a version bump is checked in one
+    place, by tests/test_compat.py)."""
+    own = own_private_names()
+    offenders = {str(path.relative_to(PACKAGE.parent)): uses for path in PACKAGE.rglob("*.py")
+                 if module_name(path) != COMPAT and (uses := foreign_private_uses(path.read_text(), own))}
+    compat_uses = foreign_private_uses((PACKAGE / "compat.py").read_text(), set())
+    assert not offenders, offenders
+    assert compat_uses, "compat.py holds the internals: the detector should see them there"
+
+
+def test_top_level_is_small_and_modules_short():
+    top = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+    long = {str(path.relative_to(PACKAGE.parent)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, long
 
 
 def test_serving_core_imports_without_gradio():
     """In a fresh process: the serving pipeline, the job service and the session state load without Gradio."""
-    code = ("import sys; import segdemo.serving, segdemo.batch, segdemo.compare, segdemo.sessions, segdemo.jobs; "
+    code = ("import sys; import segdemo.serving.segment, segdemo.serving.batch, segdemo.serving.compare, "
+            "segdemo.app.sessions, segdemo.app.jobs, segdemo.compat; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'gradio', 'gradio_client'}))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
                             check=True).stdout.strip()

@@ -4,13 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from segdemo.losses import (
-    dice_loss,
-    make_loss,
-    median_frequency_weights,
-    sparse_cross_entropy,
-)
-from segdemo.metrics import confusion_matrix, dice, jaccard, metrics_from_confusion
+from segdemo.training.losses import dice_loss, make_loss, median_frequency_weights, sparse_cross_entropy
+from segdemo.training.metrics import confusion_matrix, dice, jaccard, metrics_from_confusion
 
 
 def test_seed_set_example():

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo.cards import ModelCard, binary_mask_classes, describe_binary_reading
-from segdemo.data import InputError, Pair, decode_mask
+from segdemo.data.masks import decode_mask
+from segdemo.data.pairs import Pair
+from segdemo.data.uploads import looks_inverted, validate_and_load
+from segdemo.errors import InputError
 from segdemo.finetune.options import target_card
-from segdemo.registry import resolve_model_path
+from segdemo.models.cards import ModelCard, binary_mask_classes, describe_binary_reading
+from segdemo.serving.registry import resolve_model_path
 from segdemo.ui.finetune_tab import NEW_CLASSES, finetune_card, problems_markdown
-from segdemo.uploads import looks_inverted, validate_and_load
 
 PETS = ModelCard.load(resolve_model_path("pets"))  # pet, background, border; default class pet
 STREET = ModelCard.load(resolve_model_path("street"))  # 11 classes, none called background
@@ -78,7 +80,7 @@ def test_new_classes_in_the_tab_read_white_as_the_object():
 
 
 def test_evaluation_reads_black_white_masks_as_the_model_card_says(tmp_path):
-    from segdemo.evaluate import evaluate
+    from segdemo.training.evaluation import evaluate
 
     class Constant:
         """A 'segmenter' that predicts class 0 (pet) everywhere."""

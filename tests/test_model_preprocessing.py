@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo.cards import INPUT_SCALES
-from segdemo.data import resize_image
-from segdemo.model_preprocessing import (
+from segdemo.data.images import resize_image
+from segdemo.models.cards import INPUT_SCALES
+from segdemo.models.preprocessing import (
     LETTERBOX_FILL,
     crop_box,
     letterbox_box,

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from segdemo.models import (
+from segdemo.models.architectures import (
     MOBILENET_H5_GROUP,
     build_mobilenet_encoder,
     build_mobilenet_unet,

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-from segdemo import model_files
-from segdemo.data import InputError
-from segdemo.model_files import check_model_config, estimated_memory_bytes, load_model_file
-from segdemo.model_inspect import inspect_model
+from segdemo.errors import InputError
+from segdemo.models import files as model_files
+from segdemo.models.facts import inspect_model
+from segdemo.models.files import check_model_config, estimated_memory_bytes, load_model_file
 from tests.own_models import OWN_MODELS, lambda_marker_model, nested_lambda_marker_model, tanh_logits_unet
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo.png import png_bytes
+from segdemo.serving.png import png_bytes
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (375, 500), (7, 3), (375, 500, 3), (1, 1, 3), (2, 9, 3)])
@@ -34,7 +34,7 @@ def test_rejects_other_shapes():
 def test_two_thread_deflate_is_one_valid_zlib_stream(rng):
     import zlib
 
-    from segdemo.png import PARALLEL_MIN_BYTES, zlib_stream
+    from segdemo.serving.png import PARALLEL_MIN_BYTES, zlib_stream
 
     data = rng.integers(0, 4, PARALLEL_MIN_BYTES * 3, dtype=np.uint8).tobytes()
     assert zlib.decompress(zlib_stream(data)) == data
@@ -44,7 +44,7 @@ def test_two_thread_deflate_is_one_valid_zlib_stream(rng):
 def test_numpy_buffers_of_any_shape_take_the_parallel_path(rng):
     import zlib
 
-    from segdemo.png import PARALLEL_MIN_BYTES, zlib_stream
+    from segdemo.serving.png import PARALLEL_MIN_BYTES, zlib_stream
 
     rows = rng.integers(0, 4, (600, PARALLEL_MIN_BYTES // 300), dtype=np.uint8)
     stream = zlib_stream(rows.data)

@@ -11,8 +11,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from segdemo.cards import ModelCard
-from segdemo.registry import served_models
+from segdemo.models.cards import ModelCard
+from segdemo.serving.registry import served_models
 from tests.helpers import batch_zip, start_app, stop_app
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
 
 
 def test_batch_gallery_orders_by_share_or_least_certain_first():
-    from segdemo.batch import LEAST_CERTAIN_FIRST, BatchImage, BatchOutcome
+    from segdemo.serving.batch import LEAST_CERTAIN_FIRST, BatchImage, BatchOutcome
 
     images = [BatchImage(name, 1, 1, {"pet": share, "background": 1 - share}, {}, unsure)
               for name, share, unsure in (("a", 0.2, 0.30), ("b", 0.9, 0.05), ("c", 0.5, 0.60))]

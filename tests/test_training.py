@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from segdemo import evaluate, train
-from segdemo.models import build_unet
-from segdemo.training import class_pixel_counts, cosine_schedule, fit, recalibrate_batchnorm
+from segdemo.models.architectures import build_unet
+from segdemo.training.loop import class_pixel_counts, cosine_schedule, fit, recalibrate_batchnorm
 from tests.helpers import square_pairs, write_dataset
 
 

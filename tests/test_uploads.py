@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdemo.data import InputError
-from segdemo.uploads import (
-    MAX_ZIP_ENTRIES,
-    collect_upload,
-    pair_loose_files,
-    unpack_zip,
-    validate_and_load,
-)
+from segdemo.data.uploads import MAX_ZIP_ENTRIES, collect_upload, pair_loose_files, unpack_zip, validate_and_load
+from segdemo.errors import InputError
 
 
 def png_bytes(array):

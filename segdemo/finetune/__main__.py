@@ -10,11 +10,11 @@ import json
 import threading
 import time
 
-from segdemo import cards
 from segdemo.finetune.events import RoundDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.finetune.recipe import load_training_pairs, run_finetune, save_result
-from segdemo.losses import LOSSES
+from segdemo.models import cards
+from segdemo.training.losses import LOSSES
 
 
 def parse_args(argv=None):
@@ -44,7 +44,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from segdemo.registry import resolve_model_path
+    from segdemo.serving.registry import resolve_model_path
 
     options = FinetuneOptions(base=args.base, steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
                               input_size=args.input_size, val_share=args.val_share, augment=not args.no_augment,
@@ -68,7 +68,7 @@ def main(argv=None):
         import os
         import tempfile
 
-        from segdemo.hub import build_push_folder, push_folder
+        from segdemo.models.hub import build_push_folder, push_folder
 
         with tempfile.TemporaryDirectory() as folder:
             pushed = push_folder(build_push_folder(args.out, folder, args.push_to), args.push_to,

@@ -33,10 +33,11 @@ shows."""
 
 import numpy as np
 
-from segdemo import cards
-from segdemo.data import InputError
-from segdemo.model_inspect import PASS_THROUGH_LAYERS
-from segdemo.model_preprocessing import IMAGENET_MEAN, IMAGENET_STD, LUMA_WEIGHTS
+from segdemo.compat import all_layers, run_through_graph
+from segdemo.errors import InputError
+from segdemo.models import cards
+from segdemo.models.facts import PASS_THROUGH_LAYERS
+from segdemo.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, LUMA_WEIGHTS
 
 HEAD_NAME = "logits"
 ACTIVATION_LAYERS = {"Activation", "Softmax"}  # made linear in the copy (the head's activation, split off)
@@ -88,7 +89,7 @@ def locate_head(model):
     a nested model, `reason` (a sentence) when it cannot be replaced by a new head."""
     import keras
 
-    from segdemo.model_inspect import producer
+    from segdemo.models.facts import producer
 
     activations = []
     if isinstance(model, keras.Sequential):
@@ -160,7 +161,7 @@ def run_layers(model, x, call):
         for layer in model_layers(model):
             x = call(layer, x)
         return x
-    return model._run_through_graph(x, operation_fn=lambda op: op, call_fn=call)
+    return run_through_graph(model, x, call)
 
 
 def preprocessing(image, card):
@@ -213,7 +214,7 @@ def training_form(model, card, classes=None, size=None):
         raise InputError(f"{reason or 'this model has no replaceable last convolution'}, so new classes cannot "
                          f"replace it; {NOT_REPLACEABLE}")
     if head is not None and head.name != HEAD_NAME:
-        for layer in copy._flatten_layers(include_self=False):
+        for layer in all_layers(copy):
             if layer.name == HEAD_NAME and layer is not head:
                 layer.name = f"{HEAD_NAME}_user"  # the name is the recipe's for the head
     skipped = make_linear(head, activations) if same_classes else []

@@ -1,6 +1,6 @@
 """What a fine-tune job tells: an event after every step and every validation round, then its result (or
 why it failed). The worker sends them over a pipe (`finetune_worker.encode_event`); the job service
-(`segdemo.jobs`) hands them on."""
+(`segdemo.app.jobs`) hands them on."""
 
 from dataclasses import dataclass, field
 

@@ -3,8 +3,7 @@ read with."""
 
 from dataclasses import dataclass
 
-from segdemo import cards
-from segdemo.data import InputError
+from segdemo.errors import InputError
 from segdemo.limits import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_LEARNING_RATE,
@@ -18,7 +17,8 @@ from segdemo.limits import (
     MIN_PAIRS,
     learning_rate_range,
 )
-from segdemo.losses import LOSSES
+from segdemo.models import cards
+from segdemo.training.losses import LOSSES
 
 BINARY_CLASSES = ("background", "object")
 

@@ -3,7 +3,7 @@ standardised features) fitted on the features the head reads, over the training 
 
 import numpy as np
 
-from segdemo.data import IGNORE_INDEX
+from segdemo.data.masks import IGNORE_INDEX
 
 PROBE_PIXELS = 30_000  # training pixels the head's linear probe is fitted on
 PROBE_ITERATIONS = 300
@@ -52,7 +52,7 @@ def init_head_by_probe(model, images, masks, num_classes, seed):
     """Set the head's weights from a linear probe. A head reading a coarser grid (a user's model: a 1x1 head
     before a resize, or a Conv2DTranspose whose kernel is its stride) is probed on the masks resized to that grid
     (nearest), and a transposed head gets the probe in every tap."""
-    from segdemo.data import resize_mask
+    from segdemo.data.images import resize_mask
 
     features = head_features(model, images)
     grid_h, grid_w = features.shape[1:3]

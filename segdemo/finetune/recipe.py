@@ -27,14 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from segdemo import cards
-from segdemo.cards import size_value, size_wh
-from segdemo.data import IGNORE_INDEX, InputError, resize_image, resize_mask, split_pairs
+from segdemo.compat import all_layers
+from segdemo.data.images import resize_image, resize_mask
+from segdemo.data.masks import IGNORE_INDEX
+from segdemo.data.pairs import split_pairs
+from segdemo.errors import InputError
 from segdemo.finetune.adapt import fixed_input_size, is_bundled_form, training_form
 from segdemo.finetune.events import FinetuneSummary, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions, check_pair_count, target_card
 from segdemo.finetune.probe import init_head_by_probe
 from segdemo.finetune.scoring import score_base
+from segdemo.models import cards
+from segdemo.models.cards import size_value, size_wh
 
 MAX_DEFAULT_AREA = 192 * 192  # a larger base input (street: 480x352) is scaled down to this area by default
 ROUNDS = 10  # validation rounds (curve points, sample predictions) over a run
@@ -49,7 +53,7 @@ PREPARED_MODELS = {}  # training_key -> (model, schedule) traced ahead of the jo
 def preload_bases(paths, job_waiting=lambda: False):
     """Load base models before a job needs them (the fine-tune worker does this while it waits: ~1.3 s
     of Train's time to first figures); stops early once `job_waiting()`."""
-    from segdemo.model_files import load_model_file
+    from segdemo.models.files import load_model_file
 
     for path in paths:
         if job_waiting():
@@ -59,7 +63,7 @@ def preload_bases(paths, job_waiting=lambda: False):
 
 def load_base_model(path):
     """The base model at `path`: a preloaded one (each is used once: a fine-tune copies it) or loaded now."""
-    from segdemo.model_files import load_model_file
+    from segdemo.models.files import load_model_file
 
     preloaded = PRELOADED_BASES.pop(str(Path(path).resolve()), None)
     return preloaded if preloaded is not None else load_model_file(path)
@@ -72,7 +76,7 @@ def resize_pairs(images_and_masks, size, resize="stretch", resize_filter="antial
         images = np.stack([resize_image(image, size) for image, _ in images_and_masks])
         masks = np.stack([resize_mask(mask, size) for _, mask in images_and_masks])
         return images, masks
-    from segdemo.model_preprocessing import resize_for_model
+    from segdemo.models.preprocessing import resize_for_model
 
     images, masks = [], []
     for image, mask in images_and_masks:
@@ -101,7 +105,7 @@ def freeze_batchnorm(model):
     """Every BatchNorm layer to inference mode with frozen statistics (see the module's docstring)."""
     import keras
 
-    for layer in model._flatten_layers():
+    for layer in all_layers(model, include_self=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
@@ -113,7 +117,7 @@ def set_trainable_part(model, freeze_encoder):
     square pairs (tests/own_models.tanh_logits_unet pretrained on squares_data, new classes, 60 steps, seeds
     0-2) all layers gave held-out IoU 0.9992/0.9992/1.0, the head and the convolution before it alone
     0.9984/0.9976/0.9976: no steadier, slightly lower. Layers a user froze in their model stay frozen."""
-    from segdemo.models import set_encoder_trainable
+    from segdemo.models.architectures import set_encoder_trainable
 
     set_encoder_trainable(model, not freeze_encoder)  # its BatchNorm layers stay frozen (tested)
 
@@ -128,7 +132,7 @@ def build_training_model(base_model, same_classes, num_classes, options, card=No
     """A trainable copy of the base (BatchNorm frozen, the encoder as `options` say) compiled with a
     StepSchedule. Returns (model, schedule). A `card` not in the bundled form (a user's model): its
     `adapt.training_form` at `size` for `classes` is trained."""
-    from segdemo.training import StepSchedule, compile_model
+    from segdemo.training.loop import StepSchedule, compile_model
 
     if card is not None and not is_bundled_form(base_model, card):
         model, _ = training_form(base_model, card, classes, size)  # a copy, its head replaced for new classes
@@ -147,7 +151,7 @@ def prepare_training_model(base_path, classes=None, options=None):
     and optimizer: a job that matches starts ~6 s sooner (the fine-tune worker does this while it waits)."""
     import keras
 
-    from segdemo.training import train_dataset
+    from segdemo.training.loop import train_dataset
 
     options = options or FinetuneOptions()
     card = cards.ModelCard.load(base_path)
@@ -256,11 +260,11 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
     setting `stop_event` ends training after the current step."""
     import keras
 
-    from segdemo.evaluate import evaluate_arrays
-    from segdemo.models import set_encoder_trainable
-    from segdemo.registry import resolve_model_path
-    from segdemo.segmenter import Segmenter
-    from segdemo.training import ValidationIoU, train_dataset
+    from segdemo.models.architectures import set_encoder_trainable
+    from segdemo.serving.registry import resolve_model_path
+    from segdemo.serving.segmenter import Segmenter
+    from segdemo.training.evaluation import evaluate_arrays
+    from segdemo.training.loop import ValidationIoU, train_dataset
 
     options.check()
     check_pair_count(len(pairs_data))
@@ -321,7 +325,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
 
 def save_result(model, summary, path):
     """Write the fine-tuned `.keras` file and its card beside it; records the path in the summary."""
-    from segdemo.registry import save_keras_model
+    from segdemo.serving.registry import save_keras_model
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,7 +338,7 @@ def save_result(model, summary, path):
 def load_training_pairs(source, base_card, classes=None, split=None, limit=0):
     """Read pairs for a fine-tune from a folder or ZIP, masks read for the target classes (black/white as
     `cards.binary_mask_classes` says). Returns ([(name, image, mask)], [problems])."""
-    from segdemo.uploads import read_pairs_source, validate_and_load
+    from segdemo.data.uploads import read_pairs_source, validate_and_load
 
     card = target_card(base_card, classes)
     pairs, problems = read_pairs_source(source, split)

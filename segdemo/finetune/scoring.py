@@ -3,7 +3,7 @@ to a new class set by overlap on the training pairs."""
 
 import numpy as np
 
-from segdemo.cards import size_value
+from segdemo.models.cards import size_value
 
 
 def base_class_mapping(base_model, images, masks, num_classes, card=None):
@@ -11,10 +11,10 @@ def base_class_mapping(base_model, images, masks, num_classes, card=None):
     pairs (an index array), so the base model can be scored on the new classes. `card`: a user's model (any
     input scale and output kind) is read through a Segmenter as it is served; None: a bundled-form model (0..255
     in, logits out) is called directly."""
-    from segdemo.metrics import confusion_matrix
+    from segdemo.training.metrics import confusion_matrix
 
     if card is not None:
-        from segdemo.segmenter import Segmenter
+        from segdemo.serving.segmenter import Segmenter
 
         served = Segmenter(base_model, card, tta=False, freeze=False)
         predict = lambda batch: np.stack([p.labels for p in served.predict_batch(list(batch))])  # noqa: E731
@@ -33,8 +33,8 @@ def base_class_mapping(base_model, images, masks, num_classes, card=None):
 def score_base(base, size, val_full, train_arrays, classes, same_classes, bundled_form=True):
     """The base model's metrics on the held-out pairs at `size` ("before"), and a note: for a new class set its
     classes are mapped to the new ones by overlap on the training pairs."""
-    from segdemo.evaluate import evaluate_arrays
-    from segdemo.segmenter import Segmenter
+    from segdemo.serving.segmenter import Segmenter
+    from segdemo.training.evaluation import evaluate_arrays
 
     scorer = base if size == base.size else Segmenter(base.model, base.card.replace(input_size=size_value(size)),
                                                       freeze=False)

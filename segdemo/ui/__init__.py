@@ -8,16 +8,16 @@ import threading
 
 import gradio as gr
 
-from segdemo.cards import ModelCard
+from segdemo.app.startup import STARTUP
+from segdemo.compat import spread_mcp_outputs
 from segdemo.limits import MAX_ZIP_BYTES
-from segdemo.registry import default_model_name, served_models
-from segdemo.startup import STARTUP
+from segdemo.models.cards import ModelCard
+from segdemo.serving.registry import default_model_name, served_models
 from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.handlers import document_handlers
-from segdemo.ui.mcp_outputs import spread_multiple_outputs
 from segdemo.ui.segment_tab import build_segment_tab
 from segdemo.ui.teach import build_correction_panel, build_training_set_panel, wire_teach_loop
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 def startup_status():
     """Once the default model is loaded: the device lines of the Segment and About tabs."""
-    from segdemo.runtime import describe_device
+    from segdemo.serving.runtime import describe_device
 
     STARTUP.wait()
     if STARTUP.error is not None:
@@ -95,7 +95,7 @@ def launch(demo, **options):
     """Serve the app: uploads bounded to MAX_UPLOAD_MB per file, and an MCP server at /gradio_api/mcp/ whose
     tools are the documented endpoints (segment, segment_batch, compare, ...). TensorFlow and the default
     model load in the background once the page is up."""
-    spread_multiple_outputs()  # each image output an MCP image (see ui/mcp_outputs.py)
+    spread_mcp_outputs()  # each image output an MCP image (see segdemo/compat.py)
     demo.launch(mcp_server=True, max_file_size=MAX_UPLOAD_MB * 1_000_000, prevent_thread_lock=True, **options)
     STARTUP.start()
     threading.Thread(target=prestart_finetune_worker, name="spare-worker", daemon=True).start()
@@ -105,7 +105,7 @@ def launch(demo, **options):
 def prestart_finetune_worker():
     """A fine-tune worker with TensorFlow imported, so a Train's first figures come seconds later. Started after
     the default model: on 2 cores, two TensorFlow imports at once would delay the first answered segment."""
-    from segdemo.finetune_worker import SPARE_WORKERS
+    from segdemo.finetune.worker import SPARE_WORKERS
 
     STARTUP.done.wait()
     SPARE_WORKERS.prestart()

@@ -3,16 +3,17 @@ upload served to this session only), exports, credits."""
 
 import gradio as gr
 
-from segdemo import export, uploaded_models
-from segdemo.cards import INPUT_SCALES, RESIZE_FILTERS, RESIZES, ModelCard
-from segdemo.data import InputError
+from segdemo import export
+from segdemo.app import uploaded_models
+from segdemo.app.sessions import FINETUNED_CHOICE, UPLOADED_CHOICE, segmenter_for, session_folder
+from segdemo.app.startup import LOADING_MESSAGE
+from segdemo.app.uploaded_models import CHECK
+from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES
-from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
-from segdemo.sessions import FINETUNED_CHOICE, UPLOADED_CHOICE, segmenter_for, session_folder
-from segdemo.startup import LOADING_MESSAGE
+from segdemo.models.cards import INPUT_SCALES, RESIZE_FILTERS, RESIZES, ModelCard
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
-from segdemo.uploaded_models import CHECK
 
 UPLOAD_HOW_TO = (f"Upload a U-Net you trained (a whole model: `model.save('model.keras')`, or a tf.keras 2.x `.h5`; "
                  f"at most {MAX_UPLOADED_MODEL_BYTES // 1_000_000} MB). Name its classes in output order and say how "

@@ -6,12 +6,12 @@ import time
 
 import gradio as gr
 
-from segdemo.batch import LEAST_CERTAIN_FIRST, segment_files
-from segdemo.cards import ModelCard
+from segdemo.app.sessions import BATCHES, FINETUNED_CHOICE, request_folder, segmenter_for
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
-from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
-from segdemo.serving import default_class
-from segdemo.sessions import BATCHES, FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.models.cards import ModelCard
+from segdemo.serving.batch import LEAST_CERTAIN_FIRST, segment_files
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
+from segdemo.serving.segment import default_class
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 

@@ -4,9 +4,9 @@ named API endpoint `compare`."""
 
 import gradio as gr
 
-from segdemo.compare import DISAGREE_COLOR, compare_models
-from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
-from segdemo.sessions import FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.app.sessions import FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.serving.compare import DISAGREE_COLOR, compare_models
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
 

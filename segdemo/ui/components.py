@@ -2,7 +2,8 @@
 
 import gradio as gr
 
-from segdemo.data import InputError, open_image
+from segdemo.data.images import open_image
+from segdemo.errors import InputError
 
 
 class ImageUpload(gr.Image):

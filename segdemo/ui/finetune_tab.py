@@ -1,7 +1,7 @@
 """The Fine-tune tab, in the order of its steps: 1. upload image/mask pairs, 2. check how they were paired and
 read, 3. train with live progress (a loss curve and a sample prediction per validation round), 4. the result:
 before/after metrics on held-out pairs, use it in the Segment tab, download it or push it to the Hub. The job
-itself runs in `segdemo.jobs`; this module lays out and formats. The teach loop's section (the session's
+itself runs in `segdemo.app.jobs`; this module lays out and formats. The teach loop's section (the session's
 training set and Retrain, ui/teach.py) follows the result."""
 
 import os
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from segdemo.cards import binary_mask_classes, class_colors, describe_binary_reading
-from segdemo.data import MASK_STEM_WORDS, InputError
-from segdemo.drawing import palette_lut, thumbnail
+from segdemo.app.jobs import join_training_set, start_finetune, stop_job
+from segdemo.app.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, base_for, session_folder
+from segdemo.data.pairs import MASK_STEM_WORDS
+from segdemo.data.uploads import looks_inverted, read_upload
+from segdemo.errors import InputError
 from segdemo.finetune.options import BINARY_CLASSES, FinetuneOptions, target_card
-from segdemo.hub import build_push_folder, push_folder
-from segdemo.jobs import join_training_set, start_finetune, stop_job
 from segdemo.limits import (
     MAX_BATCH_SIZE,
     MAX_INPUT_SIZE,
@@ -26,13 +26,14 @@ from segdemo.limits import (
     MIN_LEARNING_RATE,
     megapixels,
 )
-from segdemo.losses import LOSSES
-from segdemo.registry import default_model_name, model_choices, served_models
-from segdemo.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, base_for, session_folder
+from segdemo.models.cards import binary_mask_classes, class_colors, describe_binary_reading
+from segdemo.models.hub import build_push_folder, push_folder
+from segdemo.serving.drawing import palette_lut, thumbnail
+from segdemo.serving.registry import default_model_name, model_choices, served_models
+from segdemo.training.losses import LOSSES
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job
-from segdemo.uploads import looks_inverted, read_upload
 
 KEEP_CLASSES = "keep the base model's classes"
 NEW_CLASSES = "define new classes"

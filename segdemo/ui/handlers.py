@@ -7,9 +7,10 @@ import logging
 
 import gradio as gr
 
-from segdemo.data import IMAGE_FORMATS, InputError
+from segdemo.app.sessions import ANONYMOUS, FINETUNED_CHOICE
+from segdemo.data.images import IMAGE_FORMATS
+from segdemo.errors import InputError
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_BATCH_SIZE, MAX_STEPS, RETRAIN_STEPS, learning_rate_range, megapixels
-from segdemo.sessions import ANONYMOUS, FINETUNED_CHOICE
 
 UNEXPECTED = ("Something went wrong on our side while processing this request; it was logged. "
               "Your uploads and results so far are kept: please try again or with other input.")
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def session_key(request):
-    """The browser session (or API client) a request belongs to: the key of its state in `segdemo.sessions`."""
+    """The browser session (or API client) a request belongs to: the key of its state in `segdemo.app.sessions`."""
     return getattr(request, "session_hash", None) or ANONYMOUS
 
 

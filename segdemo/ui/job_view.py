@@ -1,12 +1,12 @@
-"""How a fine-tune job looks in the Fine-tune tab: its events (from `segdemo.jobs`) formatted as the tab's
+"""How a fine-tune job looks in the Fine-tune tab: its events (from `segdemo.app.jobs`) formatted as the tab's
 outputs (status, curves, sample prediction, metrics table, metrics JSON, files). The tab's Train and the teach
 loop's Retrain stream through `stream_job`."""
 
 import gradio as gr
 import pandas as pd
 
+from segdemo.app.jobs import JobResult, describe_round
 from segdemo.finetune.events import RoundDone, StepDone
-from segdemo.jobs import JobResult, describe_round
 
 STEP_UPDATE_SECONDS = 1.0  # between two yields while steps run (Gradio cancels a generator at a yield)
 STARTING = "Training on the good pairs (starting the worker, a few seconds)…"

@@ -3,21 +3,20 @@ class areas, a download of the class-index mask, and the named API endpoint `seg
 correction panel (ui/teach.py) is laid out below it by `build_demo`."""
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
-from segdemo.cards import ModelCard, class_colors
-from segdemo.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
-from segdemo.runtime import describe_device, release_freed_memory
-from segdemo.serving import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
-from segdemo.sessions import RESULTS, request_folder, segmenter_for
-from segdemo.startup import LOADING_MESSAGE
+from segdemo.app.sessions import RESULTS, request_folder, segmenter_for
+from segdemo.app.startup import LOADING_MESSAGE
+from segdemo.config import EXAMPLES_DIR
+from segdemo.models.cards import ModelCard, class_colors
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
+from segdemo.serving.runtime import describe_device, release_freed_memory
+from segdemo.serving.segment import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
 
 DEFAULT_OPACITY = 0.5
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 def timing_note(result, model_name):

@@ -9,15 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from segdemo.cards import binary_mask_classes, class_colors
-from segdemo.corrections import brush_colors, class_histogram, editor_to_labels, editor_value
-from segdemo.data import InputError, Pair, read_pair
-from segdemo.drawing import palette_lut, thumbnail
-from segdemo.finetune.events import RoundDone
-from segdemo.finetune.options import FinetuneOptions
-from segdemo.jobs import JobResult, describe_round, start_retrain
-from segdemo.limits import MAX_STEPS, RETRAIN_STEPS
-from segdemo.sessions import (
+from segdemo.app.jobs import JobResult, describe_round, start_retrain
+from segdemo.app.sessions import (
     EDITING,
     FINETUNED_CHOICE,
     RESULTS,
@@ -26,6 +19,15 @@ from segdemo.sessions import (
     session_folder,
     training_set_of,
 )
+from segdemo.data.pairs import Pair, read_pair
+from segdemo.data.training_set import class_histogram
+from segdemo.errors import InputError
+from segdemo.finetune.events import RoundDone
+from segdemo.finetune.options import FinetuneOptions
+from segdemo.limits import MAX_STEPS, RETRAIN_STEPS
+from segdemo.models.cards import binary_mask_classes, class_colors
+from segdemo.serving.drawing import palette_lut, thumbnail
+from segdemo.serving.mask_editor import brush_colors, editor_to_labels, editor_value
 from segdemo.ui.finetune_tab import THUMBNAIL_SIDE, FinetuneTab
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job

@@ -1,0 +1,5 @@
+"""python -m segdemo.card: see segdemo/card/cli.py."""
+
+from segdemo.card.cli import main
+
+main()

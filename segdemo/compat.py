@@ -1,0 +1,90 @@
+"""Keras, TensorFlow and Gradio as segdemo uses them, in one place: lazy imports, and every use of what is not
+their public API. Each function names the version it was checked against; `tests/test_compat.py` runs each one
+on the installed versions, so an upgrade that breaks one fails there, loudly, not somewhere in a request.
+`tests/test_layers.py` fails on a private attribute or module of these libraries used anywhere else.
+
+Nothing here imports Gradio at module level: the core (everything below `segdemo/ui/`) imports this module
+without loading the web framework."""
+
+import importlib
+
+CHECKED_KERAS = "3.15.1"
+CHECKED_TENSORFLOW = "2.21.0"
+CHECKED_GRADIO = "6.31.0"
+
+
+class LazyModule:
+    """Stands for a module until an attribute is read; then imports it (thread-safe: Python's import lock)
+    and reads the attribute from it. `tf = LazyModule("tensorflow")` keeps `tf.xxx` code unchanged, and the
+    page can be served before TensorFlow (about 5 s to import) is."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self):
+        return f"<lazy module {self._name}>"
+
+
+# Keras (checked against CHECKED_KERAS)
+
+def all_layers(model, include_self=False):
+    """Every layer of `model`, nested models' layers included, depth first (`Layer._flatten_layers`: Keras has
+    no public recursive listing; `model.layers` stops at a nested model)."""
+    return list(model._flatten_layers(include_self=include_self, recursive=True))
+
+
+def producer_history(tensor):
+    """(layer, node index) that produced a Keras tensor of a functional graph, or None for a model input
+    (`KerasTensor._keras_history`)."""
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else (history.operation, history.node_index)
+
+
+def inbound_nodes(layer):
+    """The nodes where `layer` is called in the graphs it belongs to (`Operation._inbound_nodes`)."""
+    return getattr(layer, "_inbound_nodes", [])
+
+
+def run_through_graph(model, x, call):
+    """A functional `model`'s graph applied to tensor `x`, each layer called through `call(layer, *args,
+    **kwargs)` (`Functional._run_through_graph`): the layers are reused, not nested as one layer, so a new head
+    can be attached to the training form of a user's model."""
+    return model._run_through_graph(x, operation_fn=lambda op: op, call_fn=call)
+
+
+# TensorFlow (checked against CHECKED_TENSORFLOW)
+
+def freeze_concrete_function(concrete):
+    """A concrete function with its variables folded into constants (`convert_variables_to_constants_v2`: no
+    public equivalent in TF 2). Grappler can then fold BatchNorm into its convolution: about 20% faster on
+    CPU."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    return convert_variables_to_constants_v2(concrete)
+
+
+# Gradio (checked against CHECKED_GRADIO)
+
+async def _outputs_without_progress(self, job):
+    from gradio import mcp
+
+    result = await mcp.run_sync(job.result)
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def spread_mcp_outputs():
+    """Gradio 6.31's MCP server returns a queued endpoint's outputs (without a progress token) as one value:
+    `GradioMCPServer._execute_tool_without_progress` wraps gradio_client's result in a list, so an endpoint
+    with several outputs (segment: masks, maps, areas, info) reaches the assistant as one text holding a
+    tuple of file dicts instead of one image per output. This spreads a tuple into its outputs, as the
+    progress path (`output["data"]`) already does, so each image output becomes MCP image content with its
+    URL. Idempotent; called by the UI at launch."""
+    from gradio import mcp
+
+    if not hasattr(mcp.GradioMCPServer, "_execute_tool_without_progress"):
+        raise RuntimeError(f"gradio.mcp.GradioMCPServer has no _execute_tool_without_progress (checked against "
+                           f"Gradio {CHECKED_GRADIO}): see segdemo/compat.py")
+    mcp.GradioMCPServer._execute_tool_without_progress = _outputs_without_progress
