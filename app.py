@@ -15,33 +15,32 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
 from segdemo.card.cli import local_model_path  # noqa: E402
-from segdemo.serving.registry import MODELS_ENV, ONLY_ENV, check_listed_models  # noqa: E402
+from segdemo.config import AppConfig  # noqa: E402
+from segdemo.serving.registry import check_listed_models  # noqa: E402
 from segdemo.ui import build_demo, launch  # noqa: E402
 
 
-def serve_options(argv=None):
-    """Put `--model` and `--only` into the environment (the fine-tune worker inherits it)."""
+def app_config(argv=None):
+    """The configuration the app serves: the environment's, with `--model` and `--only` from the command line.
+    Each model file is checked (and an hf:// one fetched and described) before the page is built."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", default=[], help="a model file to serve (repeatable)")
     parser.add_argument("--only", action="store_true", help="serve only the --model / SEGDEMO_MODELS models")
     args, _ = parser.parse_known_args(argv)
-    listed = [item for item in os.environ.get(MODELS_ENV, "").split(",") if item.strip()] + args.model
+    config = AppConfig.from_environment()
+    listed = [*config.model_files, *args.model]
     try:
         listed = [local_model_path(item) for item in listed]
         check_listed_models(listed)
     except Exception as error:  # noqa: BLE001 - a model that cannot be served: say why and stop
         parser.exit(2, f"app.py: {error}\n")
-    if listed:
-        os.environ[MODELS_ENV] = ",".join(listed)
-    if args.only:
-        if not listed:
-            parser.exit(2, "app.py: --only needs a --model (or SEGDEMO_MODELS)\n")
-        os.environ[ONLY_ENV] = "1"
+    if (args.only or config.only) and not listed:
+        parser.exit(2, "app.py: --only needs a --model (or SEGDEMO_MODELS)\n")
+    return config.replace(model_files=tuple(map(str, listed)), only=args.only or config.only)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-serve_options()
-demo = build_demo()
+demo = build_demo(app_config())
 
 if __name__ == "__main__":
     launch(demo)

@@ -1,9 +1,58 @@
-"""Where things are, and what the app is given: the project's folders, and `AppConfig`, read once from the
-command line and the environment by `app.py` and handed to the registry and the UI (no module re-reads the
-environment per call)."""
+"""Where things are, and what the app is given: `AppConfig`, read once from the command line and the
+environment (`app.py`), handed to the registry and the UI. No module re-reads the environment per call; a
+worker process gets the same configuration through the environment its parent gives it (`environment()`)."""
 
+import dataclasses
+import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from segdemo.limits import MAX_ZIP_BYTES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = PROJECT_ROOT / "weights"  # the bundled models: <name>.keras with its card <name>.json
 EXAMPLES_DIR = PROJECT_ROOT / "examples"
+
+MODELS_ENV = "SEGDEMO_MODELS"  # comma-separated model files to serve (app.py --model)
+ONLY_ENV = "SEGDEMO_ONLY"  # set: serve only those, not the bundled models (app.py --only)
+HUB_REPO_ENV = "SEGDEMO_HUB_REPO"  # a Hub model repo in segdemo's format to serve
+HUB_REVISION_ENV = "SEGDEMO_HUB_REVISION"
+MAX_UPLOAD_ENV = "SEGDEMO_MAX_UPLOAD_MB"
+CACHE_ENV = "SEGDEMO_CACHE"
+TOKEN_ENV = "HF_TOKEN"  # the Hub token a push falls back to
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What one app process serves and how. Frozen (hashable): the registry caches what it derives from it."""
+
+    model_files: tuple = ()  # model files served besides the bundled ones (local paths; hf:// resolved first)
+    only: bool = False  # serve only `model_files` (and the Hub model), not the bundled ones
+    hub_repo: str = ""
+    hub_revision: str = ""
+    max_upload_mb: int = MAX_ZIP_BYTES // 1_000_000  # one uploaded file (refused while it streams in)
+    cache_dir: Path = Path.home() / ".cache" / "segdemo"
+    weights_dir: Path = WEIGHTS_DIR
+    hub_token: str = dataclasses.field(default="", repr=False)
+
+    @classmethod
+    def from_environment(cls, environ=None):
+        environ = os.environ if environ is None else environ
+        default = cls()
+        return cls(
+            model_files=tuple(item.strip() for item in environ.get(MODELS_ENV, "").split(",") if item.strip()),
+            only=bool(environ.get(ONLY_ENV)),
+            hub_repo=environ.get(HUB_REPO_ENV, "").strip(),
+            hub_revision=environ.get(HUB_REVISION_ENV, "").strip(),
+            max_upload_mb=int(environ.get(MAX_UPLOAD_ENV) or default.max_upload_mb),
+            cache_dir=Path(environ[CACHE_ENV]) if environ.get(CACHE_ENV) else default.cache_dir,
+            hub_token=environ.get(TOKEN_ENV, ""))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def environment(self):
+        """The environment variables that give a child process this configuration."""
+        return {MODELS_ENV: ",".join(map(str, self.model_files)), ONLY_ENV: "1" if self.only else "",
+                HUB_REPO_ENV: self.hub_repo, HUB_REVISION_ENV: self.hub_revision,
+                MAX_UPLOAD_ENV: str(self.max_upload_mb), CACHE_ENV: str(self.cache_dir)}

@@ -35,24 +35,17 @@ FORMAT_LABELS = {  # what a UI offers: label -> suffix
     "Keras (.keras)": cards.MODEL_SUFFIX,
 }
 DEFAULT_FORMAT_LABEL = next(iter(FORMAT_LABELS))
-PIXELS = {"0..255": "0..255 (not normalised)", "0..1": "scaled to 0..1 (x / 255)",
-          "-1..1": "scaled to -1..1 (x / 127.5 - 1)", "imagenet": "ImageNet-normalised ((x / 255 - mean) / std)"}
-OUTPUTS = {"logits": "logits", "softmax": "softmax probabilities", "sigmoid": "one sigmoid per class",
-           "sigmoid_binary": "one sigmoid channel", "logits_binary": "one logit channel"}
-
-
 def export_io(card, suffix):
     """{"input": ..., "output": ...}: what an export of the card's model takes and returns, in words."""
     width, height = card.size
     batch = "1" if suffix == ".tflite" else "N"
     names = (f"'{ONNX_INPUT}': ", f"'{ONNX_OUTPUT}': ") if suffix == ".onnx" else ("", "")
-    colour = "RGB" if card.input_channels == 3 else "grayscale"
     grid_w, grid_h = cards.size_wh(card.output_size) if card.output_size else (width, height)
     channels = card.output_channels
     grid = f"{grid_h * grid_w}" if card.output_layout == "flat" else f"{grid_h} x {grid_w}"
-    return {"input": f"{names[0]}{batch} x {height} x {width} x {card.input_channels} float32 (NHWC), {colour} "
-                     f"{PIXELS[card.input_scale]}",
-            "output": f"{names[1]}{batch} x {grid} x {channels} float32 {OUTPUTS[card.output]}"}
+    return {"input": f"{names[0]}{batch} x {height} x {width} x {card.input_channels} float32 (NHWC), "
+                     f"{card.io.input_words()}",
+            "output": f"{names[1]}{batch} x {grid} x {channels} float32 {card.io.output_words()}"}
 ONNX_NEEDS = "ONNX export needs tf2onnx and onnx (pip install -r requirements.txt)"
 
 
@@ -137,7 +130,7 @@ def tflite_predict(path, image):
 
 def export_model(segmenter, path):
     """Write the segmenter's model as `.tflite`, `.onnx` or `.keras` (by suffix), with its card beside it."""
-    from segdemo.serving.registry import save_keras_model
+    from segdemo.models.files import save_keras_model
 
     path = Path(path)
     if path.suffix == ".tflite":

@@ -225,7 +225,7 @@ def main(argv=None):
     import keras
 
     from segdemo.models.architectures import build_model
-    from segdemo.serving.registry import save_keras_model
+    from segdemo.models.files import save_keras_model
     from segdemo.training.loop import recalibrate_batchnorm
 
     keras.utils.set_random_seed(args.seed)

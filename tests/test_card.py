@@ -178,7 +178,7 @@ def test_a_hub_repository_in_keras_layout_gets_its_card_from_the_options(tmp_pat
     path = card_command.local_model_path("hf://someone/road-unet --classes background bright red --input-scale -1..1")
     card = ModelCard.load(path)
     assert card.name == "road-unet" and card.input_scale == "-1..1" and card.size == (48, 32)
-    assert listed_models(path) == {"road-unet": tmp_path / "links" / "someone__road-unet"}
+    assert listed_models([path]) == {"road-unet": tmp_path / "links" / "someone__road-unet"}
     image, _ = square_data(1, (48, 32), seed=4)
     served = get_segmenter(path).predict(image[0]).labels
     expected = model.predict(image.astype(np.float32) / 127.5 - 1, verbose=0)[0].argmax(-1)

@@ -168,7 +168,7 @@ def test_invalid_space_id_is_a_clear_usage_error(space, capsys):
     with pytest.raises(SystemExit) as exited:
         deploy.main([f"--space={space}", "--dry-run"])
     err = capsys.readouterr().err
-    assert exited.value.code == 2 and "is not a Space id of the form owner/name" in err and "Traceback" not in err
+    assert exited.value.code == 2 and "is not of the form owner/name" in err and "Traceback" not in err
 
 
 def test_unknown_hardware_is_refused(capsys):

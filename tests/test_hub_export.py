@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from segdemo.config import AppConfig
 from segdemo.data.images import load_image, resize_image
 from segdemo.models import hub
 from segdemo.models.architectures import build_unet
@@ -69,15 +70,19 @@ def hub_cache(tmp_path, tiny_model, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    previous = registry.current_config()
     registry.resolved_hub_models.cache_clear()
+    registry.models_of.cache_clear()
     yield tmp_path / "cache"
     registry.resolved_hub_models.cache_clear()
+    registry.models_of.cache_clear()
+    registry.configure(previous)
 
 
 def test_hub_model_resolves_offline_from_the_cache(hub_cache, monkeypatch):
     snapshot = hub_cache / "models--segdemo-test--tiny-squares" / "snapshots" / COMMIT
     assert hub.download_model(HUB_REPO) == snapshot / "model.keras"
-    monkeypatch.setenv(hub.HUB_REPO_ENV, HUB_REPO)
+    registry.configure(AppConfig(hub_repo=HUB_REPO))
     models = registry.served_models()
     assert "squares-hub" in models and "pets" in models
     segmenter = registry.get_segmenter("squares-hub")
@@ -86,8 +91,7 @@ def test_hub_model_resolves_offline_from_the_cache(hub_cache, monkeypatch):
 
 
 def test_unreachable_hub_falls_back_with_one_log_line(hub_cache, monkeypatch, caplog):
-    monkeypatch.setenv(hub.HUB_REPO_ENV, "nobody/missing-repo")
-    monkeypatch.setenv(hub.HUB_REVISION_ENV, "v1")
+    registry.configure(AppConfig(hub_repo="nobody/missing-repo", hub_revision="v1"))
     with caplog.at_level(logging.WARNING, logger="segdemo.models.hub"):
         models = registry.served_models()
     assert "pets" in models and "squares-hub" not in models

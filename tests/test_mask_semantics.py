@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segdemo.app.finetune_requests import NEW_CLASSES, finetune_card
 from segdemo.data.masks import decode_mask
 from segdemo.data.pairs import Pair
 from segdemo.data.uploads import looks_inverted, validate_and_load
@@ -12,7 +13,7 @@ from segdemo.errors import InputError
 from segdemo.finetune.options import target_card
 from segdemo.models.cards import ModelCard, binary_mask_classes, describe_binary_reading
 from segdemo.serving.registry import resolve_model_path
-from segdemo.ui.finetune_tab import NEW_CLASSES, finetune_card, problems_markdown
+from segdemo.ui.finetune_tab import problems_markdown
 
 PETS = ModelCard.load(resolve_model_path("pets"))  # pet, background, border; default class pet
 STREET = ModelCard.load(resolve_model_path("street"))  # 11 classes, none called background

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from segdemo.data.images import resize_image
-from segdemo.models.cards import INPUT_SCALES
 from segdemo.models.preprocessing import (
+    INPUT_SCALES,
     LETTERBOX_FILL,
     crop_box,
     letterbox_box,

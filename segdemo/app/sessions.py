@@ -15,7 +15,14 @@ from pathlib import Path
 from segdemo.app.startup import STARTUP
 from segdemo.data.training_set import TrainingSet
 from segdemo.errors import InputError
-from segdemo.serving.registry import default_model_name, get_segmenter, load_segmenter, served_models, serving_segmenter
+from segdemo.serving.registry import (
+    default_model_name,
+    get_segmenter,
+    load_segmenter,
+    model_choices,
+    served_models,
+    serving_segmenter,
+)
 
 SESSIONS_DIR = Path(tempfile.gettempdir()) / "segdemo_sessions"  # <session key>/ holds a session's files
 SESSION_FILES_MAX_AGE_S = 6 * 3600  # folders untouched this long are removed even if the tab never closed
@@ -152,6 +159,12 @@ def training_set_of(key):
 def own_model(name, key):
     """The session's own model called `name` (a SessionModel), or None."""
     return OWN_MODELS[name].get(key) if name in OWN_MODELS else None
+
+
+def model_menu():
+    """(label, name) pairs every model menu offers, in one order: each served model under its card's title, then
+    the session's own models by name (a session without one is told how to get it when it picks one)."""
+    return [*model_choices(), *((name, name) for name in OWN_MODELS)]
 
 
 def session_models(key):

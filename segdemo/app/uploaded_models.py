@@ -12,6 +12,7 @@ from segdemo.card.check import check_report, score_choices
 from segdemo.card.infer import infer_card
 from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES, MAX_UPLOADED_MODEL_MEMORY
+from segdemo.models.cards import parse_class_names
 
 CHECK = "check with the pairs"  # the choice that lets labelled pairs decide a preprocessing option
 
@@ -24,13 +25,6 @@ class UploadedModel:
     card: object  # cards.ModelCard
     lines: list  # inferred, stated, checked
     warnings: list
-
-
-def class_list(text):
-    names = [name.strip() for name in (text or "").split(",") if name.strip()]
-    if len(set(names)) != len(names):
-        raise InputError("Class names must be distinct (comma-separated, in the model's output order)")
-    return names or None
 
 
 def check_upload_size(path):
@@ -63,7 +57,7 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
     check_upload_size(source)
     model = load_model_file(source)
     stated = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter}
-    inferred = infer_card(model, source.name, class_list(class_names),
+    inferred = infer_card(model, source.name, parse_class_names(class_names) or None,
                                        **{option: value for option, value in stated.items() if value != CHECK})
     fixed = inferred.known  # stated, or inferred (a Rescaling layer first: 0..255)
     card = inferred.card.replace(name="uploaded-" + source.stem, title=f"Uploaded: {source.name}")

@@ -4,7 +4,7 @@ import itertools
 
 from segdemo.errors import InputError
 from segdemo.models import cards
-from segdemo.models.cards import INPUT_SCALES, RESIZE_FILTERS, RESIZES
+from segdemo.models.preprocessing import INPUT_SCALES, RESIZE_FILTERS, RESIZES
 
 # The check ranks choices by the cross-entropy of the pairs' labels under the model's probabilities: it tells
 # scales apart where the mean IoU of a weak model barely moves (bench/own_models.py: -1..1 against imagenet,

@@ -21,7 +21,7 @@ from segdemo.card.check import check_pairs, check_report, score_choices
 from segdemo.card.infer import infer_card
 from segdemo.errors import InputError
 from segdemo.models import cards
-from segdemo.models.cards import INPUT_SCALES, RESIZE_FILTERS, RESIZES
+from segdemo.models.preprocessing import INPUT_SCALES, RESIZE_FILTERS, RESIZES
 
 
 def joined_scale(argv):

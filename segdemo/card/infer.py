@@ -5,7 +5,8 @@ from pathlib import Path
 
 from segdemo.errors import InputError
 from segdemo.models import cards
-from segdemo.models.cards import BINARY_KINDS, ModelCard
+from segdemo.models.cards import ModelCard
+from segdemo.models.preprocessing import BINARY_KINDS
 
 DEFAULT_SIDE = 256  # a model that takes any input size is served at this side unless --input-size says
 

@@ -20,12 +20,11 @@ import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from segdemo.config import PROJECT_ROOT
-from segdemo.models.hub import HUB_REPO_ENV, HUB_REVISION_ENV
+from segdemo.config import HUB_REPO_ENV, HUB_REVISION_ENV, PROJECT_ROOT
+from segdemo.errors import InputError
+from segdemo.models.hub import check_repo_id
 
 ROOT = PROJECT_ROOT
-# Same rule as segdemo.ui.finetune_tab.REPO_ID (duplicated: this module must not import the UI, i.e. gradio).
-SPACE_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 DEFAULT_HARDWARE = "cpu-basic"
 CPU_PREFIX = "cpu-"
 HARDWARE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")  # the fallback check when huggingface_hub has no list
@@ -274,9 +273,10 @@ def dry_run(space, hardware=DEFAULT_HARDWARE, root=ROOT, out=print):
 # --- command line ---------------------------------------------------------------------------------------
 
 def space_id(value):
-    if not SPACE_ID.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a Space id of the form owner/name")
-    return value
+    try:
+        return check_repo_id(value, "Space id")
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def hardware_name(value):

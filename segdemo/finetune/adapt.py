@@ -31,13 +31,11 @@ linear probe a 1x1 head does (`probe.init_head_by_probe`). A head inside a neste
 used as a layer) or a head that is not a convolution cannot be replaced: InputError, which the Fine-tune tab
 shows."""
 
-import numpy as np
 
 from segdemo.compat import all_layers, run_through_graph
 from segdemo.errors import InputError
 from segdemo.models import cards
 from segdemo.models.facts import PASS_THROUGH_LAYERS
-from segdemo.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, LUMA_WEIGHTS
 
 HEAD_NAME = "logits"
 ACTIVATION_LAYERS = {"Activation", "Softmax"}  # made linear in the copy (the head's activation, split off)
@@ -164,28 +162,6 @@ def run_layers(model, x, call):
     return run_through_graph(model, x, call)
 
 
-def preprocessing(image, card):
-    """The layers doing the card's grayscale conversion and input scale on 0..255 RGB `image`."""
-    import keras
-
-    x = image
-    if card.input_channels == 1:
-        gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_grayscale")
-        x = gray(x)
-        gray.set_weights([np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 1, 3, 1)])
-    if card.input_scale == "0..1":
-        x = keras.layers.Rescaling(1.0 / 255, name="to_unit_range")(x)
-    elif card.input_scale == "-1..1":
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="to_signed_range")(x)
-    elif card.input_scale == "imagenet":
-        mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
-        if card.input_channels == 1:
-            mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
-        x = keras.layers.Rescaling(1.0 / 255, name="to_unit_range")(x)
-        x = keras.layers.Normalization(mean=mean.tolist(), variance=(std ** 2).tolist(), name="imagenet_norm")(x)
-    return x
-
-
 def new_head(head, num_classes):
     """The replacement for a Conv2D/Conv2DTranspose head (see the module docstring)."""
     import keras
@@ -230,15 +206,10 @@ def training_form(model, card, classes=None, size=None):
             return args[0]
         return layer(*args, **kwargs)
 
-    outputs = run_layers(copy, preprocessing(image, card), call)
+    outputs = run_layers(copy, card.io.input_layers(image), call)
     if same_classes:
-        if card.output_layout == "flat":
-            grid_w, grid_h = cards.size_wh(card.output_size) if card.output_size else (width, height)
-            outputs = keras.layers.Reshape((grid_h, grid_w, outputs.shape[-1]), name="to_grid")(outputs)
-        if card.output in cards.BINARY_KINDS:
-            two = keras.layers.Conv2D(2, 1, use_bias=False, trainable=False, name="to_two_classes")
-            outputs = two(outputs)
-            two.set_weights([np.asarray([0.0, 1.0], np.float32).reshape(1, 1, 1, 2)])
+        grid_wh = cards.size_wh(card.output_size) if card.output_size else (width, height)
+        outputs = card.io.logits_layers(outputs, grid_wh)
     else:
         outputs = new_head(head, len(classes))(captured["features"])
     if tuple(outputs.shape[1:3]) != (height, width):

@@ -325,7 +325,7 @@ def run_finetune(pairs_data, options, on_event=None, stop_event=None):
 
 def save_result(model, summary, path):
     """Write the fine-tuned `.keras` file and its card beside it; records the path in the summary."""
-    from segdemo.serving.registry import save_keras_model
+    from segdemo.models.files import save_keras_model
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from segdemo.data.pairs import split_pairs
 from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.models.cards import ModelCard
+from segdemo.serving.registry import current_config
 
 WORKER_THREADS = 2  # at the lowest CPU priority, so a serving request preempts it
 WORKER_NICENESS = 19
@@ -204,8 +205,10 @@ class SpareWorkers:
 
     def _launch(self):
         with tempfile.NamedTemporaryFile("w", prefix="segdemo_worker_", suffix=".log", delete=False) as stderr:
+            environment = {**os.environ, **current_config().environment()}  # the app's models, by name
             process = subprocess.Popen([sys.executable, "-m", "segdemo.finetune.worker"], cwd=PROJECT_ROOT,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                                       env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=stderr, text=True,
                                        preexec_fn=lambda: os.nice(WORKER_NICENESS))
         process.log_path = stderr.name  # its TensorFlow chatter; copied into the job's worker.log at the end
         return process
@@ -241,14 +244,15 @@ def main():
     import segdemo.serving.segmenter  # noqa: F401 - the heavy imports happen before the job arrives
     from segdemo.finetune.options import BINARY_CLASSES
     from segdemo.finetune.recipe import preload_bases, prepare_training_model
-    from segdemo.serving.registry import DEFAULT_MODEL, MODEL_SUFFIX, WEIGHTS_DIR
+    from segdemo.serving.registry import DEFAULT_MODEL, MODEL_SUFFIX
 
     def job_waiting():
         return bool(select.select([sys.stdin], [], [], 0)[0])
 
     # the default base first, and the two jobs the tab starts most (its classes; two new ones) traced for it;
     # a job that arrives meanwhile waits for one step of this at most
-    bases = sorted(WEIGHTS_DIR.glob(f"*{MODEL_SUFFIX}"), key=lambda path: (path.stem != DEFAULT_MODEL, path.stem))
+    bases = sorted(current_config().weights_dir.glob(f"*{MODEL_SUFFIX}"),
+                   key=lambda path: (path.stem != DEFAULT_MODEL, path.stem))
     preload_bases(bases[:1], job_waiting)
     for classes in (None, BINARY_CLASSES):
         if not job_waiting():

@@ -8,19 +8,22 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdemo.errors import InputError
+from segdemo.models.preprocessing import (
+    BINARY_KINDS,
+    INPUT_CHANNELS,
+    INPUT_SCALES,
+    OUTPUT_KINDS,
+    OUTPUT_LAYOUTS,
+    RESIZE_FILTERS,
+    RESIZES,
+    ModelIO,
+)
+
 CARD_SUFFIX = ".json"
 BACKGROUND = "background"  # the class black pixels of a black/white mask belong to
 MODEL_SUFFIX = ".keras"
 
-# How a model wants its input and gives its output (the card states what the model cannot tell; see
-# model_preprocessing and model_inspect for what each value means).
-INPUT_SCALES = ("0..255", "0..1", "-1..1", "imagenet")
-RESIZES = ("stretch", "letterbox")
-RESIZE_FILTERS = ("antialias", "bilinear")  # PIL bilinear (= tf antialias=True); tf.image.resize default
-OUTPUT_KINDS = ("logits", "softmax", "sigmoid", "sigmoid_binary", "logits_binary")
-OUTPUT_LAYOUTS = ("spatial", "flat")
-BINARY_KINDS = ("sigmoid_binary", "logits_binary")  # one output channel: two classes (background, the named one)
-INPUT_CHANNELS = (3, 1)  # RGB, grayscale
 # Distinct colours for classes without colours of their own (class 0 first).
 DEFAULT_COLORS = [
     (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -170,10 +173,22 @@ class ModelCard:
         return size_wh(self.input_size)
 
     @property
+    def io(self):
+        """How the model takes its input and gives its output (`preprocessing.ModelIO`): the one definition
+        serving, the fine-tune's training form, the exports and the descriptions read."""
+        return ModelIO.from_card(self)
+
+    @property
     def output_channels(self):
         """How many channels the model's output has for this card: 1 for a single-channel output, else one
         per class."""
-        return 1 if self.output in BINARY_KINDS else len(self.classes)
+        return self.io.output_channels
+
+    @property
+    def shown_class(self):
+        """The class whose probability map the model shows first, and that white marks in black/white masks:
+        the declared `default_class`, else the last class not called background."""
+        return default_class_name(self.classes, self.default_class)
 
     @property
     def display_title(self):
@@ -210,7 +225,7 @@ def binary_mask_classes(card):
         return classes.index(declared["black"].lower()), classes.index(declared["white"].lower())
     if BACKGROUND not in classes:
         return None
-    white = default_class_name(card.classes, card.default_class).lower()
+    white = card.shown_class.lower()
     if white == BACKGROUND:
         return None
     return classes.index(BACKGROUND), classes.index(white)
@@ -223,6 +238,14 @@ def describe_binary_reading(card):
         return "black/white masks cannot be read for these classes (no background class)"
     black, white = mapping
     return f"white → {card.classes[white]}, black → {card.classes[black]}"
+
+
+def parse_class_names(text):
+    """Comma-separated class names -> a list ([] for none); InputError when a name repeats."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    if len(set(names)) != len(names):
+        raise InputError(f"Class names must be distinct (comma-separated, in index order); got {', '.join(names)}")
+    return names
 
 
 def size_wh(size):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from segdemo.compat import inbound_nodes, producer_history
 from segdemo.errors import InputError
-from segdemo.models.cards import BINARY_KINDS
+from segdemo.models.preprocessing import BINARY_KINDS, ModelIO
 
 # Layers that pass values through (or only move/resample them): the activation is read from what feeds them.
 PASS_THROUGH_LAYERS = {
@@ -34,13 +34,6 @@ PASS_THROUGH_LAYERS = {
 SOFTMAX_NAMES = {"softmax"}
 SIGMOID_NAMES = {"sigmoid", "hard_sigmoid"}
 LOGIT_NAMES = {"linear", "log_softmax", None}
-KIND_WORDS = {
-    "logits": "logits (softmax applied when serving)",
-    "softmax": "softmax probabilities",
-    "sigmoid": "one sigmoid per class",
-    "sigmoid_binary": "one sigmoid channel (the foreground probability)",
-    "logits_binary": "one logit channel (sigmoid applied when serving)",
-}
 
 
 @dataclass
@@ -94,7 +87,8 @@ class ModelFacts:
         flat = ""
         if self.output_layout == "flat":
             flat = f", flattened to (pixels, {self.num_channels_out}) and read back as a grid"
-        lines.append(f"output: {classes}, {KIND_WORDS[self.output_kind]}, {self.resolution_words()}{flat}")
+        kind = ModelIO(self.num_classes, output=self.output_kind).output_words(served=True)
+        lines.append(f"output: {classes}, {kind}, {self.resolution_words()}{flat}")
         if self.activation_layer:
             lines.append(f"read from layer {self.activation_layer!r}")
         return lines + list(self.notes)

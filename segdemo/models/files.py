@@ -37,11 +37,11 @@ from pathlib import Path
 from segdemo.compat import all_layers
 from segdemo.errors import InputError
 from segdemo.limits import MAX_MODEL_BYTES  # a bigger file (or SavedModel folder) is refused unread
+from segdemo.models.hub import is_hub_uri
 
 MAX_CONFIG_BYTES = 20_000_000  # config.json inside a .keras archive (a real U-Net's is well under 1 MB)
 KERAS_SUFFIX = ".keras"
 H5_SUFFIXES = (".h5", ".hdf5")
-HF_PREFIX = "hf://"
 SAVED_MODEL_FILE = "saved_model.pb"
 KERAS_DIR_CONFIG = "config.json"  # a folder in Keras 3's own layout (config.json + model.weights.h5)
 ZIP_MAGIC = b"PK\x03\x04"
@@ -74,7 +74,7 @@ def load_model_file(path):
     `path`: a `.keras` file, a legacy HDF5 `.h5`/`.hdf5` whole model, a TensorFlow SavedModel folder or an
     `hf://owner/name` URI. Raises InputError (what was wrong, what to do)."""
     text = str(path)
-    if text.startswith(HF_PREFIX):
+    if is_hub_uri(text):
         return load_hub_model(text)
     path = Path(path)
     name = path.name or text
@@ -360,3 +360,13 @@ def estimated_memory_bytes(model, input_wh=None):
     figure (TensorFlow's allocator and the tf.function's own buffers come on top)."""
     weights = int(model.count_params()) * BYTES_PER_VALUE * WEIGHT_COPIES
     return weights + layer_output_values(model, input_wh) * BYTES_PER_VALUE
+
+
+def save_keras_model(model, path):
+    """Save weights and architecture only: a compiled model would also store its optimizer state
+    (Adam's two moments triple the file)."""
+    import keras
+
+    clean = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer, no loss
+    clean.set_weights(model.get_weights())
+    clean.save(path)

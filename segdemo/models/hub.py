@@ -12,15 +12,15 @@ logs one line and keeps the bundled weights; the download is bounded by HUB_TIME
 
 import json
 import logging
-import os
+import re
 import shutil
 import threading
 from pathlib import Path
 
+from segdemo.config import AppConfig
+from segdemo.errors import InputError
 from segdemo.models import cards
 
-HUB_REPO_ENV = "SEGDEMO_HUB_REPO"
-HUB_REVISION_ENV = "SEGDEMO_HUB_REVISION"
 HUB_TIMEOUT_SECONDS = 15.0
 MODEL_FILE = "model.keras"
 CARD_FILE = "model.json"
@@ -30,12 +30,21 @@ LIBRARY_NAME = "keras"
 log = logging.getLogger(__name__)
 
 
-def hub_source():
-    """(repo id, revision) from the environment, or None."""
-    repo = os.environ.get(HUB_REPO_ENV, "").strip()
-    if not repo:
-        return None
-    return repo, os.environ.get(HUB_REVISION_ENV, "").strip() or None
+HF_PREFIX = "hf://"  # a Hub repository where a model path is taken (command line, SEGDEMO_MODELS)
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # the Hub's rule: no leading . or -
+
+
+def is_hub_uri(text):
+    """Whether `text` names a Hub repository (hf://owner/name) rather than a file."""
+    return str(text).startswith(HF_PREFIX)
+
+
+def check_repo_id(value, what="Repository id"):
+    """`value` stripped when it is a Hub repo or Space id (owner/name), else InputError saying the form."""
+    value = (value or "").strip()
+    if not REPO_ID.fullmatch(value):
+        raise InputError(f"{what} {value!r} is not of the form owner/name (letters, digits, - _ .)")
+    return value
 
 
 def within(timeout, fetch, name):
@@ -73,13 +82,11 @@ def download_model(repo_id, revision=None, timeout=HUB_TIMEOUT_SECONDS, cache_di
     return within(timeout, fetch, "hub-download")
 
 
-def hub_models():
-    """{card name: local model path} of the model named by SEGDEMO_HUB_REPO, or {} (with one log line)
-    when none is configured or it cannot be fetched."""
-    source = hub_source()
-    if source is None:
+def hub_models(repo_id, revision=None):
+    """{card name: local model path} of the model in the Hub repo `repo_id` (SEGDEMO_HUB_REPO), or {} (with one
+    log line) when none is configured or it cannot be fetched."""
+    if not repo_id:
         return {}
-    repo_id, revision = source
     try:
         path = download_model(repo_id, revision)
         name = cards.ModelCard.load(path).name
@@ -152,8 +159,7 @@ def push_folder(folder, repo_id, token):
     return f"https://huggingface.co/{repo_id}"
 
 
-HF_PREFIX = "hf://"
-HUB_MODELS_DIR = Path(os.environ.get("SEGDEMO_CACHE", Path.home() / ".cache" / "segdemo")) / "hub"
+HUB_MODELS_DIR = AppConfig.from_environment().cache_dir / "hub"
 
 
 def keras_repo_model(uri, timeout=HUB_TIMEOUT_SECONDS):
@@ -164,7 +170,7 @@ def keras_repo_model(uri, timeout=HUB_TIMEOUT_SECONDS):
     from the options given after the URI). Raises on failure."""
     from huggingface_hub import snapshot_download
 
-    repo_id = uri[len(HF_PREFIX):]
+    repo_id = check_repo_id(uri[len(HF_PREFIX):], "Hub repository")
     folder = within(timeout, lambda: Path(snapshot_download(repo_id, library_name="segdemo",
                                                             etag_timeout=min(10.0, timeout))), "hub-snapshot")
     if (folder / MODEL_FILE).is_file() and (folder / CARD_FILE).is_file():

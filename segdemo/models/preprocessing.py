@@ -1,30 +1,74 @@
-"""The preprocessing and output decoding a model card describes, as small pure functions the Segmenter
-calls: NumPy for the per-image resize (before the compiled model call), plain arithmetic that works on
-NumPy arrays and TensorFlow tensors alike for pixel scaling and grayscale, and TensorFlow ops for the
-output decoding that runs inside the compiled `tf.function` (fixed shapes).
+"""What a model takes and returns, defined once: `ModelIO`, built from a model's card, is read by every path that
+feeds a model or reads its output. The Segmenter's compiled `tf.function` calls `model_input` and
+`probabilities`; the fine-tune's training form is built from `input_layers` and `logits_layers` (the same
+arithmetic as Keras layers, so a saved fine-tuned model carries no code); the exports and `segdemo.card` state it
+with `input_words`, `output_words` and `describe`. Each option is one entry in a table below: adding one is a
+change here (and its tests); the card's validation, the command line's choices, the upload form and `--check`
+read the tables.
 
 The card says how its author trained the model:
 - `input_scale` (INPUT_SCALES): what the model expects its RGB pixels in: "0..255" as read, "0..1" (/255,
-  the TF pets tutorial), "-1..1" (/127.5 - 1, MobileNet-style), "imagenet" (x/255 - mean) / std.
+  the TF pets tutorial), "-1..1" (/127.5 - 1, MobileNet-style), "imagenet" (x/255 - mean) / std. Each is an
+  affine map of the 0..255 pixels, one multiplier and offset per channel.
 - `resize` (RESIZES): "stretch" to the input size (every tutorial's tf.image.resize), or "letterbox": keep
   the aspect ratio, centre, pad with LETTERBOX_FILL grey (the bubbliiiing-style U-Net's resize_image).
-- `resize_filter` (RESIZE_FILTERS): "antialias" = PIL's bilinear resize (what segdemo.data.resize_image
+- `resize_filter` (RESIZE_FILTERS): "antialias" = PIL's bilinear resize (what segdemo.data.images.resize_image
   and the app's own models use; it averages over the source pixels when shrinking, like
   tf.image.resize(..., antialias=True)), or "bilinear" = tf.image.resize's default (antialias=False: four
   source pixels per output pixel, what a tf.data pipeline of the TF tutorial trained on).
   The letterboxing tutorial resizes with PIL's BICUBIC; "antialias" is the nearest of the two offered.
+- `input_channels` (INPUT_CHANNELS): 3 (RGB) or 1 (grayscale: luma as PIL's "L", unrounded).
+- `output` (OUTPUT_KINDS) and `output_layout` (OUTPUT_LAYOUTS): see `output_probabilities`.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-
-from segdemo.models.cards import BINARY_KINDS, INPUT_SCALES, OUTPUT_KINDS, OUTPUT_LAYOUTS, RESIZE_FILTERS, RESIZES
 
 LETTERBOX_FILL = 128  # grey, in 0..255, where a letterboxed image does not reach
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
 SIGMOID_EPSILON = 1e-6  # keeps the per-pixel normalisation of sigmoids defined where all of them are ~0
+
+
+@dataclass(frozen=True)
+class InputScale:
+    words: str  # how an export states it
+    mean: tuple  # per RGB channel, in 0..255 units: the model's input is (x - mean) / std
+    std: tuple
+
+    def affine(self, channels):
+        """(multiplier, offset) per channel: x * multiplier + offset. A grayscale model takes the means of the
+        channels' statistics."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        if channels == 1:
+            mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+        return (1.0 / std).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+INPUT_SCALES = {
+    "0..255": InputScale("0..255 (not normalised)", (0.0,) * 3, (1.0,) * 3),
+    "0..1": InputScale("scaled to 0..1 (x / 255)", (0.0,) * 3, (255.0,) * 3),
+    "-1..1": InputScale("scaled to -1..1 (x / 127.5 - 1)", (127.5,) * 3, (127.5,) * 3),
+    "imagenet": InputScale("ImageNet-normalised ((x / 255 - mean) / std)", tuple(255.0 * m for m in IMAGENET_MEAN),
+                           tuple(255.0 * s for s in IMAGENET_STD)),
+}
+RESIZES = {"stretch": "stretched to the input size",
+           "letterbox": f"letterboxed (aspect kept, centred, grey {LETTERBOX_FILL} around)"}
+RESIZE_FILTERS = {"antialias": "antialiased bilinear (PIL; tf.image.resize(..., antialias=True))",
+                  "bilinear": "bilinear without antialiasing (tf.image.resize's default)"}
+INPUT_CHANNELS = {3: "RGB", 1: "grayscale"}
+OUTPUT_KINDS = {  # name -> (what the output is, how serving reads it)
+    "logits": ("logits", "softmax applied when serving"),
+    "softmax": ("softmax probabilities", ""),
+    "sigmoid": ("one sigmoid per class", ""),
+    "sigmoid_binary": ("one sigmoid channel", "the foreground probability"),
+    "logits_binary": ("one logit channel", "sigmoid applied when serving"),
+}
+BINARY_KINDS = ("sigmoid_binary", "logits_binary")  # one output channel: two classes (background, the named one)
+OUTPUT_LAYOUTS = {"spatial": "a grid of pixels", "flat": "flattened to (pixels, channels), read back as a grid"}
 
 
 def check_choice(value, choices, what):
@@ -107,16 +151,8 @@ def scale_pixels(x, input_scale):
     check_choice(input_scale, INPUT_SCALES, "input scale")
     if input_scale == "0..255":
         return x
-    if input_scale == "0..1":
-        return x / 255.0
-    if input_scale == "-1..1":
-        return x / 127.5 - 1.0
-    channels = x.shape[-1]
-    if channels == 1:  # a grayscale model: the means of ImageNet's channel statistics
-        mean, std = np.float32(np.mean(IMAGENET_MEAN)), np.float32(np.mean(IMAGENET_STD))
-    else:
-        mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
-    return (x / 255.0 - mean) / std
+    multiplier, offset = INPUT_SCALES[input_scale].affine(x.shape[-1])
+    return x * multiplier + offset
 
 
 def to_grayscale(x):
@@ -176,3 +212,95 @@ def crop_box(probs, box, input_wh=None):
     grid_wh = (probs.shape[-2], probs.shape[-3])
     left, top, right, bottom = grid_box(box, input_wh or grid_wh, grid_wh)
     return probs[..., top:bottom, left:right, :]
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """How one model takes its input and gives its output (the card's preprocessing fields, checked), with
+    every form of it the app needs: NumPy resize, TensorFlow arithmetic, Keras layers, words."""
+
+    num_classes: int
+    input_channels: int = 3
+    input_scale: str = "0..255"
+    resize: str = "stretch"
+    resize_filter: str = "antialias"
+    output: str = "logits"
+    output_layout: str = "spatial"
+
+    def __post_init__(self):
+        for value, choices, what in ((self.input_channels, INPUT_CHANNELS, "input channels"),
+                                     (self.input_scale, INPUT_SCALES, "input scale"),
+                                     (self.resize, RESIZES, "resize"),
+                                     (self.resize_filter, RESIZE_FILTERS, "resize filter"),
+                                     (self.output, OUTPUT_KINDS, "output kind"),
+                                     (self.output_layout, OUTPUT_LAYOUTS, "output layout")):
+            check_choice(value, choices, what)
+
+    @classmethod
+    def from_card(cls, card):
+        return cls(len(card.classes), card.input_channels, card.input_scale, card.resize, card.resize_filter,
+                   card.output, card.output_layout)
+
+    @property
+    def output_channels(self):
+        """1 for a single-channel output, else one per class."""
+        return 1 if self.output in BINARY_KINDS else self.num_classes
+
+    # serving (NumPy before the compiled call, TensorFlow inside it)
+
+    def resize_image(self, image, size_wh):
+        """(pixels at the model's size, float32 0..255; the box the image covers): see `resize_for_model`."""
+        return resize_for_model(image, size_wh, self.resize, self.resize_filter)
+
+    def model_input(self, x):
+        """0..255 RGB (N, h, w, 3) -> the model's input: grayscale when it takes one channel, then scaled."""
+        return scale_pixels(to_grayscale(x) if self.input_channels == 1 else x, self.input_scale)
+
+    def probabilities(self, outputs, grid_hw):
+        """The model's raw outputs -> (N, h, w, classes) probabilities (see `output_probabilities`)."""
+        return output_probabilities(outputs, self.output, self.output_layout, grid_hw, self.num_classes)
+
+    # training (the same arithmetic as built-in Keras layers: the saved model carries no code)
+
+    def input_layers(self, x):
+        """`model_input` as Keras layers on the 0..255 RGB tensor `x` (frozen: not trained)."""
+        import keras
+
+        if self.input_channels == 1:
+            gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_grayscale")
+            x = gray(x)
+            gray.set_weights([np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 1, 3, 1)])
+        if self.input_scale != "0..255":
+            multiplier, offset = INPUT_SCALES[self.input_scale].affine(self.input_channels)
+            x = keras.layers.Rescaling(multiplier.tolist(), offset.tolist(), name="input_scale")(x)
+        return x
+
+    def logits_layers(self, outputs, grid_wh):
+        """The model's outputs as (N, h, w, classes) scores whose softmax is `probabilities` (for the model's
+        own classes; its activation already split off): a flat output back on its grid, one channel as two."""
+        import keras
+
+        if self.output_layout == "flat":
+            grid_w, grid_h = grid_wh
+            outputs = keras.layers.Reshape((grid_h, grid_w, outputs.shape[-1]), name="to_grid")(outputs)
+        if self.output in BINARY_KINDS:
+            two = keras.layers.Conv2D(2, 1, use_bias=False, trainable=False, name="to_two_classes")
+            outputs = two(outputs)
+            two.set_weights([np.asarray([0.0, 1.0], np.float32).reshape(1, 1, 1, 2)])
+        return outputs
+
+    # words
+
+    def input_words(self):
+        """'RGB scaled to 0..1 (x / 255)'."""
+        return f"{INPUT_CHANNELS[self.input_channels]} {INPUT_SCALES[self.input_scale].words}"
+
+    def output_words(self, served=False):
+        """'logits' (`served`: 'logits (softmax applied when serving)')."""
+        what, how = OUTPUT_KINDS[self.output]
+        return f"{what} ({how})" if served and how else what
+
+    def describe(self):
+        """Plain-English lines: how pixels reach the model and how its output is read."""
+        return [f"pixels: {self.input_words()}, {RESIZES[self.resize]}, {RESIZE_FILTERS[self.resize_filter]}",
+                f"output: {self.output_words(served=True)}, {OUTPUT_LAYOUTS[self.output_layout]}"]

@@ -57,8 +57,8 @@ def compare_models(image_source, segmenter_a, segmenter_b, folder, names=("A", "
     require_image(image_source)
     image = load_image(image_source)
     prediction_a, prediction_b = segmenter_a.predict(image), segmenter_b.predict(image)
-    union_a, union_b, names = union_labels(prediction_a.labels, segmenter_a.classes, prediction_b.labels,
-                                           segmenter_b.classes)
+    union_a, union_b, class_names = union_labels(prediction_a.labels, segmenter_a.classes, prediction_b.labels,
+                                                 segmenter_b.classes)
     disagree = union_a != union_b
     size = display_size(image.shape[1], image.shape[0], DISPLAY_MAX_SIDE)
     shown = resize_image(image, size)
@@ -68,6 +68,5 @@ def compare_models(image_source, segmenter_a, segmenter_b, folder, names=("A", "
     shown_disagree = resize_mask(disagree.astype(np.uint8), size).astype(bool)
     writes.append(PNG_WRITERS.submit(write_png, disagreement_image(shown, shown_disagree), folder, "disagreement"))
     overlay_a, overlay_b, disagreement_map = (write.result() for write in writes)
-    return Comparison((overlay_a, overlay_b), disagreement_map, class_disagreement(union_a, union_b, names),
-                      float(disagree.mean()), ((segmenter_a.card.title or names[0]),
-                                               (segmenter_b.card.title or names[1])))
+    return Comparison((overlay_a, overlay_b), disagreement_map, class_disagreement(union_a, union_b, class_names),
+                      float(disagree.mean()), (segmenter_a.card.title or names[0], segmenter_b.card.title or names[1]))

@@ -1,51 +1,82 @@
 """Models by name: the served ones are the bundled models in weights/ (each `<name>.keras` with its
-`<name>.json` card), the models SEGDEMO_MODELS lists (`app.py --model`: any Keras model file with a card
-`python -m segdemo.card` wrote beside it) and the one SEGDEMO_HUB_REPO names. On the command line a model is
-also a path. Each model is loaded once (in Keras safe mode, `model_files`), lazily, and warmed up."""
+`<name>.json` card), the model files the app's configuration lists (`app.py --model`, SEGDEMO_MODELS: any Keras
+model file with a card `python -m segdemo.card` wrote beside it) and the Hub model it names (SEGDEMO_HUB_REPO).
+On the command line a model is also a path. Each model is loaded once (in Keras safe mode, `models.files`),
+lazily, and warmed up. The configuration is given once (`configure`, by app.py); a script or command that gives
+none gets `AppConfig.from_environment()`, read on first use."""
 
 import collections
 import functools
 import logging
-import os
 import threading
 from pathlib import Path
 
-from segdemo.config import WEIGHTS_DIR
+from segdemo.config import AppConfig
 from segdemo.errors import InputError
 from segdemo.models.cards import MODEL_SUFFIX, CardError, ModelCard, card_path
 
 DEFAULT_MODEL = "pets"
-MODELS_ENV = "SEGDEMO_MODELS"  # comma-separated model files to serve (app.py --model)
-ONLY_ENV = "SEGDEMO_ONLY"  # set: serve only those, not the bundled models (app.py --only)
 MODEL_FILE_SUFFIXES = (MODEL_SUFFIX, ".h5", ".hdf5")  # and SavedModel folders
 LOADED_MODELS_CACHE = 3  # models kept in memory at once (each 150-200 MB once run: bench/model_memory.py)
 
 log = logging.getLogger(__name__)
+_config = None
+_config_lock = threading.Lock()
+
+
+def configure(config):
+    """Serve what `config` (an `AppConfig`) says from now on; returns it."""
+    global _config
+    with _config_lock:
+        _config = config
+    _load_segmenter.cache_clear()
+    return config
+
+
+def current_config():
+    """The configuration given to `configure`, else the environment's (read once)."""
+    global _config
+    with _config_lock:
+        if _config is None:
+            _config = AppConfig.from_environment()
+        return _config
 
 
 def served_models():
-    """{name: path} of the models served: the model files in weights/ that have a card, by name (none when
-    SEGDEMO_ONLY is set), then those SEGDEMO_MODELS lists and the one SEGDEMO_HUB_REPO names (see segdemo.models.hub),
-    each under its card's name (replacing a bundled model of that name)."""
-    models = {} if os.environ.get(ONLY_ENV) else {
-        path.stem: path for path in sorted(WEIGHTS_DIR.iterdir())
-        if path.suffix in MODEL_FILE_SUFFIXES and card_path(path).exists()}
-    models.update(listed_models(os.environ.get(MODELS_ENV, "")))
-    models.update(resolved_hub_models())
-    return models
+    """{name: path} of the models served: the model files in weights/ that have a card, by name (none with
+    `only`), then the configuration's model files and its Hub model (see segdemo.models.hub), each under its
+    card's name (replacing a bundled model of that name)."""
+    return dict(models_of(current_config()))
 
 
 @functools.lru_cache(maxsize=8)
-def listed_models(listing):
-    """{card name: path} of the comma-separated model files in `listing` that have a card; a file without one
-    is logged and left out (`check_listed_models` refuses it at start-up)."""
+def models_of(config):
+    models = {} if config.only else {
+        path.stem: path for path in sorted(config.weights_dir.iterdir())
+        if path.suffix in MODEL_FILE_SUFFIXES and card_path(path).exists()}
+    models.update(listed_models(config.model_files))
+    models.update(resolved_hub_models(config.hub_repo, config.hub_revision))
+    return models
+
+
+def listed_models(paths):
+    """{card name: path} of the model files `paths` that have a card; a file without one is logged and left
+    out (`check_listed_models` refuses it at start-up)."""
     models = {}
-    for item in filter(None, (part.strip() for part in listing.split(","))):
+    for item in paths:
         try:
             models[ModelCard.load(item).name] = Path(item)
         except (FileNotFoundError, CardError) as error:
             log.error("SEGDEMO_MODELS: %s is not served: %s", item, error)
     return models
+
+
+@functools.lru_cache(maxsize=4)
+def resolved_hub_models(repo_id, revision):
+    """The Hub model, fetched once per process (bounded wait, falls back to {} with a log line)."""
+    from segdemo.models.hub import hub_models
+
+    return hub_models(repo_id, revision or None)
 
 
 def check_listed_models(paths):
@@ -69,20 +100,12 @@ def default_model_name(models):
     return DEFAULT_MODEL if DEFAULT_MODEL in models else next(iter(models))
 
 
-def model_choices(extra=()):
-    """(label, name) pairs for model dropdowns: each served model's card title, then `extra` names."""
-    choices = [(ModelCard.load(path).title or name, name) for name, path in served_models().items()]
-    return choices + [(name, name) for name in extra]
+def model_choices():
+    """(label, name) pairs of the served models: each one's card title (else its name)."""
+    return [(ModelCard.load(path).title or name, name) for name, path in served_models().items()]
 
 
 @functools.lru_cache(maxsize=1)
-def resolved_hub_models():
-    """The Hub model, fetched once per process (bounded wait, falls back to {} with a log line)."""
-    from segdemo.models.hub import hub_models
-
-    return hub_models()
-
-
 def resolve_model_path(name_or_path):
     """A served model's name, or (command line and internal use only: the web names models) a path to a model
     file (.keras, .h5, a SavedModel folder) with a card beside it."""
@@ -94,16 +117,6 @@ def resolve_model_path(name_or_path):
         check_listed_models([path])
         return path
     raise InputError(f"unknown model {name_or_path!r}; served models: {', '.join(models) or 'none'}")
-
-
-def save_keras_model(model, path):
-    """Save weights and architecture only: a compiled model would also store its optimizer state
-    (Adam's two moments triple the file)."""
-    import keras
-
-    clean = keras.Model.from_config(model.get_config())  # uncompiled: no optimizer, no loss
-    clean.set_weights(model.get_weights())
-    clean.save(path)
 
 
 _model_locks = collections.defaultdict(threading.Lock)  # per model: two first requests for one model load it

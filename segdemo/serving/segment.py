@@ -62,14 +62,8 @@ def write_png(array, folder, name, palette=None):
     return str(path)
 
 
-def default_class(segmenter_or_card):
-    """The class whose probability map a model shows first (its card's choice, else its last class)."""
-    card = getattr(segmenter_or_card, "card", segmenter_or_card)
-    return card.default_class or card.classes[-1]
-
-
 def require_image(image_source):
-    if image_source is None or image_source == "":
+    if image_source is None or (isinstance(image_source, str) and not image_source):
         raise InputError(f"No image given: drag, paste or upload a photo ({IMAGE_FORMATS}).")
 
 
@@ -111,7 +105,7 @@ def render(result, class_name, opacity, folder):
     segmenter = result.segmenter
     color_mask = colorize(result.display_labels, segmenter.palette)
     classes = segmenter.classes
-    class_index = classes.index(class_name) if class_name in classes else classes.index(default_class(segmenter))
+    class_index = classes.index(class_name) if class_name in classes else classes.index(segmenter.card.shown_class)
     height, width = result.display_labels.shape
     prob = probability_map(result.prediction.probs, class_index, (width, height))
     blended = overlay(result.display_image, color_mask, opacity)

@@ -12,7 +12,7 @@ import numpy as np
 from segdemo.compat import LazyModule, freeze_concrete_function
 from segdemo.errors import InputError
 from segdemo.models.cards import class_colors, size_wh
-from segdemo.models.preprocessing import grid_box, output_probabilities, resize_for_model, scale_pixels, to_grayscale
+from segdemo.models.preprocessing import grid_box
 from segdemo.serving.drawing import palette_lut
 
 tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see startup.BackgroundStartup)
@@ -77,7 +77,7 @@ class Segmenter:
     (a fine-tune sets it)."""
 
     def __init__(self, model, card, tta=None, freeze=True):
-        self.model, self.card = model, card
+        self.model, self.card, self.io = model, card, card.io
         self.tta = bool(card.flip_tta) if tta is None else tta
         self.size = card.size  # (width, height), as PIL and `resize_image` take it
         self.grid = output_grid(model, card)  # (width, height) of the model's output
@@ -96,10 +96,7 @@ class Segmenter:
 
     def _decoded(self, batch):
         """Class probabilities of a (n, h, w, 3) batch of 0..255 RGB pixels, as the card describes the model."""
-        card = self.card
-        pixels = to_grayscale(batch) if card.input_channels == 1 else batch
-        outputs = self.model(scale_pixels(pixels, card.input_scale), training=False)
-        return output_probabilities(outputs, card.output, card.output_layout, self.grid[::-1], len(self.classes))
+        return self.io.probabilities(self.model(self.io.model_input(batch), training=False), self.grid[::-1])
 
     def _probabilities(self, batch):
         """`_decoded`, averaged with the mirrored images' when `tta`."""
@@ -118,7 +115,7 @@ class Segmenter:
 
     def _prepare(self, image):
         """(the image at the model's size, float32 0..255 RGB; where it lies on the output grid)."""
-        pixels, box = resize_for_model(image, self.size, self.card.resize, self.card.resize_filter)
+        pixels, box = self.io.resize_image(image, self.size)
         return pixels, np.asarray(grid_box(box, self.size, self.grid), np.int32)
 
     def warm_up(self):

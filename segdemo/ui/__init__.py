@@ -3,16 +3,15 @@ with the upload limit and the MCP server. The page is served before TensorFlow i
 loads in the background (startup.STARTUP) and the page says "loading the model…" until it is ready."""
 
 import logging
-import os
 import threading
 
 import gradio as gr
 
 from segdemo.app.startup import STARTUP
 from segdemo.compat import spread_mcp_outputs
-from segdemo.limits import MAX_ZIP_BYTES
+from segdemo.config import AppConfig
 from segdemo.models.cards import ModelCard
-from segdemo.serving.registry import default_model_name, served_models
+from segdemo.serving.registry import configure, current_config, default_model_name, served_models
 from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
@@ -30,10 +29,6 @@ INTRO = ("Pick a model ({models}) and drop an image: the U-Net labels every pixe
          "the About tab.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
-# One uploaded file may be as large as the largest ZIP the fine-tune and the batch unpack (uploads.MAX_ZIP_BYTES
-# of content; images barely compress, so the ZIP is about as large). Larger uploads are refused while they
-# stream in, before they fill the disk. SEGDEMO_MAX_UPLOAD_MB lowers (or raises) it.
-MAX_UPLOAD_MB = int(os.environ.get("SEGDEMO_MAX_UPLOAD_MB", MAX_ZIP_BYTES // 1_000_000))
 # Callable endpoints kept out of the API page and the MCP tools: a Stop button's event, a download an assistant
 # has no use for, the Hub push (it takes a token: no tool takes credentials) and a model upload (code from
 # a file an assistant would have to bring; the page and scripts can upload).
@@ -61,9 +56,11 @@ def hide_from_tools(demo, api_names):
             function.api_visibility = "undocumented"
 
 
-def build_demo():
-    """The whole app as a `gr.Blocks`, queued, built without importing TensorFlow. Requests wait for the
-    default model, which `launch` loads in the background once the page is served."""
+def build_demo(config=None):
+    """The whole app as a `gr.Blocks`, queued, built without importing TensorFlow, serving what `config` (an
+    `AppConfig`; None: the environment's) says. Requests wait for the default model, which `launch` loads in
+    the background once the page is served."""
+    configure(config or AppConfig.from_environment())
     models = served_models()
     STARTUP.expect(default_model_name(models))
     served = {name: ModelCard.load(path) for name, path in models.items()}
@@ -92,11 +89,14 @@ def build_demo():
 
 
 def launch(demo, **options):
-    """Serve the app: uploads bounded to MAX_UPLOAD_MB per file, and an MCP server at /gradio_api/mcp/ whose
+    """Serve the app: uploads bounded to the configuration's `max_upload_mb` per file (one file may be as large as
+    the largest ZIP the fine-tune and the batch unpack; larger uploads are refused while they stream in, before
+    they fill the disk), and an MCP server at /gradio_api/mcp/ whose
     tools are the documented endpoints (segment, segment_batch, compare, ...). TensorFlow and the default
     model load in the background once the page is up."""
     spread_mcp_outputs()  # each image output an MCP image (see segdemo/compat.py)
-    demo.launch(mcp_server=True, max_file_size=MAX_UPLOAD_MB * 1_000_000, prevent_thread_lock=True, **options)
+    max_file_size = current_config().max_upload_mb * 1_000_000
+    demo.launch(mcp_server=True, max_file_size=max_file_size, prevent_thread_lock=True, **options)
     STARTUP.start()
     threading.Thread(target=prestart_finetune_worker, name="spare-worker", daemon=True).start()
     demo.block_thread()

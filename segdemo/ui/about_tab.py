@@ -5,13 +5,14 @@ import gradio as gr
 
 from segdemo import export
 from segdemo.app import uploaded_models
-from segdemo.app.sessions import FINETUNED_CHOICE, UPLOADED_CHOICE, segmenter_for, session_folder
+from segdemo.app.sessions import UPLOADED_CHOICE, model_menu, segmenter_for, session_folder
 from segdemo.app.startup import LOADING_MESSAGE
 from segdemo.app.uploaded_models import CHECK
 from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES
-from segdemo.models.cards import INPUT_SCALES, RESIZE_FILTERS, RESIZES, ModelCard
-from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
+from segdemo.models.cards import ModelCard
+from segdemo.models.preprocessing import INPUT_SCALES, RESIZE_FILTERS, RESIZES
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 
@@ -69,7 +70,7 @@ def upload_model(model_file, class_names="", input_scale=CHECK, resize=CHECK, re
               f"{', '.join(card.classes)}; input {card.size[0]}x{card.size[1]}, scale {card.input_scale}, "
               f"{card.resize} with the {card.resize_filter} filter.", "", "```", *uploaded.lines, "```"]
     report += [f"- **Warning:** {warning}" for warning in uploaded.warnings]
-    return "\n".join(report), gr.Dropdown(choices=model_choices([UPLOADED_CHOICE]), value=UPLOADED_CHOICE)
+    return "\n".join(report), gr.Dropdown(choices=model_menu(), value=UPLOADED_CHOICE)
 
 
 def build_upload_section(model_choice):
@@ -105,7 +106,7 @@ def build_about_tab(model_choice):
     build_upload_section(model_choice)
     with gr.Accordion("Export a model (ONNX, TensorFlow Lite, Keras)", open=False):
         with gr.Row():
-            model = FreeDropdown(model_choices([FINETUNED_CHOICE, UPLOADED_CHOICE]), value=default_model_name(models),
+            model = FreeDropdown(model_menu(), value=default_model_name(models),
                                  allow_custom_value=True, label="Model")
             fmt = gr.Radio(list(export.FORMAT_LABELS), value=export.DEFAULT_FORMAT_LABEL, label="Format",
                            info="ONNX Runtime for servers and the browser (onnxruntime-web); LiteRT for phones")

@@ -6,12 +6,11 @@ import time
 
 import gradio as gr
 
-from segdemo.app.sessions import BATCHES, FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.app.sessions import BATCHES, model_menu, request_folder, segmenter_for
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
 from segdemo.models.cards import ModelCard
 from segdemo.serving.batch import LEAST_CERTAIN_FIRST, segment_files
-from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
-from segdemo.serving.segment import default_class
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 
@@ -106,7 +105,7 @@ def build_batch_tab():
         files = gr.File(label=f"Images or ZIPs of images (at most {MAX_BATCH_IMAGES} images)", file_count="multiple",
                         file_types=[".zip", "image"], elem_id="batch-files", scale=2)
         with gr.Column(scale=1):
-            model = FreeDropdown(model_choices([FINETUNED_CHOICE]), value=model_name, label="Model",
+            model = FreeDropdown(model_menu(), value=model_name, label="Model",
                                  allow_custom_value=True, info="A served model, or this session's fine-tuned one")
             run = gr.Button("Segment all", variant="primary", elem_id="batch-run")
     summary = gr.Markdown(elem_id="batch-summary")
@@ -114,7 +113,7 @@ def build_batch_tab():
         zip_file = gr.File(label="Masks, classes.csv and model card (ZIP)", interactive=False, elem_id="batch-zip")
         csv_file = gr.File(label="classes.csv", interactive=False, elem_id="batch-csv")
     card = ModelCard.load(models[model_name])
-    sort_by = gr.Dropdown([*card.classes, LEAST_CERTAIN_FIRST], value=default_class(card),
+    sort_by = gr.Dropdown([*card.classes, LEAST_CERTAIN_FIRST], value=card.shown_class,
                           label="Sort the gallery by the share of a class, or least certain first (to correct)",
                           elem_id="batch-sort")
     gallery = gr.Gallery(label="Overlays", columns=6, height="auto", format="png", elem_id="batch-gallery")

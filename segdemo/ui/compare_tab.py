@@ -4,9 +4,9 @@ named API endpoint `compare`."""
 
 import gradio as gr
 
-from segdemo.app.sessions import FINETUNED_CHOICE, request_folder, segmenter_for
+from segdemo.app.sessions import model_menu, request_folder, segmenter_for
 from segdemo.serving.compare import DISAGREE_COLOR, compare_models
-from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
 
@@ -47,7 +47,7 @@ def compare(image, model_a=DEFAULT_MODEL, model_b=DEFAULT_MODEL, request: gr.Req
 
 def build_compare_tab():
     models = served_models()
-    choices = model_choices([FINETUNED_CHOICE])
+    choices = model_menu()
     default = default_model_name(models)
     gr.Markdown(HOW_TO)
     with gr.Row():

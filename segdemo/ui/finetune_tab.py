@@ -4,19 +4,19 @@ before/after metrics on held-out pairs, use it in the Segment tab, download it o
 itself runs in `segdemo.app.jobs`; this module lays out and formats. The teach loop's section (the session's
 training set and Retrain, ui/teach.py) follows the result."""
 
-import os
-import re
 from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
-from segdemo.app.jobs import join_training_set, start_finetune, stop_job
-from segdemo.app.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, base_for, session_folder
+from segdemo.app.finetune_requests import KEEP_CLASSES, NEW_CLASSES, read_pairs, start_upload_finetune
+from segdemo.app.finetune_requests import push_finetuned as push_session_model
+from segdemo.app.jobs import stop_job
+from segdemo.app.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, model_menu
 from segdemo.data.pairs import MASK_STEM_WORDS
-from segdemo.data.uploads import looks_inverted, read_upload
+from segdemo.data.uploads import looks_inverted
 from segdemo.errors import InputError
-from segdemo.finetune.options import BINARY_CLASSES, FinetuneOptions, target_card
+from segdemo.finetune.options import BINARY_CLASSES, FinetuneOptions
 from segdemo.limits import (
     MAX_BATCH_SIZE,
     MAX_INPUT_SIZE,
@@ -27,19 +27,15 @@ from segdemo.limits import (
     megapixels,
 )
 from segdemo.models.cards import binary_mask_classes, class_colors, describe_binary_reading
-from segdemo.models.hub import build_push_folder, push_folder
 from segdemo.serving.drawing import palette_lut, thumbnail
-from segdemo.serving.registry import default_model_name, model_choices, served_models
+from segdemo.serving.registry import default_model_name, served_models
 from segdemo.training.losses import LOSSES
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job
 
-KEEP_CLASSES = "keep the base model's classes"
-NEW_CLASSES = "define new classes"
 THUMBNAILS = 8
 THUMBNAIL_SIDE = 160
-REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # Hub rule: no leading . or -
 LIMITS = (f"Limits: at most {MAX_PAIRS} pairs, {MAX_STEPS} steps, input size {MAX_INPUT_SIZE}, {megapixels()} "
           "per image; one training runs at a time (others wait in the queue, with their position shown).")
 HOW_TO = f"""Upload pairs as **a ZIP** holding `images/` + `masks/` (also `Images/` + `Labels/`, or the Oxford pets
@@ -49,19 +45,6 @@ layout), or as **loose files** paired by name: `x.jpg` goes with `x.png` or `x_m
 black its *background* class; the check says how they were read), Oxford trimaps, or colour masks in the base
 model's class colours. {LIMITS} The defaults (a fixed number of steps, held-out pairs picked by name) give the same
 result for any seed; docs/finetune.md has the measured times and scores."""
-
-
-def finetune_card(class_mode, class_names, base_card):
-    """The card a fine-tune's masks are read with (classes, colours, black/white reading): the base model's,
-    or the user's comma-separated new class names."""
-    if class_mode != NEW_CLASSES:
-        return base_card
-    names = [name.strip() for name in (class_names or "").split(",") if name.strip()]
-    if not names:
-        names = list(BINARY_CLASSES)
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise InputError("New classes: give at least two distinct names separated by commas, e.g. background, object")
-    return target_card(base_card, names)
 
 
 def pairs_table(reports, classes):
@@ -118,15 +101,12 @@ def check_pairs(files, base="", class_mode=KEEP_CLASSES, class_names="", request
         thumbnails of a few pairs (mask over image)
         a report: how many pairs are ready, how black/white masks were read, the problems
     """
-    key = session_key(request)
-    card = finetune_card(class_mode, class_names, base_for(base, key)[1])
-    reports, loaded, problems = read_upload(upload_paths(files), card)
-    training_set_corrected = len(join_training_set(key, loaded, card))
-    report = problems_markdown(reports, problems, card)
-    if training_set_corrected:
-        report += (f"\n\nTrain also uses the **{training_set_corrected} corrected pairs** of your training set "
-                   f"({len(loaded) + training_set_corrected} pairs in all).")
-    return pairs_table(reports, card.classes), thumbnails(loaded, class_colors(card)), report
+    read = read_pairs(session_key(request), upload_paths(files), base, class_mode, class_names)
+    report = problems_markdown(read.reports, read.problems, read.card)
+    if read.corrected_pairs:
+        report += (f"\n\nTrain also uses the **{read.corrected_pairs} corrected pairs** of your training set "
+                   f"({len(read.loaded) + read.corrected_pairs} pairs in all).")
+    return pairs_table(read.reports, read.card.classes), thumbnails(read.loaded, class_colors(read.card)), report
 
 
 @api_doc
@@ -159,17 +139,11 @@ def finetune(files, base="", class_mode=KEEP_CLASSES, class_names="", steps=Fine
         holds "before", "after" (on the held-out pairs), "seconds", "steps_run" and "model_name", the name to
         segment with.
     """
-    key = session_key(request)
-    card = finetune_card(class_mode, class_names, base_for(base, key)[1])
-    options = FinetuneOptions(base=base, steps=int(steps), learning_rate=float(learning_rate),
-                              batch_size=int(batch_size), input_size=int(input_size or 0),
-                              val_share=float(val_share), augment=bool(augment), loss=loss,
-                              freeze_encoder=bool(freeze_encoder), flip_tta=bool(flip_tta),
-                              classes=None if class_mode != NEW_CLASSES else card.classes)
-    options.check()
     progress(0.0, desc="reading pairs")
-    reports, loaded, _ = read_upload(upload_paths(files), card)
-    job = start_finetune(key, loaded, options, card, [r.name for r in reports if not r.ok])
+    job = start_upload_finetune(session_key(request), upload_paths(files), base, class_mode, class_names,
+                                steps=int(steps), learning_rate=float(learning_rate), batch_size=int(batch_size),
+                                input_size=int(input_size or 0), val_share=float(val_share), augment=bool(augment),
+                                loss=loss, freeze_encoder=bool(freeze_encoder), flip_tta=bool(flip_tta))
     yield from stream_job(job, progress)
 
 
@@ -185,18 +159,11 @@ def stop_training(request: gr.Request = None):
 def push_finetuned(repo_id, token, request: gr.Request = None):
     """Push this session's fine-tuned model (model.keras, model.json, README.md model card) to a Hub model
     repo. The token is used for this call only (field, else HF_TOKEN) and never logged or stored."""
-    finetuned = FINETUNED_MODELS.get(session_key(request))
-    if finetuned is None:
-        raise InputError("Train a model first: there is no fine-tuned model in this session yet.")
-    repo_id = (repo_id or "").strip()
-    if not REPO_ID.fullmatch(repo_id):
-        raise InputError(f"Repository id {repo_id!r} is not of the form owner/name (letters, digits, - _ .)")
-    folder = build_push_folder(finetuned.model_path, session_folder(session_key(request)) / "hub", repo_id)
     try:
-        url = push_folder(folder, repo_id, token or os.environ.get("HF_TOKEN"))
+        url = push_session_model(session_key(request), repo_id, token)
     except (PermissionError, RuntimeError) as error:
         raise gr.Error(f"Push to {repo_id} failed: {error}") from None
-    return f"Pushed to [{repo_id}]({url}): model.keras, model.json and a README model card."
+    return f"Pushed to [{repo_id.strip()}]({url}): model.keras, model.json and a README model card."
 
 
 @user_errors
@@ -205,8 +172,8 @@ def use_finetuned(use, request: gr.Request = None):
     if use and FINETUNED_MODELS.get(session_key(request)) is None:
         raise InputError("Train a model first: there is no fine-tuned model in this session yet.")
     if use:
-        return gr.Dropdown(choices=model_choices([FINETUNED_CHOICE]), value=FINETUNED_CHOICE)
-    return gr.Dropdown(choices=model_choices(), value=default_model_name(served_models()))
+        return gr.Dropdown(choices=model_menu(), value=FINETUNED_CHOICE)
+    return gr.Dropdown(choices=model_menu(), value=default_model_name(served_models()))
 
 
 @dataclass
@@ -231,7 +198,7 @@ def build_finetune_tab(model_choice):
         files = gr.File(label="Image/mask pairs (ZIP or images + masks)", file_count="multiple",
                         file_types=[".zip", "image"], elem_id="finetune-files", scale=2)
         with gr.Column(scale=1):
-            base = FreeDropdown(model_choices(), value=default_model_name(served_models()), label="Base model",
+            base = FreeDropdown(model_menu(), value=default_model_name(served_models()), label="Base model",
                                 allow_custom_value=True, info="Any served model can be the starting point")
             class_mode = gr.Radio([KEEP_CLASSES, NEW_CLASSES], value=KEEP_CLASSES, label="Classes")
             class_names = gr.Textbox(value=", ".join(BINARY_CLASSES), label="New class names (index order)",

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from segdemo.app.sessions import RESULTS, request_folder, segmenter_for
+from segdemo.app.sessions import RESULTS, model_menu, request_folder, segmenter_for
 from segdemo.app.startup import LOADING_MESSAGE
 from segdemo.config import EXAMPLES_DIR
 from segdemo.models.cards import ModelCard, class_colors
-from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.serving.runtime import describe_device, release_freed_memory
-from segdemo.serving.segment import LARGE_IMAGE_PIXELS, STEPS, default_class, render, segment_and_render
+from segdemo.serving.segment import LARGE_IMAGE_PIXELS, STEPS, render, segment_and_render
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
 
@@ -93,10 +93,10 @@ def select_model(model_names):
     @user_errors
     def handler(model_name, image, opacity, request: gr.Request = None):
         segmenter = segmenter_for(model_name, session_key(request))
-        choices = gr.Dropdown(choices=segmenter.classes, value=default_class(segmenter))
+        choices = gr.Dropdown(choices=segmenter.classes, value=segmenter.card.shown_class)
         shown = examples_model(segmenter.card, model_names)
         groups = [gr.Column(visible=name == shown) for name in model_names]
-        outputs = segment(image, model_name, default_class(segmenter), opacity, request) if image else [gr.skip()] * 7
+        outputs = segment(image, model_name, segmenter.card.shown_class, opacity, request) if image else [gr.skip()] * 7
         return choices, legend_html(segmenter.card), *groups, *outputs
 
     return handler
@@ -138,8 +138,8 @@ def build_segment_tab():
     card = ModelCard.load(models[model_name])  # build_demo has loaded this model; the others load on first use
     with gr.Row():
         # free values over the API: the session's own model, or a class of another model than the page shows
-        model_choice = FreeDropdown(model_choices(), value=model_name, allow_custom_value=True, label="Model", scale=1)
-        class_choice = FreeDropdown(card.classes, value=default_class(card), allow_custom_value=True,
+        model_choice = FreeDropdown(model_menu(), value=model_name, allow_custom_value=True, label="Model", scale=1)
+        class_choice = FreeDropdown(card.classes, value=card.shown_class, allow_custom_value=True,
                                     label="Probability map of class", scale=1)
         opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity", scale=2)
     with gr.Row(equal_height=True):
