@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from segdemo.compat import LazyModule
+from segdemo.errors import InputError
 from segdemo.models import cards
 from segdemo.models.cards import size_wh
 from segdemo.serving.runtime import float32_graphs
@@ -35,6 +36,13 @@ FORMAT_LABELS = {  # what a UI offers: label -> suffix
     "Keras (.keras)": cards.MODEL_SUFFIX,
 }
 DEFAULT_FORMAT_LABEL = next(iter(FORMAT_LABELS))
+def suffix_for_label(format_label):
+    """The file suffix of a format as a UI offers it (FORMAT_LABELS); InputError for another."""
+    if format_label not in FORMAT_LABELS:
+        raise InputError(f"unknown format {str(format_label)[:60]!r}; formats: {', '.join(FORMAT_LABELS)}")
+    return FORMAT_LABELS[format_label]
+
+
 def export_io(card, suffix):
     """{"input": ..., "output": ...}: what an export of the card's model takes and returns, in words."""
     width, height = card.size

@@ -161,3 +161,33 @@ def test_scoring_with_the_right_input_scale_beats_the_wrong_ones():
         assert best == trained_on, (trained_on, scores)
         assert all(scores[trained_on] > scores[other] + 0.02 for other in INPUT_SCALES if other != trained_on), \
             (trained_on, scores)
+
+
+def test_model_io_is_one_definition_read_by_serving_training_and_words():
+    """The card's preprocessing as ModelIO: its Keras layers compute what the serving arithmetic computes, and it
+    states itself in words from the same tables."""
+    import keras
+
+    from segdemo.models.cards import ModelCard
+    from segdemo.models.preprocessing import INPUT_SCALES, ModelIO
+
+    rng = np.random.default_rng(3)
+    pixels = rng.uniform(0, 255, (2, 5, 7, 3)).astype(np.float32)
+    for channels in (3, 1):
+        for scale in INPUT_SCALES:
+            io = ModelCard("m", ["a", "b"], 8, input_scale=scale, input_channels=channels).io
+            inputs = keras.Input((5, 7, 3))
+            layers = keras.Model(inputs, io.input_layers(inputs))
+            assert np.allclose(np.asarray(layers(pixels)), np.asarray(io.model_input(pixels)), atol=1e-4), scale
+            assert INPUT_SCALES[scale].words in io.input_words()
+    flat = ModelIO(2, output="sigmoid_binary", output_layout="flat")
+    assert flat.output_channels == 1
+    outputs = rng.normal(size=(1, 6, 1)).astype(np.float32)
+    inputs = keras.Input((6, 1))
+    logits = keras.Model(inputs, flat.logits_layers(inputs, (3, 2)))(outputs)
+    expected = np.asarray(flat.probabilities(1 / (1 + np.exp(-outputs)), (2, 3)))
+    assert np.allclose(np.asarray(keras.ops.softmax(logits)), expected, atol=1e-5)
+    assert flat.describe() == ["pixels: RGB 0..255 (not normalised), stretched to the input size, antialiased "
+                               "bilinear (PIL; tf.image.resize(..., antialias=True))",
+                               "output: one sigmoid channel (the foreground probability), flattened to (pixels, "
+                               "channels), read back as a grid"]

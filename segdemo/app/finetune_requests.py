@@ -1,18 +1,23 @@
-"""What the Fine-tune tab and its API ask of the app, below the UI: the card an upload's masks are read with
-(the base model's classes, or new ones the user names), reading an upload (its good pairs join the session's
-training set, replacing an earlier upload's), starting a fine-tune on it, and pushing the session's fine-tuned
-model to the Hub. Each returns a typed result or raises InputError; the tab only lays out and formats."""
+"""What the Fine-tune tab, the teach loop and their API ask of the app, below the UI: the card an upload's masks
+are read with (the base model's classes, or new ones the user names), reading an upload (its good pairs join the
+session's training set, replacing an earlier upload's), starting a fine-tune on it, pushing the session's
+fine-tuned model to the Hub, and adding corrected or uploaded pairs to the training set one by one. Each returns
+a typed result or raises InputError; the tabs only lay out and format."""
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from segdemo.app.jobs import join_training_set, start_finetune
-from segdemo.app.sessions import FINETUNED_MODELS, base_for, session_folder
+from segdemo.app.sessions import FINETUNED_MODELS, base_for, session_folder, training_set_of
 from segdemo.config import AppConfig
+from segdemo.data.pairs import Pair, read_pair
 from segdemo.data.uploads import read_upload
 from segdemo.errors import InputError
 from segdemo.finetune.options import BINARY_CLASSES, FinetuneOptions, target_card
-from segdemo.models.cards import parse_class_names
+from segdemo.models.cards import binary_mask_classes, class_colors, parse_class_names
 from segdemo.models.hub import build_push_folder, check_repo_id, push_folder
+from segdemo.serving.mask_editor import editor_to_labels
 from segdemo.serving.registry import current_config
 
 KEEP_CLASSES = "keep the base model's classes"
@@ -75,3 +80,42 @@ def push_finetuned(key, repo_id, token="", config: AppConfig = None):
     repo_id = check_repo_id(repo_id)
     folder = build_push_folder(finetuned.model_path, session_folder(key) / "hub", repo_id)
     return push_folder(folder, repo_id, token or (config or current_config()).hub_token or None)
+
+
+# The teach loop: pairs added one by one to the session's training set
+
+
+def add_correction(key, result, layers):
+    """The mask editor's painted `layers` over the prediction `result` (a `serving.segment.SegmentResult`) as
+    class indices, added with its image to the session's training set. Returns (the pair, the share of its
+    pixels that changed)."""
+    if result is None:
+        raise InputError("Press 'Correct this mask' first: there is no prediction in the editor.")
+    card = result.segmenter.card
+    colors = class_colors(card)
+    height, width = result.display_labels.shape
+    labels = editor_to_labels(layers, result.display_labels, colors, (width, height))
+    pair = training_set_of(key).add(result.display_image, labels, card.classes, colors)
+    return pair, float((labels != result.display_labels).mean())
+
+
+def add_pair_files(key, image_path, mask_path, model_name=""):
+    """An image file and its mask file, read with the classes of the model the session names (empty: its
+    fine-tuned model if any, else the default), added to the session's training set. Returns the pair."""
+    if not image_path or not mask_path:
+        raise InputError("Give both an image and its mask (a PNG of class indices or class colours).")
+    _, card = base_for(model_name, key)
+    colors = class_colors(card)
+    image, labels, _ = read_pair(Pair(Path(image_path), Path(mask_path)), len(card.classes), colors,
+                                 binary_mask_classes(card))
+    return training_set_of(key).add(image, labels, card.classes, colors)
+
+
+def training_set_zip(key):
+    """The session's training set written as a ZIP the Fine-tune tab reads back; returns its path."""
+    training_set = training_set_of(key)
+    if not training_set.pairs:
+        raise InputError("The training set is empty: correct a prediction or upload pairs first.")
+    path = session_folder(key) / f"training_set_{time.strftime('%Y%m%d_%H%M%S')}.zip"
+    path.write_bytes(training_set.zip_bytes())
+    return path

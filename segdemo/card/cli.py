@@ -93,6 +93,7 @@ def main(argv=None):
             print(f"warning: {warning}", file=sys.stderr)
         path = cards.card_path(str(args.model).rstrip("/"))
         card.save(str(args.model).rstrip("/"))
+        print("served as:", *card.io.describe(), sep="\n  ")
     except (InputError, cards.CardError) as error:
         raise SystemExit(f"segdemo.card: {error}") from None
     print(f"wrote {path}")

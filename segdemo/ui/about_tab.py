@@ -47,11 +47,10 @@ def export_model(model_name=DEFAULT_MODEL, format_label=export.DEFAULT_FORMAT_LA
     Returns:
         the exported model file and its card (JSON)
     """
-    if format_label not in export.FORMAT_LABELS:
-        raise InputError(f"unknown format {str(format_label)[:60]!r}; formats: {', '.join(export.FORMAT_LABELS)}")
+    suffix = export.suffix_for_label(format_label)
     key = session_key(request)
     segmenter = segmenter_for(model_name, key)
-    path = session_folder(key) / f"{segmenter.card.name}{export.FORMAT_LABELS[format_label]}"
+    path = session_folder(key) / f"{segmenter.card.name}{suffix}"
     export.export_model(segmenter, path)
     return [str(path), str(path.with_suffix(".json"))]
 

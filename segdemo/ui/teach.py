@@ -2,32 +2,29 @@
 session's training set, and retrain from the session's current model (Fine-tune tab), whose result the
 Segment tab uses at once. API: `add_training_pair`, `retrain`."""
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
+from segdemo.app.finetune_requests import add_correction as add_correction_to_set
+from segdemo.app.finetune_requests import add_pair_files, training_set_zip
 from segdemo.app.jobs import JobResult, describe_round, start_retrain
 from segdemo.app.sessions import (
     EDITING,
     FINETUNED_CHOICE,
     RESULTS,
-    base_for,
     forget_session,
-    session_folder,
     training_set_of,
 )
-from segdemo.data.pairs import Pair, read_pair
 from segdemo.data.training_set import class_histogram
 from segdemo.errors import InputError
 from segdemo.finetune.events import RoundDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.limits import MAX_STEPS, RETRAIN_STEPS
-from segdemo.models.cards import binary_mask_classes, class_colors
+from segdemo.models.cards import class_colors
 from segdemo.serving.drawing import palette_lut, thumbnail
-from segdemo.serving.mask_editor import brush_colors, editor_to_labels, editor_value
+from segdemo.serving.mask_editor import brush_colors, editor_value
 from segdemo.ui.finetune_tab import THUMBNAIL_SIDE, FinetuneTab
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job
@@ -68,15 +65,7 @@ def open_editor(request: gr.Request = None):
 def add_correction(editor, request: gr.Request = None):
     """Turn the painted layer into class indices and add (image, corrected mask) to the session's set."""
     key = session_key(request)
-    result = EDITING.get(key)
-    if result is None:
-        raise InputError("Press 'Correct this mask' first: there is no prediction in the editor.")
-    card = result.segmenter.card
-    colors = class_colors(card)
-    height, width = result.display_labels.shape
-    labels = editor_to_labels((editor or {}).get("layers"), result.display_labels, colors, (width, height))
-    pair = training_set_of(key).add(result.display_image, labels, card.classes, colors)
-    changed = float((labels != result.display_labels).mean())
+    pair, changed = add_correction_to_set(key, EDITING.get(key), (editor or {}).get("layers"))
     summary, items = set_view(key)
     note = (f"Added **{pair.name}** ({100 * changed:.1f}% of its pixels corrected). {summary}; retrain in the "
             "Fine-tune tab.")
@@ -101,14 +90,9 @@ def add_training_pair(image, mask, model_name="", request: gr.Request = None):
         the set's thumbnails
     """
     key = session_key(request)
-    if not image or not mask:
-        raise InputError("Give both an image and its mask (a PNG of class indices or class colours).")
-    _, card = base_for(model_name, key)
-    colors = class_colors(card)
-    files = Pair(Path(upload_paths(image)[0]), Path(upload_paths(mask)[0]))
-    image_array, labels, _ = read_pair(files, len(card.classes), colors, binary_mask_classes(card))
+    pair = add_pair_files(key, upload_paths(image)[0] if image else None, upload_paths(mask)[0] if mask else None,
+                          model_name)
     training_set = training_set_of(key)
-    pair = training_set.add(image_array, labels, card.classes, colors)
     summary, items = set_view(key)
     return ({"pairs": len(training_set.pairs), "name": pair.name, "classes": class_histogram(pair.mask, pair.classes)},
             summary, items)
@@ -132,13 +116,7 @@ def clear_set(request: gr.Request = None):
 @user_errors
 def download_set(request: gr.Request = None):
     """The set as a ZIP (images/ + masks/ of class indices) that the Fine-tune tab reads back."""
-    key = session_key(request)
-    training_set = training_set_of(key)
-    if not training_set.pairs:
-        raise InputError("The training set is empty: correct a prediction or upload pairs first.")
-    path = session_folder(key) / f"training_set_{time.strftime('%Y%m%d_%H%M%S')}.zip"
-    path.write_bytes(training_set.zip_bytes())
-    return str(path)
+    return str(training_set_zip(session_key(request)))
 
 
 @user_errors
