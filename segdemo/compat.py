@@ -7,6 +7,9 @@ Nothing here imports Gradio at module level: the core (everything below `segdemo
 without loading the web framework."""
 
 import importlib
+import sys
+import threading
+import types
 
 CHECKED_KERAS = "3.15.1"
 CHECKED_TENSORFLOW = "2.21.0"
@@ -56,6 +59,30 @@ def run_through_graph(model, x, call):
 
 
 # TensorFlow (checked against CHECKED_TENSORFLOW)
+
+KERAS_EAGER_IMPORT = "keras.src.optimizers"  # what `import tensorflow` imports of Keras at its end
+_tensorflow_lock = threading.Lock()
+
+
+def import_tensorflow_without_keras():
+    """`import tensorflow` without the Keras import it ends with: TensorFlow 2.21's `__init__` runs
+    `importlib.import_module("keras.src.optimizers")` (inside `try/except ImportError`) to register Keras's
+    optimizers for SavedModel loading, which imports all of Keras (about 0.4 s of CPU here). Serving a frozen
+    graph from the graph cache needs none of it. A placeholder module stands in for that name while TensorFlow
+    imports, then is removed, so a later `import keras` (loading a model, an export, a fine-tune) imports
+    Keras whole and registers its optimizers then. Returns the tensorflow module (already imported: as it is)."""
+    with _tensorflow_lock:
+        if "tensorflow" in sys.modules:
+            return sys.modules["tensorflow"]
+        placed = KERAS_EAGER_IMPORT not in sys.modules
+        if placed:
+            sys.modules[KERAS_EAGER_IMPORT] = types.ModuleType(KERAS_EAGER_IMPORT)
+        try:
+            return importlib.import_module("tensorflow")
+        finally:
+            if placed:
+                sys.modules.pop(KERAS_EAGER_IMPORT, None)
+
 
 def freeze_concrete_function(concrete):
     """A concrete function with its variables folded into constants (`convert_variables_to_constants_v2`: no

@@ -19,6 +19,8 @@ HUB_REPO_ENV = "SEGDEMO_HUB_REPO"  # a Hub model repo in segdemo's format to ser
 HUB_REVISION_ENV = "SEGDEMO_HUB_REVISION"
 MAX_UPLOAD_ENV = "SEGDEMO_MAX_UPLOAD_MB"
 CACHE_ENV = "SEGDEMO_CACHE"
+GRAPH_CACHE_ENV = "SEGDEMO_GRAPH_CACHE"  # where frozen serving graphs are kept between starts; "off": nowhere
+GRAPH_CACHE_DIR = PROJECT_ROOT / ".cache" / "graphs"  # git-ignored (.gitignore), left behind by the deploy
 TOKEN_ENV = "HF_TOKEN"  # the Hub token a push falls back to
 
 
@@ -33,6 +35,7 @@ class AppConfig:
     max_upload_mb: int = MAX_ZIP_BYTES // 1_000_000  # one uploaded file (refused while it streams in)
     cache_dir: Path = Path.home() / ".cache" / "segdemo"
     weights_dir: Path = WEIGHTS_DIR
+    graph_cache_dir: Path = GRAPH_CACHE_DIR  # None: no graph cache (serving.graph_cache)
     hub_token: str = dataclasses.field(default="", repr=False)
 
     @classmethod
@@ -46,6 +49,7 @@ class AppConfig:
             hub_revision=environ.get(HUB_REVISION_ENV, "").strip(),
             max_upload_mb=int(environ.get(MAX_UPLOAD_ENV) or default.max_upload_mb),
             cache_dir=Path(environ[CACHE_ENV]) if environ.get(CACHE_ENV) else default.cache_dir,
+            graph_cache_dir=graph_cache_dir(environ.get(GRAPH_CACHE_ENV, "")),
             hub_token=environ.get(TOKEN_ENV, ""))
 
     def replace(self, **changes):
@@ -55,4 +59,11 @@ class AppConfig:
         """The environment variables that give a child process this configuration."""
         return {MODELS_ENV: ",".join(map(str, self.model_files)), ONLY_ENV: "1" if self.only else "",
                 HUB_REPO_ENV: self.hub_repo, HUB_REVISION_ENV: self.hub_revision,
-                MAX_UPLOAD_ENV: str(self.max_upload_mb), CACHE_ENV: str(self.cache_dir)}
+                MAX_UPLOAD_ENV: str(self.max_upload_mb), CACHE_ENV: str(self.cache_dir),
+                GRAPH_CACHE_ENV: str(self.graph_cache_dir) if self.graph_cache_dir else "off"}
+
+
+def graph_cache_dir(value):
+    """SEGDEMO_GRAPH_CACHE's folder: unset, GRAPH_CACHE_DIR; "off", None."""
+    value = value.strip()
+    return None if value.lower() == "off" else Path(value) if value else GRAPH_CACHE_DIR

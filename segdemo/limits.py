@@ -27,6 +27,7 @@ MAX_LEARNING_RATE = 0.1
 DEFAULT_STEPS = 200
 DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_BATCH_SIZE = 2  # BatchNorm is frozen, so small batches cost nothing in statistics
+SPARE_WORKER_DELAY_S = 60  # the spare worker starts after the first answer, or this long after the model loaded
 RETRAIN_STEPS = 100  # a round of the teach loop: fewer steps than a first fine-tune, it starts close
 
 

@@ -9,6 +9,7 @@ import collections
 import functools
 import logging
 import threading
+import time
 from pathlib import Path
 
 from segdemo.config import AppConfig
@@ -139,18 +140,42 @@ def _load_segmenter(name_or_path, tta=None):
     return segmenter
 
 
-def load_segmenter(path, tta=None):
-    """A warmed-up `Segmenter` of the model file at `path` and its card (not cached: `get_segmenter` is)."""
+def load_segmenter(path, tta=None, cache_dir=None):
+    """A warmed-up `Segmenter` of the model file at `path` and its card (not cached: `get_segmenter` is). Its
+    frozen graphs come from the graph cache (`cache_dir`, default: the configuration's) when it holds them for
+    this file, card and TensorFlow: then the Keras model is only loaded when something needs it (an export, a
+    fine-tune); otherwise they are built and stored there."""
     from segdemo.models.files import load_model_file
+    from segdemo.serving.graph_cache import GraphCache
 
-    return serving_segmenter(load_model_file(path), ModelCard.load(path), tta)
+    card = ModelCard.load(path)
+    cache_dir = current_config().graph_cache_dir if cache_dir is None else cache_dir
+    resolved_tta = bool(card.flip_tta) if tta is None else tta
+    cache = GraphCache(cache_dir, path, card, resolved_tta) if cache_dir and Path(path).exists() else None
+    started = time.perf_counter()
+    if cache is not None and cache.grid() is not None:
+        segmenter = serving_segmenter(None, card, tta, cache=cache, load_model=lambda: load_model_file(path))
+        log.info("model %s served from the graph cache in %.1f s", Path(path).name, time.perf_counter() - started)
+        return segmenter
+    segmenter = serving_segmenter(load_model_file(path), card, tta, cache=cache)
+    log.info("model %s loaded, traced and frozen in %.1f s", Path(path).name, time.perf_counter() - started)
+    return segmenter
 
 
-def serving_segmenter(model, card, tta=None):
-    """A warmed-up `Segmenter` of a loaded model, the memory its tracing held handed back."""
+def serving_segmenter(model, card, tta=None, cache=None, load_model=None):
+    """A warmed-up `Segmenter` of a loaded model (or of `cache`'s graphs, the model loaded by `load_model`
+    when needed), the memory its tracing held handed back. A cached graph that fails its first run is dropped:
+    the Segmenter is built from the model then."""
     from segdemo.serving.runtime import release_freed_memory
     from segdemo.serving.segmenter import Segmenter
 
-    segmenter = Segmenter(model, card, tta=tta).warm_up()
+    try:
+        segmenter = Segmenter(model, card, tta=tta, cache=cache, load_model=load_model).warm_up()
+    except Exception as error:  # noqa: BLE001 - a cached graph that does not run: built from the model instead
+        if model is not None:
+            raise
+        log.warning("graph cache: the cached graph of %s failed (%s); building it", card.name, error)
+        cache.clear()
+        segmenter = Segmenter(load_model(), card, tta=tta, cache=cache).warm_up()
     release_freed_memory()
     return segmenter

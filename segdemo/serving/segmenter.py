@@ -76,11 +76,16 @@ class Segmenter:
     the prediction with that of the mirrored image (two forward passes); None: as the card's `flip_tta` says
     (a fine-tune sets it)."""
 
-    def __init__(self, model, card, tta=None, freeze=True):
-        self.model, self.card, self.io = model, card, card.io
+    def __init__(self, model, card, tta=None, freeze=True, cache=None, load_model=None):
+        # model None: `load_model()` loads it when first needed (a graph `cache` (serving.graph_cache) that holds
+        # this model's graphs serves without it: no Keras import, no model file read at start-up)
+        self._model, self._load_model, self._model_lock = model, load_model, threading.Lock()
+        self.card, self.io = card, card.io
         self.tta = bool(card.flip_tta) if tta is None else tta
+        self.cache = cache
         self.size = card.size  # (width, height), as PIL and `resize_image` take it
-        self.grid = output_grid(model, card)  # (width, height) of the model's output
+        cached_grid = cache.grid() if cache is not None and model is None else None
+        self.grid = cached_grid or output_grid(self.model, card)  # (width, height) of the model's output
         self.classes = list(card.classes)
         self.palette = palette_lut(class_colors(card))
         width, height = self.size
@@ -88,11 +93,31 @@ class Segmenter:
             tf.TensorSpec([1, height, width, 3], tf.float32), tf.TensorSpec([4], tf.int32),
             tf.TensorSpec([2], tf.int32)])
         # freeze=False: the plain traced function, for one-off scoring where freezing (1-3 s) would not pay off
-        self._frozen = freeze_concrete_function(self._compiled.get_concrete_function()) if freeze \
+        self._frozen = self._serving_graph("single", self._compiled.get_concrete_function) if freeze \
             else self._compiled
         self._freeze = freeze
         self._batch_graphs = None  # (model on BATCH_SIZE images, probabilities -> labels), built on first use
         self._batch_lock = threading.Lock()
+
+    @property
+    def model(self):
+        """The Keras model (loaded on first use when the Segmenter was built from cached graphs)."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    self._model = self._load_model()
+        return self._model
+
+    def _serving_graph(self, kind, concrete):
+        """The frozen function `kind` ("single", "batch"): from the graph cache, else `concrete()` frozen (and
+        stored in the cache)."""
+        cached = self.cache.load(kind) if self.cache is not None else None
+        if cached is not None:
+            return cached
+        frozen = freeze_concrete_function(concrete())
+        if self.cache is not None:
+            self.cache.save(kind, frozen, self.grid)
+        return frozen
 
     def _decoded(self, batch):
         """Class probabilities of a (n, h, w, 3) batch of 0..255 RGB pixels, as the card describes the model."""
@@ -147,9 +172,8 @@ class Segmenter:
                 labels = tf.function(self._labels, input_signature=[
                     tf.TensorSpec([grid_h, grid_w, len(self.classes)], tf.float32), tf.TensorSpec([4], tf.int32),
                     tf.TensorSpec([2], tf.int32)])
-                concrete = model.get_concrete_function()
-                self._batch_graphs = (freeze_concrete_function(concrete) if self._freeze else concrete,
-                                      labels.get_concrete_function())
+                self._batch_graphs = (self._serving_graph("batch", model.get_concrete_function) if self._freeze
+                                      else model.get_concrete_function(), labels.get_concrete_function())
         return self._batch_graphs
 
     def predict_batch(self, images):

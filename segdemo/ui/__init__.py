@@ -7,7 +7,7 @@ import threading
 
 import gradio as gr
 
-from segdemo.app.startup import STARTUP
+from segdemo.app.startup import STARTUP, after_first_answer
 from segdemo.compat import spread_mcp_outputs
 from segdemo.config import AppConfig
 from segdemo.models.cards import ModelCard
@@ -74,13 +74,16 @@ def build_demo(config=None):
             build_batch_tab()
         with gr.Tab("Compare"):
             build_compare_tab()
-        with gr.Tab("Fine-tune"):
+        with gr.Tab("Fine-tune") as finetune_tab_header:
             finetune_tab = build_finetune_tab(segment_tab.model_choice)
             training_set = build_training_set_panel()  # the teach loop's section, after the result
         with gr.Tab("About"):
             about_device = build_about_tab(segment_tab.model_choice)
         # after the tabs: its API-only endpoint would split them
         wire_teach_loop(demo, segment_tab, correction, finetune_tab, training_set)
+        # opening the Fine-tune tab starts the spare worker now (else it waits for the first answer)
+        finetune_tab_header.select(STARTUP.first_answer, None, None, api_visibility="private", queue=False,
+                                   show_progress="hidden")
         demo.load(startup_status, None, [segment_tab.info, about_device], api_visibility="private",
                   concurrency_limit=None, show_progress="hidden")
     hide_from_tools(demo, NOT_TOOLS)
@@ -104,8 +107,13 @@ def launch(demo, **options):
 
 def prestart_finetune_worker():
     """A fine-tune worker with TensorFlow imported, so a Train's first figures come seconds later. Started after
-    the default model: on 2 cores, two TensorFlow imports at once would delay the first answered segment."""
-    from segdemo.finetune.worker import SPARE_WORKERS
+    the first answer (or when the Fine-tune tab opens): on 2 cores, a second TensorFlow import beside the
+    model's load and first request would delay the first answered segment."""
 
-    STARTUP.done.wait()
-    SPARE_WORKERS.prestart()
+    def prestart():
+        from segdemo.finetune.worker import SPARE_WORKERS
+
+        SPARE_WORKERS.prestart()
+        log.info("spare fine-tune worker started")
+
+    after_first_answer(STARTUP, prestart)

@@ -7,6 +7,7 @@ import time
 import gradio as gr
 
 from segdemo.app.sessions import BATCHES, model_menu, request_folder, segmenter_for
+from segdemo.app.startup import STARTUP
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
 from segdemo.models.cards import ModelCard
 from segdemo.serving.batch import LEAST_CERTAIN_FIRST, segment_files
@@ -65,6 +66,7 @@ def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, p
     outcome = segment_files(files, segmenter_for(model_name, key), request_folder(key),
                             progress_reporter(progress, time.perf_counter()))
     BATCHES.put(key, outcome)
+    STARTUP.first_answer()
     return outcome.zip_path, outcome.csv_path, summary_markdown(outcome)
 
 

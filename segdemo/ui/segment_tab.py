@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from segdemo.app.sessions import RESULTS, model_menu, request_folder, segmenter_for
-from segdemo.app.startup import LOADING_MESSAGE
+from segdemo.app.startup import LOADING_MESSAGE, STARTUP
 from segdemo.config import EXAMPLES_DIR
 from segdemo.models.cards import ModelCard, class_colors
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
@@ -58,6 +58,7 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     result, (color_mask, prob, blended) = segment_and_render(image, segmenter, probability_class, opacity,
                                                              request_folder(key))
     RESULTS.put(key, result)
+    STARTUP.first_answer()  # the spare fine-tune worker may start now
     if result.prediction.labels.size >= LARGE_IMAGE_PIXELS:
         release_freed_memory()  # a large image's temporary arrays would otherwise stay in the RSS
     return (color_mask, prob, result.uncertainty_file, blended, result.areas, timing_note(result, model_name),
