@@ -102,6 +102,9 @@ class Segmenter:
     @property
     def model(self):
         """The Keras model (loaded on first use when the Segmenter was built from cached graphs)."""
+        return self.loaded_model()
+
+    def loaded_model(self):
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
@@ -114,6 +117,7 @@ class Segmenter:
         cached = self.cache.load(kind) if self.cache is not None else None
         if cached is not None:
             return cached
+        self.loaded_model()  # outside the trace: a model loaded inside it would freeze its initial weights
         frozen = freeze_concrete_function(concrete())
         if self.cache is not None:
             self.cache.save(kind, frozen, self.grid)
@@ -165,6 +169,8 @@ class Segmenter:
         (BATCH_SIZE, h, w, 3) batch, and probabilities on the grid -> the image's part and its labels."""
         with self._batch_lock:
             if self._batch_graphs is None:
+                if not self._freeze:
+                    self.loaded_model()  # outside the trace (see _serving_graph)
                 width, height = self.size
                 grid_w, grid_h = self.grid
                 model = tf.function(self._probabilities,
