@@ -1,22 +1,19 @@
-"""End to end through the API with `gradio_client`: cold start, `segment` round trips beside trivial echo
-endpoints in the same run, the handler's own time split, and the server's memory after many requests.
+"""End to end through the API with `gradio_client`: `segment` round trips beside trivial echo endpoints in the
+same run, the handler's own time split, and the memory of the server and of its spare fine-tune worker over
+many requests. (The cold start: bench/cold_start.py.)
 
-    python bench/api_speed.py [--calls 30] [--memory-requests 200]
+    python bench/api_speed.py [--calls 30] [--memory-requests 300]
 
-1. Cold start, in one run: `python -c "import gradio"` (the floor), then `python app.py` started -> the page
-   answers (served before TensorFlow and the model load) -> first successful `segment` answer (a fresh
-   process, one client that connects as soon as the page answers; the request waits for the model).
-2. Round trips on `bench/api_server.py` (the app plus /echo, /echo_tiny, /echo_unqueued): for a 500x375
+1. Round trips on `bench/api_server.py` (the app plus /echo, /echo_tiny, /echo_unqueued): for a 500x375
    JPEG, a 12 MP JPEG and a 1x1 PNG, `segment` and `echo` calls alternate; medians and p95, the difference,
    and the handler's decode / preprocess / model / postprocess / encode split as `segment` reports it.
-3. Memory: the server's peak RSS (VmHWM) after --memory-requests requests in all.
+2. Memory: the server's RSS once started (after its first answer), after the 100th request and after the last
+   (--memory-requests in all), its peak (VmHWM), and the spare fine-tune worker's RSS (the server's child).
 Prints a table, then one JSON line. Everything stays on 127.0.0.1.
 """
 
 import argparse
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,28 +25,13 @@ from handler_speed import make_inputs
 STEP_PATTERN = re.compile(r"\((decode [^)]*) ms\)")
 
 
-def import_gradio_seconds():
-    """Seconds for `python -c "import gradio"`: what serving any Gradio page costs at the least."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import gradio"], check=True)
-    return time.perf_counter() - started
-
-
-def cold_start(work, image):
-    from gradio_client import Client, handle_file
-
-    import_gradio_s = import_gradio_seconds()
-    started = time.perf_counter()
-    process, url, page_s = start_server(work / "cold.log")
-    try:
-        client = Client(url, verbose=False)
-        client.predict(handle_file(image), "pets", "pet", 0.5, api_name="/segment")
-        return {"import_gradio_s": round(import_gradio_s, 1), "page_s": round(page_s, 1),
-                "page_minus_import_gradio_s": round(page_s - import_gradio_s, 1),
-                "first_segment_s": round(time.perf_counter() - started, 1)}
-    finally:
-        process.kill()
-        process.wait()
+def children_rss_mb(pid):
+    """RSS in MB of each child process of `pid` (the spare fine-tune worker)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found[int(child)] = round(rss_mb(int(child)), 1)
+    return found
 
 
 def handler_split(info):
@@ -63,18 +45,22 @@ def handler_split(info):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--memory-requests", type=int, default=200)
+    parser.add_argument("--memory-requests", type=int, default=300)
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
     work = Path(tempfile.mkdtemp(prefix="segdemo-api-bench-"))
     inputs = make_inputs(work)
-    result = {"cold_start": cold_start(work, inputs["500x375 JPEG"])}
-
+    result = {}
+    memory = {}
     process, url, _ = start_server(work / "server.log", script="bench/api_server.py")
     requests = 0
     try:
         client = Client(url, verbose=False)
+        client.predict(handle_file(inputs["500x375 JPEG"]), "pets", "pet", 0.5, api_name="/segment")
+        requests += 1
+        time.sleep(5)
+        memory["after_start"] = round(rss_mb(process.pid), 1)
         rows = []
         for name, path in inputs.items():
             calls = args.calls if "12 MP" not in name else max(5, args.calls // 3)
@@ -88,6 +74,8 @@ def main():
                     else:
                         client.predict(handle_file(path), api_name=f"/{endpoint}")
                     requests += 1
+                    if requests == 100:
+                        memory["after_100"] = round(rss_mb(process.pid), 1)
                     if index >= 2:
                         timings[endpoint].append(time.perf_counter() - started)
                         if endpoint == "segment":
@@ -103,20 +91,21 @@ def main():
         while requests < args.memory_requests:
             client.predict(handle_file(inputs["500x375 JPEG"]), "pets", "pet", 0.5, api_name="/segment")
             requests += 1
-        result.update(rows=rows, requests=requests, server_rss_mb=round(rss_mb(process.pid), 1),
-                      server_peak_rss_mb=round(rss_mb(process.pid, peak=True), 1))
+            if requests == 100:
+                memory["after_100"] = round(rss_mb(process.pid), 1)
+        memory[f"after_{requests}"] = round(rss_mb(process.pid), 1)
+        result.update(rows=rows, requests=requests, server_rss_mb=memory, server_peak_rss_mb=round(
+            rss_mb(process.pid, peak=True), 1), spare_worker_rss_mb=children_rss_mb(process.pid))
     finally:
         process.kill()
         process.wait()
 
-    cold = result["cold_start"]
-    print(f"cold start: import gradio {cold['import_gradio_s']} s; app.py -> page {cold['page_s']} s "
-          f"(+{cold['page_minus_import_gradio_s']} s), -> first segment answer {cold['first_segment_s']} s")
     print_table(rows, ["input", "calls", "segment_p50_ms", "segment_p95_ms", "echo_p50_ms", "echo_p95_ms",
                        "segment_minus_echo_ms", "echo_tiny_p50_ms", "echo_unqueued_p50_ms"])
     for row in rows:
         print(f"{row['input']}: handler " + ", ".join(f"{k} {v} ms" for k, v in row["handler_ms"].items()))
-    print(f"server after {requests} requests: RSS {result['server_rss_mb']} MB, peak {result['server_peak_rss_mb']} MB")
+    print(f"server RSS (MB): {result['server_rss_mb']}, peak {result['server_peak_rss_mb']}; spare worker RSS "
+          f"(MB, by pid): {result['spare_worker_rss_mb']}")
     print_json(result)
 
 

@@ -96,3 +96,18 @@ def test_bundled_pets_model_finds_the_cat():
     assert (centre == pet).mean() > 0.8
     coffee = get_segmenter("pets").predict(load_image("examples/coffee_cup.png")).labels
     assert (coffee == pet).mean() < (centre == pet).mean()
+
+
+def test_the_uncertainty_map_is_at_the_models_resolution_in_the_images_aspect(tiny_segmenter, tmp_path):
+    from PIL import Image
+
+    from segdemo.serving.segment import run_segmentation
+
+    photo = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 800, 3), dtype=np.uint8)).save(photo)
+    result = run_segmentation(str(photo), tiny_segmenter, tmp_path)
+    unsure = np.asarray(Image.open(result.uncertainty_file))
+    assert unsure.shape == (12, 32)  # the model's 32 px on the long side, 800x300's aspect
+    expected = grey_map(uncertainty(result.prediction.probs), (32, 12))
+    np.testing.assert_array_equal(unsure, expected)
+    assert result.mean_uncertainty == pytest.approx(mean_uncertainty(result.prediction.probs))

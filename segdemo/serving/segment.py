@@ -82,7 +82,9 @@ def run_segmentation(image_source, segmenter, folder):
     display_image, display_labels = resize_image(image, size), resize_mask(prediction.labels, size)
     areas = class_areas(prediction.labels, segmenter.classes)
     per_pixel = uncertainty(prediction.probs)  # once: its map and its mean (6 ms for street's 11 classes)
-    unsure = grey_map(per_pixel, size)
+    # at the model's resolution (the detail it has) in the image's aspect: about 1 ms to resize and encode against
+    # 6 at display size, and a file 5x smaller to copy and send (docs/performance.md); the browser scales it up
+    unsure = grey_map(per_pixel, display_size(width, height, max(per_pixel.shape)))
     postprocessed = time.perf_counter()
     stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
     mask_write = PNG_WRITERS.submit(write_png, prediction.labels, folder, f"{stem}_classes")

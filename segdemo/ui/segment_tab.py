@@ -47,7 +47,8 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
     Returns:
         the colour class mask (PNG)
         the probability map of `probability_class` (grey PNG, white = probability 1)
-        the uncertainty map (grey PNG, white = unsure: 1 - the margin between the two likeliest classes)
+        the uncertainty map (grey PNG at the model's resolution, white = unsure: 1 - the margin between the two
+            likeliest classes)
         the overlay of the colour mask on the image (PNG)
         the share of the image per class
         a note with timings and device
