@@ -23,7 +23,7 @@ from segdemo.compat import LazyModule
 
 tf = LazyModule("tensorflow")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 GRAPH_SUFFIX, META_SUFFIX = ".graphdef", ".json"
 # the code a serving graph is built from: editing it makes every entry stale
 SOURCES = ("segmenter.py", "graph_cache.py", "../models/preprocessing.py")
@@ -106,7 +106,7 @@ class GraphCache:
                               & REFUSED_OPS)
             if refused:
                 raise ValueError(f"refused ops {refused}")
-            return wrap_graph(graph_def, meta["inputs"], meta["outputs"])
+            return wrap_graph(graph_def, meta["inputs"], meta["input_specs"], meta["outputs"])
         except Exception as error:  # noqa: BLE001 - a bad entry is rebuilt, never fatal
             log.warning("graph cache: entry %s for %s unreadable (%s); rebuilding it", graph_path.name,
                         self.model_name, error)
@@ -128,6 +128,7 @@ class GraphCache:
             data = frozen.graph.as_graph_def().SerializeToString()
             meta = {"format": CACHE_FORMAT, "model": self.model_name, "kind": kind, "grid": list(grid),
                     "inputs": [tensor.name for tensor in frozen.inputs],
+                    "input_specs": [[tensor.shape.as_list(), tensor.dtype.name] for tensor in frozen.inputs],
                     "outputs": [tensor.name for tensor in frozen.outputs], "sha256": hashlib.sha256(data).hexdigest()}
             for path, content in ((graph_path, data), (meta_path, json.dumps(meta).encode())):
                 temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -137,10 +138,15 @@ class GraphCache:
             log.warning("graph cache: could not write %s (%s); serving without it", graph_path, error)
 
 
-def wrap_graph(graph_def, inputs, outputs):
-    """A callable TensorFlow function of the imported `graph_def`, from the tensors named `inputs` to those
-    named `outputs` (it returns a list, in that order)."""
-    wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-    graph = wrapped.graph
-    return wrapped.prune([graph.as_graph_element(name) for name in inputs],
-                         [graph.as_graph_element(name) for name in outputs])
+def wrap_graph(graph_def, inputs, input_specs, outputs):
+    """A callable TensorFlow function of the imported `graph_def`, from the tensors named `inputs` (of
+    `input_specs`: [shape, dtype name] each) to those named `outputs` (it returns a list, in that order). The
+    inputs are mapped onto the function's arguments while importing (0.2 s for the pets graph; importing it
+    whole, then `prune`, took 1 s)."""
+    specs = [tf.TensorSpec(shape, tf.as_dtype(dtype)) for shape, dtype in input_specs]
+
+    def imported(*arguments):
+        return tf.compat.v1.import_graph_def(graph_def, input_map=dict(zip(inputs, arguments)),
+                                             return_elements=list(outputs), name="")
+
+    return tf.compat.v1.wrap_function(imported, specs)
