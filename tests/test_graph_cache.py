@@ -136,3 +136,22 @@ def test_tensorflow_without_keras_then_keras_whole():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout.split()
     assert out == ["3.0", "Adam"]
+
+
+def test_the_cache_folder_is_configured_and_handed_to_the_worker(tmp_path):
+    from segdemo.config import GRAPH_CACHE_DIR, AppConfig
+
+    assert AppConfig.from_environment({}).graph_cache_dir == GRAPH_CACHE_DIR
+    assert AppConfig.from_environment({"SEGDEMO_GRAPH_CACHE": "off"}).graph_cache_dir is None
+    config = AppConfig.from_environment({"SEGDEMO_GRAPH_CACHE": str(tmp_path)})
+    assert config.graph_cache_dir == tmp_path
+    assert AppConfig.from_environment(config.environment()).graph_cache_dir == tmp_path
+    assert AppConfig.from_environment(config.replace(graph_cache_dir=None).environment()).graph_cache_dir is None
+    ignored = (GRAPH_CACHE_DIR.parent.parent / ".gitignore").read_text().split()
+    assert ".cache/graphs/" in ignored or ".cache/" in ignored
+
+
+def test_no_cache_folder_no_cache(tiny_base, image):
+    segmenter = load_segmenter(tiny_base, cache_dir=False)
+    assert segmenter.cache is None and segmenter._model is not None
+    assert segmenter.predict(image).labels.shape == image.shape[:2]
