@@ -7,8 +7,9 @@ many requests. (The cold start: bench/cold_start.py.)
 1. Round trips on `bench/api_server.py` (the app plus /echo, /echo_tiny, /echo_unqueued): for a 500x375
    JPEG, a 12 MP JPEG and a 1x1 PNG, `segment` and `echo` calls alternate; medians and p95, the difference,
    and the handler's decode / preprocess / model / postprocess / encode split as `segment` reports it.
-2. Memory: the server's RSS once started (after its first answer), after the 100th request and after the last
-   (--memory-requests in all), its peak (VmHWM), and the spare fine-tune worker's RSS (the server's child).
+2. Memory: the server's RSS once started (after its first answer), after the round trips, then after the
+   100th and the last of --memory-requests further 500x375 `segment` calls (growth between them would be a
+   leak), its peak (VmHWM), and the spare fine-tune worker's RSS (the server's child).
 Prints a table, then one JSON line. Everything stays on 127.0.0.1.
 """
 
@@ -74,8 +75,6 @@ def main():
                     else:
                         client.predict(handle_file(path), api_name=f"/{endpoint}")
                     requests += 1
-                    if requests == 100:
-                        memory["after_100"] = round(rss_mb(process.pid), 1)
                     if index >= 2:
                         timings[endpoint].append(time.perf_counter() - started)
                         if endpoint == "segment":
@@ -88,12 +87,12 @@ def main():
             row["handler_ms"] = {step: round(float(np.median([s[step] for s in splits if step in s])), 1)
                                  for step in (splits[0] if splits else {})}
             rows.append(row)
-        while requests < args.memory_requests:
+        memory[f"after_round_trips_{requests}"] = round(rss_mb(process.pid), 1)
+        for count in range(1, args.memory_requests + 1):  # then only 500x375 segment calls
             client.predict(handle_file(inputs["500x375 JPEG"]), "pets", "pet", 0.5, api_name="/segment")
             requests += 1
-            if requests == 100:
-                memory["after_100"] = round(rss_mb(process.pid), 1)
-        memory[f"after_{requests}"] = round(rss_mb(process.pid), 1)
+            if count in (100, args.memory_requests):
+                memory[f"segment_{count}"] = round(rss_mb(process.pid), 1)
         result.update(rows=rows, requests=requests, server_rss_mb=memory, server_peak_rss_mb=round(
             rss_mb(process.pid, peak=True), 1), spare_worker_rss_mb=children_rss_mb(process.pid))
     finally:

@@ -155,3 +155,15 @@ def test_no_cache_folder_no_cache(tiny_base, image):
     segmenter = load_segmenter(tiny_base, cache_dir=False)
     assert segmenter.cache is None and segmenter._model is not None
     assert segmenter.predict(image).labels.shape == image.shape[:2]
+
+
+def test_what_the_docs_quote_from_the_code():
+    from segdemo.config import GRAPH_CACHE_DIR, GRAPH_CACHE_ENV, PROJECT_ROOT
+    from segdemo.limits import SPARE_WORKER_DELAY_S
+
+    performance = " ".join((PROJECT_ROOT / "docs" / "performance.md").read_text().split())
+    folder = GRAPH_CACHE_DIR.relative_to(PROJECT_ROOT).as_posix()
+    for fact in (f"`SPARE_WORKER_DELAY_S` ({SPARE_WORKER_DELAY_S} s)", f"`{folder}/`", f"`{GRAPH_CACHE_ENV}=DIR`",
+                 "(`REFUSED_OPS`)"):
+        assert fact in performance, fact
+    assert "PyFunc" in graph_cache.REFUSED_OPS and "ReadFile" in graph_cache.REFUSED_OPS
