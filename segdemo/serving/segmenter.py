@@ -12,7 +12,8 @@ import numpy as np
 from segdemo.compat import LazyModule, freeze_concrete_function
 from segdemo.errors import InputError
 from segdemo.models.cards import class_colors, size_wh
-from segdemo.models.preprocessing import grid_box
+from segdemo.models.facts import single_output
+from segdemo.models.resizing import grid_box
 from segdemo.serving.drawing import palette_lut
 
 tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see startup.BackgroundStartup)
@@ -77,6 +78,7 @@ class Segmenter:
     (a fine-tune sets it)."""
 
     def __init__(self, model, card, tta=None, freeze=True):
+        model, _ = single_output(model, card.output_name)
         self.model, self.card, self.io = model, card, card.io
         self.tta = bool(card.flip_tta) if tta is None else tta
         self.size = card.size  # (width, height), as PIL and `resize_image` take it
