@@ -235,3 +235,41 @@ def test_webcam_smoothing_follows_slowly(pets):
     after_cut = live_frame(cup, pets, smooth, smooth=True, smoothing=0.8)
     unsmoothed = live_frame(cup, pets, plain)
     assert np.mean(after_cut.labels == 0) > np.mean(unsmoothed.labels == 0) + 0.2  # the cat lingers
+
+
+def test_segment_video_api_keeps_frames_rate_and_each_frames_mask(app_url, clip, tmp_path):
+    """Each frame's mask in the ZIP is what the server's `segment` gives that decoded frame (the server may run
+    the model in bfloat16: compared with the server, not with this process)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    video, masks_zip, shares, note = client.predict(handle_file(clip), "pets", SIDE_BY_SIDE,
+                                                    api_name="/segment_video")
+    video = video["video"] if isinstance(video, dict) else video
+    with av.open(video) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert stream.average_rate == RATE and len(list(container.decode(stream))) == 12
+        assert (stream.codec_context.width, stream.codec_context.height) == (320, 96)  # input | mask
+    masks, _ = zip_masks(masks_zip)
+    for index, (frame, mask) in enumerate(zip(decoded_frames(clip), masks, strict=True)):
+        Image.fromarray(frame).save(tmp_path / f"frame{index}.png")
+        *_, class_index = client.predict(handle_file(str(tmp_path / f"frame{index}.png")), "pets",
+                                         api_name="/segment")
+        assert np.mean(mask != np.asarray(Image.open(class_index))) < 0.001  # batch against single: rounding only
+    assert shares["columns"] == ["time_s", "class", "share"] and len(shares["data"]) == 12 * 3
+    first_pet = next(share for time_s, name, share in shares["data"] if name == "pet")
+    assert first_pet > 0.4 and "12 frames" in note
+
+
+def test_segment_video_api_refuses_bad_videos_and_keeps_serving(app_url, clip, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    text = bad(tmp_path / "holiday.mp4", b"not a video at all" * 100)
+    with pytest.raises(Exception, match="not a readable video"):
+        client.predict(handle_file(text), "pets", OVERLAY, api_name="/segment_video")
+    with pytest.raises(Exception, match="input | mask"):  # the choices are listed
+        client.predict(handle_file(clip), "pets", "sepia", api_name="/segment_video")
+    *_, note = client.predict(handle_file(clip), "pets", MASK, api_name="/segment_video")
+    assert "12 frames" in note

@@ -9,6 +9,7 @@ import io
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,9 +19,12 @@ from segdemo.data.images import display_size, resize_image
 from segdemo.errors import InputError
 from segdemo.limits import LIVE_MAX_SIDE, LIVE_SMOOTHING
 from segdemo.serving.drawing import colorize, overlay
+from segdemo.serving.png import png_bytes
 
 tf = LazyModule("tensorflow")
 RATE_WINDOW_S = 3.0  # frames/s and latency are measured over the last seconds of the stream
+NEW_STREAM_GAP_S = 10.0  # a frame this long after the previous one starts a new count (a new recording)
+MASK_FILES = 4  # a stream's mask PNGs are written round-robin into this many files (the page copies each)
 
 
 @dataclass
@@ -40,6 +44,10 @@ class LiveStream:
         self.model_ms.append(model_seconds * 1000)
         while self.arrivals and arrived - self.arrivals[0][0] > RATE_WINDOW_S:
             self.arrivals.popleft()
+
+    def is_stale(self, now):
+        """Whether a frame arriving at `now` starts a new recording (counts start again)."""
+        return not self.arrivals or now - self.arrivals[-1][0] > NEW_STREAM_GAP_S
 
     def rate(self):
         """Frames/s over the window (0 until two frames)."""
@@ -138,6 +146,14 @@ def live_frame(source, segmenter, stream, opacity=0.5, smooth=False, smoothing=L
     seconds = {"decode": decoded - arrived, "model": predicted - decoded, "draw": done - predicted}
     stream.record(arrived, done - arrived, seconds["model"])
     return LiveResult(frame, labels, blended, mask, seconds, stream.stats())
+
+
+def write_mask(result, palette, folder):
+    """The frame's class mask as a palette PNG in `folder` (one of MASK_FILES names, round-robin): 2 ms where
+    Gradio's own PNG encoding of the colour mask takes 17."""
+    path = Path(folder) / f"live_mask_{result.stats['frames'] % MASK_FILES}.png"
+    path.write_bytes(png_bytes(result.labels, palette))
+    return str(path)
 
 
 def stats_line(stats, smooth, time_limit):

@@ -7,11 +7,18 @@ import time
 
 import gradio as gr
 
-from segdemo.app.sessions import FINETUNED_CHOICE, LIVE_STREAMS, UPLOADED_CHOICE, request_folder, segmenter_for
+from segdemo.app.sessions import (
+    FINETUNED_CHOICE,
+    LIVE_STREAMS,
+    UPLOADED_CHOICE,
+    request_folder,
+    segmenter_for,
+    session_folder,
+)
 from segdemo.config import EXAMPLES_DIR
 from segdemo.errors import InputError
 from segdemo.limits import LIVE_CONCURRENCY, LIVE_MAX_SIDE, LIVE_SMOOTHING, LIVE_STREAM_EVERY_S, LIVE_TIME_LIMIT_S
-from segdemo.serving.live import RATE_WINDOW_S, LiveStream, live_frame, stats_line
+from segdemo.serving.live import LiveStream, live_frame, stats_line, write_mask
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
 from segdemo.serving.video import OUTPUT_KINDS, OVERLAY
 from segdemo.serving.video import segment_video as run_video
@@ -35,7 +42,7 @@ HOW_TO = (f"**Webcam**: allow the camera and press record: each frame is shrunk 
 def new_stream(key):
     """The session's stream state; a new one when the last frame came long ago (a new recording)."""
     stream = LIVE_STREAMS.get(key)
-    if stream is None or not stream.arrivals or time.perf_counter() - stream.arrivals[-1][0] > RATE_WINDOW_S:
+    if stream is None or stream.is_stale(time.perf_counter()):
         stream = LiveStream()
         LIVE_STREAMS.put(key, stream)
     return stream
@@ -49,10 +56,12 @@ def live(frame, model_name=DEFAULT_MODEL, opacity=DEFAULT_OPACITY, smooth=False,
     key = session_key(request)
     stream = new_stream(key)
     try:
-        result = live_frame(frame, segmenter_for(model_name, key), stream, opacity, smooth)
+        segmenter = segmenter_for(model_name, key)
+        result = live_frame(frame, segmenter, stream, opacity, smooth)
     except InputError as error:
         return gr.skip(), gr.skip(), f"⚠ {error}"
-    return result.overlay, result.mask, stats_line(result.stats, smooth, LIVE_TIME_LIMIT_S)
+    mask = write_mask(result, segmenter.palette, session_folder(key))
+    return result.overlay, mask, stats_line(result.stats, smooth, LIVE_TIME_LIMIT_S)
 
 
 def video_note(result):
