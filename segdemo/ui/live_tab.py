@@ -8,9 +8,8 @@ import time
 import gradio as gr
 
 from segdemo.app.sessions import (
-    FINETUNED_CHOICE,
     LIVE_STREAMS,
-    UPLOADED_CHOICE,
+    model_menu,
     request_folder,
     segmenter_for,
     session_folder,
@@ -19,7 +18,7 @@ from segdemo.config import EXAMPLES_DIR
 from segdemo.errors import InputError
 from segdemo.limits import LIVE_CONCURRENCY, LIVE_MAX_SIDE, LIVE_SMOOTHING, LIVE_STREAM_EVERY_S, LIVE_TIME_LIMIT_S
 from segdemo.serving.live import LiveStream, live_frame, stats_line, write_mask
-from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, model_choices, served_models
+from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.serving.video import OUTPUT_KINDS, OVERLAY
 from segdemo.serving.video import segment_video as run_video
 from segdemo.serving.video_io import accepted
@@ -150,7 +149,7 @@ def build_live_tab():
     """Lay out the tab inside an open `gr.Blocks` and wire its events."""
     gr.Markdown(HOW_TO)
     with gr.Row():
-        model_choice = FreeDropdown(model_choices([FINETUNED_CHOICE, UPLOADED_CHOICE]),
+        model_choice = FreeDropdown(model_menu(),
                                     value=default_model_name(served_models()), allow_custom_value=True,
                                     label="Model", elem_id="live-model")
         opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Overlay opacity")
