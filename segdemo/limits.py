@@ -11,6 +11,21 @@ MAX_ZIP_ENTRIES = 2000
 MAX_ENTRY_BYTES = 60_000_000  # one file inside a ZIP
 MAX_BATCH_IMAGES = 200  # images per batch
 
+# Video files (the Live tab's video and the segment_video API), checked from the container's header before decoding
+MAX_VIDEO_BYTES = 200_000_000  # the file
+MAX_VIDEO_SECONDS = 60  # its duration
+MAX_VIDEO_FRAMES = 1800  # its frames (60 s at 30 frames/s)
+MAX_VIDEO_SIDE = 1920  # its long side: Full HD (1920x1080) is accepted, 4K is refused
+MAX_VIDEO_PIXELS = 1920 * 1080  # width x height of a frame
+VIDEO_OUTPUT_MAX_SIDE = 1280  # the segmented video's frames are at most this wide/high; the masks are full size
+
+# Live webcam
+LIVE_MAX_SIDE = 480  # a webcam frame is shrunk to this long side before the model (it arrives at the camera's size)
+LIVE_STREAM_EVERY_S = 0.05  # the browser sends a frame this often at most (it waits for the previous answer)
+LIVE_TIME_LIMIT_S = 120  # a webcam stream runs this long, then stops (start it again to go on)
+LIVE_CONCURRENCY = 2  # webcam streams served at once (2 cores); more wait in the queue
+LIVE_SMOOTHING = 0.6  # temporal smoothing: weight of the previous frames' probabilities (when switched on)
+
 # Models
 MAX_MODEL_BYTES = 200_000_000  # a model file (or SavedModel folder) served from the command line
 MAX_UPLOADED_MODEL_BYTES = 100_000_000  # a model file uploaded in the browser (served for its session only)

@@ -104,3 +104,22 @@ def batch_zip(path):
         archive.writestr("broken.jpg", b"not a jpeg at all")
         archive.writestr("notes.txt", b"hello")
     return str(path)
+
+
+def write_y4m(path, frames, fps=10):
+    """A raw YUV4MPEG2 (4:2:0) video of RGB frames (HxWx3 uint8, even sizes): what Chromium's fake camera plays
+    (--use-file-for-fake-video-capture), looping. Full-range BT.601, as the C420jpeg tag says."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as handle:
+        handle.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            rgb = frame.astype(np.float32)
+            y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+            u = 128 - 0.168736 * rgb[..., 0] - 0.331264 * rgb[..., 1] + 0.5 * rgb[..., 2]
+            v = 128 + 0.5 * rgb[..., 0] - 0.418688 * rgb[..., 1] - 0.081312 * rgb[..., 2]
+            handle.write(b"FRAME\n")
+            for plane, step in ((y, 1), (u, 2), (v, 2)):
+                if step == 2:
+                    plane = plane.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
+                handle.write(np.clip(plane.round(), 0, 255).astype(np.uint8).tobytes())
+    return str(path)

@@ -110,8 +110,8 @@ def test_models_over_the_web_are_names_never_paths(client, name):
 
 def test_every_parameter_after_the_image_has_a_default(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    for name in ("/segment", "/segment_batch", "/compare", "/add_training_pair", "/check_pairs", "/finetune",
-                 "/retrain", "/export_model"):
+    for name in ("/segment", "/segment_batch", "/compare", "/segment_video", "/add_training_pair", "/check_pairs",
+                 "/finetune", "/retrain", "/export_model"):
         parameters = endpoints[name]["parameters"]
         first_optional = 2 if name in ("/add_training_pair",) else 0 if name in ("/retrain", "/export_model") else 1
         missing = [p["parameter_name"] for p in parameters[first_optional:] if not p["parameter_has_default"]]

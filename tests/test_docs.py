@@ -37,6 +37,14 @@ CONSTANTS = {
     "MAX_UPLOADED_MODEL_BYTES": "segdemo.limits:MAX_UPLOADED_MODEL_BYTES",
     "MAX_UPLOADED_MODEL_MEMORY": "segdemo.limits:MAX_UPLOADED_MODEL_MEMORY",
     "SESSION_FILES_MAX_AGE_S": "segdemo.app.sessions:SESSION_FILES_MAX_AGE_S",
+    "MAX_VIDEO_SECONDS": "segdemo.limits:MAX_VIDEO_SECONDS",
+    "MAX_VIDEO_FRAMES": "segdemo.limits:MAX_VIDEO_FRAMES",
+    "MAX_VIDEO_BYTES": "segdemo.limits:MAX_VIDEO_BYTES",
+    "MAX_VIDEO_SIDE": "segdemo.limits:MAX_VIDEO_SIDE",
+    "VIDEO_OUTPUT_MAX_SIDE": "segdemo.limits:VIDEO_OUTPUT_MAX_SIDE",
+    "LIVE_MAX_SIDE": "segdemo.limits:LIVE_MAX_SIDE",
+    "LIVE_TIME_LIMIT_S": "segdemo.limits:LIVE_TIME_LIMIT_S",
+    "LIVE_CONCURRENCY": "segdemo.limits:LIVE_CONCURRENCY",
 }
 
 # Each limit as README's Limits section states it (whitespace collapsed), filled in from the constants above.
@@ -56,6 +64,11 @@ LIMIT_FACTS = [
     "uses {WORKER_THREADS} threads",
     "fetched for at most {HUB_TIMEOUT_S} s",
     "untouched for {SESSION_HOURS} hours",
+    "lasts at most {MAX_VIDEO_SECONDS} s, has at most {MAX_VIDEO_FRAMES} frames, at most {MAX_VIDEO_MB} MB and at "
+    "most {MAX_VIDEO_SIDE} px on the long side",
+    "The output video is at most {VIDEO_OUTPUT_MAX_SIDE} px wide or high",
+    "A webcam frame is shrunk to {LIVE_MAX_SIDE} px on its long side; a stream stops after {LIVE_TIME_LIMIT_S} s",
+    "at most {LIVE_CONCURRENCY} streams run at once",
     "A model file is at most {MAX_MODEL_MB} MB (at most {MAX_UPLOADED_MODEL_MB} MB uploaded in the browser, and at "
     "most {MAX_UPLOADED_MODEL_GB} GB of estimated memory",
 ]
@@ -130,6 +143,7 @@ def test_limits_match_the_constants():
         MAX_MODEL_MB=values["MAX_MODEL_BYTES"] // 1_000_000,
         MAX_UPLOADED_MODEL_MB=values["MAX_UPLOADED_MODEL_BYTES"] // 1_000_000,
         MAX_UPLOADED_MODEL_GB=f"{values['MAX_UPLOADED_MODEL_MEMORY'] / 1e9:g}",
+        MAX_VIDEO_MB=values["MAX_VIDEO_BYTES"] // 1_000_000,
     )
     limits = " ".join(section(readme(), "Limits").split())  # line breaks do not matter
     wrong = [fact.format(**values) for fact in LIMIT_FACTS if fact.format(**values) not in limits]

@@ -215,3 +215,33 @@ def test_saved_finetune_loads_in_safe_mode_and_serves_as_trained(own_models, tmp
     assert np.array_equal(served.labels, trained.labels)
     # a second round (the teach loop) starts from the fine-tuned model, now in the bundled form
     assert is_bundled_form(loaded, loaded_card)
+
+
+@pytest.mark.parametrize("options", [
+    {"channel_order": "bgr", "input_scale": "per-image"},
+    {"channel_order": "bgr", "input_scale": "mean-std", "input_mean": [120.0, 110.0, 90.0],
+     "input_std": [60.0, 55.0, 50.0]},
+    {"output": "sigmoid_binary", "threshold": 0.3},
+    {"output": "linear_binary", "threshold": 0.2},
+])
+def test_the_form_trains_what_the_card_serves_for_the_newer_options(options):
+    """BGR, per-image standardisation, dataset statistics and one-channel thresholds (issue 27): the training
+    form's argmax is the served labels."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    binary = options.get("output", "logits") != "logits"
+    inputs = keras.Input((16, 16, 3))
+    hidden = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    activation = {"sigmoid_binary": "sigmoid", "linear_binary": "relu"}.get(options.get("output"))
+    model = keras.Model(inputs, keras.layers.Conv2D(1 if binary else 3, 1, activation=activation)(hidden))
+    card = ModelCard("newer", ["background", "square"] if binary else CLASSES, 16, **options)
+    form, form_card = training_form(model, card)
+    images = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3)).astype(np.uint8)
+    served = Segmenter(model, card, freeze=False)
+    trained = np.asarray(form(images.astype(np.float32), training=False)).argmax(-1)
+    for image, labels in zip(images, trained):
+        prediction = served.predict(image)
+        where = untied(prediction.probs)
+        assert where.mean() > 0.9 and np.array_equal(prediction.labels[where], labels[where])
+    assert form_card.channel_order == "rgb" and form_card.threshold is None

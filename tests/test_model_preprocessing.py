@@ -6,16 +6,10 @@ import pytest
 from PIL import Image
 
 from segdemo.data.images import resize_image
-from segdemo.models.preprocessing import (
-    INPUT_SCALES,
-    LETTERBOX_FILL,
-    crop_box,
-    letterbox_box,
-    output_probabilities,
-    resize_for_model,
-    scale_pixels,
-    to_grayscale,
-)
+from segdemo.models.preprocessing import INPUT_SCALES, output_probabilities, scale_pixels, to_grayscale
+from segdemo.models.resizing import LETTERBOX_FILL, crop_box, letterbox_box, resize_for_model
+
+AFFINE_SCALES = ("0..255", "0..1", "-1..1", "imagenet")  # the fixed ranges (per-image and mean-std: their tests)
 
 
 def photo(height=37, width=53, seed=0):
@@ -77,7 +71,7 @@ def test_scale_pixels_on_numpy_and_tensorflow():
     np.testing.assert_allclose(scale_pixels(x, "-1..1"), [[[-1, 0, 1]]])
     np.testing.assert_allclose(scale_pixels(x, "imagenet"),
                                [[[-0.485 / 0.229, (0.5 - 0.456) / 0.224, (1 - 0.406) / 0.225]]], rtol=1e-5)
-    for scale in INPUT_SCALES:
+    for scale in AFFINE_SCALES:
         np.testing.assert_allclose(scale_pixels(tf.constant(x), scale).numpy(), scale_pixels(x, scale), rtol=1e-6)
     assert scale_pixels(np.full((2, 2, 1), 255.0, np.float32), "imagenet").shape == (2, 2, 1)
     with pytest.raises(ValueError, match="unknown input scale"):
@@ -148,7 +142,7 @@ def test_scoring_with_the_right_input_scale_beats_the_wrong_ones():
 
     train_images, train_labels = brightness_data(64, seed=0)
     test_images, test_labels = brightness_data(16, seed=1)
-    for trained_on in INPUT_SCALES:
+    for trained_on in AFFINE_SCALES:
         keras.utils.set_random_seed(0)
         inputs = keras.Input((32, 48, 3))
         model = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))  # per-pixel logits: a learnt threshold
@@ -156,10 +150,10 @@ def test_scoring_with_the_right_input_scale_beats_the_wrong_ones():
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(scale_pixels(train_images.astype(np.float32), trained_on), train_labels, batch_size=8,
                   epochs=5, verbose=0)  # 40 steps
-        scores = {scale: accuracy(model, test_images, test_labels, scale) for scale in INPUT_SCALES}
+        scores = {scale: accuracy(model, test_images, test_labels, scale) for scale in AFFINE_SCALES}
         best = max(scores, key=scores.get)
         assert best == trained_on, (trained_on, scores)
-        assert all(scores[trained_on] > scores[other] + 0.02 for other in INPUT_SCALES if other != trained_on), \
+        assert all(scores[trained_on] > scores[other] + 0.02 for other in AFFINE_SCALES if other != trained_on), \
             (trained_on, scores)
 
 
@@ -169,17 +163,19 @@ def test_model_io_is_one_definition_read_by_serving_training_and_words():
     import keras
 
     from segdemo.models.cards import ModelCard
-    from segdemo.models.preprocessing import INPUT_SCALES, ModelIO
+    from segdemo.models.preprocessing import ModelIO
 
     rng = np.random.default_rng(3)
     pixels = rng.uniform(0, 255, (2, 5, 7, 3)).astype(np.float32)
     for channels in (3, 1):
         for scale in INPUT_SCALES:
-            io = ModelCard("m", ["a", "b"], 8, input_scale=scale, input_channels=channels).io
+            stats = {"input_mean": [120.0, 110.0, 100.0], "input_std": [60.0, 50.0, 70.0]} \
+                if scale == "mean-std" else {}
+            io = ModelCard("m", ["a", "b"], 8, input_scale=scale, input_channels=channels, **stats).io
             inputs = keras.Input((5, 7, 3))
             layers = keras.Model(inputs, io.input_layers(inputs))
             assert np.allclose(np.asarray(layers(pixels)), np.asarray(io.model_input(pixels)), atol=1e-4), scale
-            assert INPUT_SCALES[scale].words in io.input_words()
+            assert INPUT_SCALES[scale].words.split(" (")[0] in io.input_words()
     flat = ModelIO(2, output="sigmoid_binary", output_layout="flat")
     assert flat.output_channels == 1
     outputs = rng.normal(size=(1, 6, 1)).astype(np.float32)
@@ -189,5 +185,5 @@ def test_model_io_is_one_definition_read_by_serving_training_and_words():
     assert np.allclose(np.asarray(keras.ops.softmax(logits)), expected, atol=1e-5)
     assert flat.describe() == ["pixels: RGB 0..255 (not normalised), stretched to the input size, antialiased "
                                "bilinear (PIL; tf.image.resize(..., antialias=True))",
-                               "output: one sigmoid channel (the foreground probability), flattened to (pixels, "
-                               "channels), read back as a grid"]
+                               "output: one sigmoid channel (the foreground probability, foreground above the "
+                               "threshold 0.5), flattened to (pixels, channels), read back as a grid"]

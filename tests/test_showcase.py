@@ -112,8 +112,8 @@ def data_url(path):
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-MCP_TOOLS = {"segment", "segment_batch", "compare", "add_training_pair", "check_pairs", "finetune", "retrain",
-             "export_model"}
+MCP_TOOLS = {"segment", "segment_batch", "compare", "segment_video", "add_training_pair", "check_pairs", "finetune",
+             "retrain", "export_model"}
 
 
 def test_mcp_lists_the_tools_and_segments_with_a_street_class(app_url):

@@ -72,7 +72,8 @@ RUNNING_JOBS = SessionStore(capacity=64)  # a session's running fine-tune job (j
 BATCHES = SessionStore(capacity=16)  # last batch per session (its gallery is re-sorted without the model)
 TRAINING_SETS = SessionStore(capacity=32)  # corrected + uploaded pairs per session (at most 200 of <= 640 px)
 EDITING = SessionStore(capacity=64)  # the result a session's mask editor was opened on
-STORES = (RESULTS, FINETUNED_MODELS, UPLOADED_MODELS, RUNNING_JOBS, BATCHES, TRAINING_SETS, EDITING)
+LIVE_STREAMS = SessionStore(capacity=16)  # a session's webcam stream: smoothing state, frame counts (serving.live)
+STORES = (RESULTS, FINETUNED_MODELS, UPLOADED_MODELS, RUNNING_JOBS, BATCHES, TRAINING_SETS, EDITING, LIVE_STREAMS)
 OWN_MODELS = {FINETUNED_CHOICE: FINETUNED_MODELS, UPLOADED_CHOICE: UPLOADED_MODELS}  # name -> the session's store
 LOADER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-model")  # see SessionModel
 

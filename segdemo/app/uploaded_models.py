@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 from segdemo.app.sessions import UPLOADED_CHOICE, UPLOADED_MODELS, SessionModel, session_folder
 from segdemo.card.check import check_report, score_choices
-from segdemo.card.infer import infer_card
+from segdemo.card.infer import infer_card, parse_statistics
+from segdemo.card.lambdas import OPERATIONS
 from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES, MAX_UPLOADED_MODEL_MEMORY
 from segdemo.models.cards import parse_class_names
+from segdemo.models.preprocessing import OPEN_OPTIONS
 
 CHECK = "check with the pairs"  # the choice that lets labelled pairs decide a preprocessing option
 
@@ -45,25 +47,48 @@ def check_memory(model, card):
 
 
 def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHECK, resize_filter=CHECK,
-                 pair_paths=()):
-    """Check, describe and serve an uploaded model file for session `key`; returns an UploadedModel. Raises
-    InputError (what was wrong, what is accepted); the session's earlier model stays as it was."""
+                 pair_paths=(), channel_order=CHECK, input_mean="", input_std="", threshold=None, white="",
+                 output="", replace_layers=""):
+    """Check, describe and serve an uploaded model file for session `key`; returns an UploadedModel. The options
+    are `segdemo.card`'s (CHECK: let the pairs decide; `replace_layers`: "NAME=OP, NAME=OP" for Lambda layers).
+    Raises InputError (what was wrong, what is accepted); the session's earlier model stays as it was."""
+    import tempfile
     from pathlib import Path
 
+    from segdemo.card.lambdas import code_layers
+    from segdemo.card.lambdas import replace_layers as swap_layers
     from segdemo.data.uploads import read_upload
     from segdemo.models.files import load_model_file
 
     source = Path(model_path)
     check_upload_size(source)
-    model = load_model_file(source)
-    stated = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter}
+    items = [item.strip() for item in str(replace_layers or "").replace(";", ",").split(",") if item.strip()]
+    unreplaced = [facts for facts in code_layers(source) if facts.name not in {i.partition("=")[0] for i in items}]
+    if unreplaced:
+        listed = "; ".join(f"{facts.name} ({facts.position}, suggested: {facts.name}={facts.suggestion or 'OP'})"
+                           for facts in unreplaced)
+        raise InputError(f"{source.name} has layers that hold code, which segdemo never runs: {listed}. Write "
+                         "NAME=OP in 'Replace layers' (OP: " + ", ".join(OPERATIONS) + ")")
+    scratch = Path(tempfile.mkdtemp(prefix="segdemo_upload_model_"))
+    if items:
+        model, source = swap_layers(source, items, scratch / f"{source.stem}.keras")
+    else:
+        model = load_model_file(source)
+    stated = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter,
+              "channel_order": channel_order}
+    extra = {"threshold": float(threshold) if threshold not in (None, "") else None, "white": white or None,
+             "output": output or None}
+    for option, text in (("input_mean", input_mean), ("input_std", input_std)):
+        if str(text or "").strip():
+            extra[option] = parse_statistics(text, None, option.replace("_", " "))[0]
     inferred = infer_card(model, source.name, parse_class_names(class_names) or None,
-                                       **{option: value for option, value in stated.items() if value != CHECK})
+                          {**{option: value for option, value in stated.items() if value != CHECK}, **extra})
     fixed = inferred.known  # stated, or inferred (a Rescaling layer first: 0..255)
     card = inferred.card.replace(name="uploaded-" + source.stem, title=f"Uploaded: {source.name}")
     check_memory(model, card)
     lines, warnings = list(inferred.lines), list(inferred.warnings)
-    open_options = [option for option in stated if option not in fixed]
+    open_options = [option for option in stated if option not in fixed and not (
+        option == "channel_order" and card.input_channels == 1)]
     if pair_paths and open_options:
         _, loaded, _ = read_upload([str(path) for path in pair_paths], card)
         if not loaded:
@@ -75,13 +100,15 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
         lines += [f"checked on {len(loaded)} pairs:", *table]
         warnings = [line for line in warnings if "not stated" not in line] + check_warnings
     elif "input_scale" in open_options:
-        raise InputError("Say how the model's input pixels were scaled (0..255, 0..1, -1..1 or imagenet), or give "
-                         "a few labelled pairs so the check can score each choice")
+        raise InputError("Say how the model's input pixels were scaled (" + ", ".join(OPEN_OPTIONS["input_scale"][0])
+                         + ", or the dataset's mean and std), or give a few labelled pairs so the check can score "
+                         "each choice")
     folder = session_folder(key) / "uploaded"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     stored = folder / source.name
     shutil.copyfile(source, stored)
+    shutil.rmtree(scratch, ignore_errors=True)
     card.save(stored)
     files = [str(stored), str(stored.with_suffix(".json")), str(stored.with_suffix(".md"))]
     UPLOADED_MODELS.put(key, SessionModel(stored, card, files, model))

@@ -4,7 +4,7 @@ import itertools
 
 from segdemo.errors import InputError
 from segdemo.models import cards
-from segdemo.models.preprocessing import INPUT_SCALES, RESIZE_FILTERS, RESIZES
+from segdemo.models.preprocessing import OPEN_OPTIONS
 
 # The check ranks choices by the cross-entropy of the pairs' labels under the model's probabilities: it tells
 # scales apart where the mean IoU of a weak model barely moves (bench/own_models.py: -1..1 against imagenet,
@@ -27,7 +27,7 @@ def check_pairs(folder, card):
     return [(image, mask) for _, image, mask in loaded]
 
 
-OPTIONS = {"input_scale": INPUT_SCALES, "resize": RESIZES, "resize_filter": RESIZE_FILTERS}
+OPTIONS = {option: choices for option, (choices, _) in OPEN_OPTIONS.items()}  # what --check tries
 
 
 def label_cross_entropy(segmenter, pairs):
@@ -49,11 +49,13 @@ def label_cross_entropy(segmenter, pairs):
 
 
 def score_choices(model, card, pairs, fixed):
-    """[(cross-entropy, mean IoU, {input_scale, resize, resize_filter})] for every combination the user left
-    open (`fixed` holds what was stated or inferred), best (lowest cross-entropy) first."""
+    """[(cross-entropy, mean IoU, {option: value})] for every combination of OPTIONS the user left open (`fixed`
+    holds what was stated or inferred; a grayscale model has no channel order), best (lowest cross-entropy)
+    first."""
     from segdemo.serving.segmenter import Segmenter
     from segdemo.training.evaluation import evaluate_arrays
 
+    fixed = {**({"channel_order": "rgb"} if card.input_channels == 1 else {}), **fixed}
     axes = {key: [fixed[key]] if fixed.get(key) else list(values) for key, values in OPTIONS.items()}
     rows = []
     for values in itertools.product(*axes.values()):
@@ -67,9 +69,11 @@ def score_choices(model, card, pairs, fixed):
 def check_report(rows):
     """(the table's lines, the chosen preprocessing, warnings): each option left open is decided when its best
     value leads the best row with another value by CHECK_MARGIN; else a warning names it."""
-    lines = ["cross-entropy  mean IoU  input scale  resize     filter"]
-    lines += [f"{nll:13.4f}  {miou:8.4f}  {c['input_scale']:<11}  {c['resize']:<9}  {c['resize_filter']}"
-              for nll, miou, c in rows]
+    widths = {option: max(len(option), *(len(str(choice[option])) for _, _, choice in rows)) for option in OPTIONS}
+    lines = ["cross-entropy  mean IoU  " + "  ".join(f"{option.replace('_', ' '):<{widths[option]}}"
+                                                     for option in OPTIONS).rstrip()]
+    lines += [f"{nll:13.4f}  {miou:8.4f}  " + "  ".join(f"{str(c[option]):<{widths[option]}}"
+                                                       for option in OPTIONS).rstrip() for nll, miou, c in rows]
     best_nll, _, best = rows[0]
     warnings = []
     for option in OPTIONS:

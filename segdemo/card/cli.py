@@ -1,15 +1,19 @@
 """Describe a Keras segmentation model once, so the app serves it the way its author trained it:
 
-    python -m segdemo.card MODEL --classes NAME ... [--input-scale 0..255|0..1|-1..1|imagenet]
-        [--resize stretch|letterbox] [--resize-filter antialias|bilinear] [--check DIR] [--colors R,G,B ...]
-        [--title TITLE] [--name NAME] [--input-size W [H]]
+    python -m segdemo.card MODEL --classes NAME ... [--input-scale 0..255|0..1|-1..1|imagenet|per-image]
+        [--input-mean R,G,B --input-std R,G,B] [--channel-order rgb|bgr] [--resize stretch|letterbox]
+        [--resize-filter antialias|bilinear] [--threshold T] [--white CLASS] [--output NAME|INDEX]
+        [--replace-layer NAME=OP ...] [--check DIR] [--colors R,G,B ...] [--title TITLE] [--name NAME]
+        [--input-size W [H]]
 
 It reads what the model itself tells (input size and channels, class count, output kind and resolution),
 says so in plain words, and writes the card (MODEL's name with .json) beside the model. What a model cannot
-tell is stated: how its pixels were scaled, how images were resized and with which filter. With `--check DIR`
-(a few labelled pairs in any layout the Fine-tune tab accepts) every plausible scale, resize and filter is
-scored on those pairs; the best is chosen, with a warning when it is not clearly ahead. A model whose first
-layer is a Rescaling takes raw 0..255 pixels: that much it tells.
+tell is stated: how its pixels were scaled (a range, each image standardised, or the dataset's mean and std),
+their channel order, how images were resized and with which filter. With `--check DIR` (a few labelled pairs
+in any layout the Fine-tune tab accepts) every plausible choice is scored on those pairs; the best is chosen,
+with a warning when it is not clearly ahead. A model whose first layer is a Rescaling takes raw 0..255
+pixels: that much it tells. A model with Lambda layers is listed with what can be read of each (no code runs)
+and served after `--replace-layer` swaps each for built-in layers (segdemo/card/lambdas.py).
 """
 
 import argparse
@@ -17,11 +21,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from segdemo.card.check import check_pairs, check_report, score_choices
-from segdemo.card.infer import infer_card
+from segdemo.card.check import CHECK_MARGIN, check_pairs, check_report, score_choices
+from segdemo.card.infer import STATS_UNITS, infer_card, parse_statistics
+from segdemo.card.lambdas import OPERATIONS, code_layers
 from segdemo.errors import InputError
 from segdemo.models import cards
-from segdemo.models.preprocessing import INPUT_SCALES, RESIZE_FILTERS, RESIZES
+from segdemo.models.preprocessing import CHANNEL_ORDERS, INPUT_SCALES, MEAN_STD, RESIZE_FILTERS, RESIZES
 
 
 def joined_scale(argv):
@@ -55,7 +60,23 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a .keras file, a legacy .h5 whole model, or a SavedModel folder")
     parser.add_argument("--classes", nargs="+", default=None, help="class names in output order")
-    parser.add_argument("--input-scale", choices=INPUT_SCALES, default=None)
+    parser.add_argument("--input-scale", choices=[scale for scale in INPUT_SCALES if scale != MEAN_STD], default=None,
+                        help="per-image: each image standardised (Keras's samplewise_center + "
+                             "samplewise_std_normalization)")
+    parser.add_argument("--input-mean", default=None, help="R,G,B: the dataset mean the model was trained with "
+                        "((x - mean) / std; featurewise_center or numbers in the training script)")
+    parser.add_argument("--input-std", default=None, help="R,G,B: the dataset's standard deviation")
+    parser.add_argument("--stats-units", choices=STATS_UNITS, default=None,
+                        help="the units of --input-mean/--input-std (default: 0..1 when every value is <= 1)")
+    parser.add_argument("--channel-order", choices=list(CHANNEL_ORDERS), default=None,
+                        help="bgr: trained on images read with cv2.imread")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="one output channel: foreground above this value (sigmoid 0.5, linear/ReLU 0.5)")
+    parser.add_argument("--white", default=None, metavar="CLASS",
+                        help="the class white marks in black/white masks (default: a one-channel model's class)")
+    parser.add_argument("--output", default=None, metavar="NAME|INDEX", help="the output served, of several")
+    parser.add_argument("--replace-layer", action="append", default=[], metavar="NAME=OP",
+                        help=f"swap a Lambda layer for built-in ones (OP: {', '.join(OPERATIONS)}); repeatable")
     parser.add_argument("--resize", choices=RESIZES, default=None)
     parser.add_argument("--resize-filter", choices=RESIZE_FILTERS, default=None,
                         help="antialias: PIL's bilinear (= tf.image.resize(..., antialias=True)); "
@@ -69,18 +90,100 @@ def parse_args(argv=None):
     return parser.parse_args(joined_scale(argv))
 
 
-def main(argv=None):
+def stated_options(args):
+    """The card fields the command line states (see `infer.infer_card`)."""
+    stated = {"input_scale": args.input_scale, "resize": args.resize, "resize_filter": args.resize_filter,
+              "channel_order": args.channel_order, "threshold": args.threshold, "white": args.white,
+              "output": args.output}
+    for option in ("input_mean", "input_std"):
+        text = getattr(args, option)
+        if text is not None:
+            stated[option], said = parse_statistics(text, args.stats_units, option.replace("_", "-"))
+            if said:
+                print(said)
+    return stated
+
+
+def file_notes(path):
+    """What the card says of an old file: the Keras that wrote it, what was upgraded, what was ignored."""
+    from segdemo.models.files import hdf5_model_config, sniff_format
+    from segdemo.models.legacy import describe_file, upgrade_config
+
+    if not Path(path).is_file() or sniff_format(path) != "hdf5":
+        return []
+    return describe_file(path, upgrade_config(hdf5_model_config(path))[1])
+
+
+def choose_first_replacement(args, facts, stated, size):
+    """--check with an unreplaced first-layer Lambda: each candidate (identity, x / 255, x / 127.5 - 1, the
+    suggestion) swapped in, scored like input scales on the pairs; returns (the chosen operation, report lines)."""
+    import tempfile
+
+    from segdemo.card.check import label_cross_entropy
+    from segdemo.card.lambdas import replace_layers, replacement_candidates
+    from segdemo.serving.segmenter import Segmenter
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="segdemo_candidates_") as folder:
+        for label, operation in replacement_candidates(facts).items():
+            model, path = replace_layers(args.model, [f"{facts.name}={operation}"], Path(folder) / f"{len(rows)}.keras")
+            card = infer_card(model, path, args.classes, {**stated, "input_scale": "0..255"}, input_size=size).card
+            pairs = check_pairs(args.check, card)
+            rows.append((label_cross_entropy(Segmenter(model, card, tta=False, freeze=False), pairs), label, operation))
+    rows.sort()
+    lines = [f"--check: the first-layer {facts.class_name} {facts.name!r} replaced by each candidate "
+             "(cross-entropy of the pairs' labels, lower is better):"]
+    lines += [f"{nll:13.4f}  {label} ({operation})" for nll, label, operation in rows]
+    if len(rows) > 1 and rows[1][0] - rows[0][0] < CHECK_MARGIN:
+        lines.append(f"warning: {rows[0][1]} is not clearly ahead of {rows[1][1]}: state it with --replace-layer")
+    return rows[0][2], lines
+
+
+def replaced_model(args, stated, size):
+    """(the model to describe, its path): the file as it is, or with its Lambda layers swapped for built-in ones
+    (--replace-layer, or --check for a first-layer one) in a new file. A Lambda left unreplaced ends the command
+    with what the file says of each and the option that replaces it."""
+    from segdemo.card.lambdas import replace_layers
     from segdemo.models.files import load_model_file
 
+    found = code_layers(args.model)
+    named = {item.partition("=")[0] for item in args.replace_layer}
+    open_layers = [facts for facts in found if facts.name not in named]
+    items = list(args.replace_layer)
+    if open_layers:
+        for facts in open_layers:
+            print(*facts.lines(), sep="\n")
+        if args.check and len(open_layers) == 1 and open_layers[0].first:
+            operation, lines = choose_first_replacement(args, open_layers[0], stated, size)
+            print(*lines, sep="\n")
+            items.append(f"{open_layers[0].name}={operation}")
+        else:
+            suggested = " ".join(f"--replace-layer {facts.name}={facts.suggestion or 'OP'}" for facts in open_layers)
+            listed = ", ".join(facts.name for facts in open_layers)
+            raise InputError(f"{args.model} has {len(open_layers)} layer(s) that hold code ({listed}), which segdemo "
+                             "never runs: "
+                             f"swap each for built-in layers with python -m segdemo.card {args.model} {suggested} "
+                             f"(OP: {', '.join(OPERATIONS)}; a first-layer one can also be scored with --check DIR)")
+    if not items:
+        return load_model_file(args.model), args.model
+    model, path = replace_layers(args.model, items)
+    print(f"replaced {', '.join(items)} with built-in layers: wrote {path} (it carries no code; serve this file)")
+    return model, path
+
+
+def main(argv=None):
     args = parse_args(argv)
     size = None if args.input_size is None else (args.input_size * 2)[:2]
     colors = [[int(v) for v in color.split(",")] for color in args.colors] if args.colors else None
     try:
-        model = load_model_file(args.model)
-        inferred = infer_card(model, args.model, args.classes, args.input_scale, args.resize, args.resize_filter,
-                              colors, args.title, args.name, size)
+        stated = stated_options(args)
+        model, model_path = replaced_model(args, stated, size)
+        inferred = infer_card(model, model_path, args.classes, stated, colors, args.title, args.name or (
+            Path(str(args.model)).stem if str(model_path) != str(args.model) else None), size)
         card = inferred.card
-        for line in inferred.lines:
+        notes = file_notes(args.model)
+        card.notes = [*card.notes, *notes]
+        for line in [*inferred.lines, *notes]:
             print(line)
         if args.check:
             lines, best, warnings = check_report(score_choices(model, card, check_pairs(args.check, card),
@@ -91,8 +194,8 @@ def main(argv=None):
             inferred.warnings = [w for w in inferred.warnings if "not stated" not in w] + warnings
         for warning in inferred.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        path = cards.card_path(str(args.model).rstrip("/"))
-        card.save(str(args.model).rstrip("/"))
+        path = cards.card_path(str(model_path).rstrip("/"))
+        card.save(str(model_path).rstrip("/"))
         print("served as:", *card.io.describe(), sep="\n  ")
     except (InputError, cards.CardError) as error:
         raise SystemExit(f"segdemo.card: {error}") from None

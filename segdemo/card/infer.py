@@ -6,8 +6,9 @@ from pathlib import Path
 from segdemo.errors import InputError
 from segdemo.models import cards
 from segdemo.models.cards import ModelCard
-from segdemo.models.preprocessing import BINARY_KINDS
+from segdemo.models.preprocessing import BINARY_KINDS, MEAN_STD, OPEN_OPTIONS
 
+STATS_UNITS = ("0..255", "0..1")  # the units dataset statistics may be given in
 DEFAULT_SIDE = 256  # a model that takes any input size is served at this side unless --input-size says
 
 
@@ -43,13 +44,22 @@ def class_names(given, facts):
     return names, [f"no --classes: the classes are called {', '.join(names)}; name them with --classes"]
 
 
-def infer_card(model, model_path, classes=None, input_scale=None, resize=None, resize_filter=None, colors=None,
-               title=None, name=None, input_size=None):
-    """The card a model and the user's statements make (None: not stated), with the plain-word report."""
-    from segdemo.models.facts import input_rescaling, inspect_model
+STATED_OPTIONS = ("input_scale", "resize", "resize_filter", "channel_order")  # the OPEN_OPTIONS a user states
 
+
+def infer_card(model, model_path, classes=None, stated=None, colors=None, title=None, name=None, input_size=None):
+    """The card a model and the user's statements make, with the plain-word report. `stated`: the card fields
+    the user gave (None or absent: not stated): the open preprocessing options (`preprocessing.OPEN_OPTIONS`),
+    `input_mean`/`input_std` (0..255 units), `threshold`, `white` (the class white marks in black/white masks)
+    and `output` (which output of a model with several)."""
+    from segdemo.models.facts import input_rescaling, inspect_model, single_output
+
+    stated = {key: value for key, value in (stated or {}).items() if value is not None and value != ""}
+    model, output_name = single_output(model, stated.get("output"))
     facts = inspect_model(model)
     lines = [f"inferred {line}" for line in facts.describe()]
+    if output_name:
+        lines.append(f"stated output: {output_name} (of the model's {len(model.outputs)} served)")
     warnings = []
     names, more = class_names(classes, facts)
     warnings += more
@@ -60,26 +70,69 @@ def infer_card(model, model_path, classes=None, input_scale=None, resize=None, r
     elif facts.input_size and tuple(size) != tuple(facts.input_size):
         raise InputError(f"the model's input is fixed at {facts.input_size[0]}x{facts.input_size[1]}, not "
                          f"{size[0]}x{size[1]}")
+    known = {key: stated[key] for key in STATED_OPTIONS if key in stated}
+    if "input_mean" in stated or "input_std" in stated:
+        if not ("input_mean" in stated and "input_std" in stated):
+            raise InputError("give both --input-mean and --input-std (the dataset's statistics per channel)")
+        known["input_scale"] = MEAN_STD
     rescaling = input_rescaling(model)
-    if input_scale is None and rescaling is not None:
-        input_scale = "0..255"
+    if "input_scale" not in known and rescaling is not None:
+        known["input_scale"] = "0..255"
         lines.append(f"inferred input scale 0..255: the model rescales its pixels itself (x * {rescaling[0]:g} + "
                      f"{rescaling[1]:g})")
+    if facts.input_channels == 1 and known.get("channel_order", "rgb") != "rgb":
+        raise InputError("the model takes grayscale images: a channel order does not apply")
     output_size = None
     if facts.output_size and facts.input_size and tuple(facts.output_size) != tuple(facts.input_size):
         output_size = list(facts.output_size)
+    output = facts.output_kind
+    if output == "logits_binary" and stated.get("threshold") is not None and facts.activation in ("linear", None):
+        output = "linear_binary"  # a threshold on one linear channel: a regression-style mask (e.g. MSE on mask/255)
+    defaults = {option: default for option, (_, default) in OPEN_OPTIONS.items()}
     card = ModelCard(
         name=name or Path(str(model_path).rstrip("/")).stem, title=title or "", classes=names,
-        input_size=cards.size_value(size), input_scale=input_scale or "0..255", resize=resize or "stretch",
-        resize_filter=resize_filter or "antialias", input_channels=facts.input_channels, output=facts.output_kind,
-        output_layout=facts.output_layout, output_size=output_size, colors=colors,
-        description=f"A {facts.output_kind} segmentation model described by segdemo.card.")
-    for what, value, default in (("input scale", input_scale, "0..255"), ("resize", resize, "stretch"),
-                                 ("resize filter", resize_filter, "antialias")):
-        if value is None:
-            warnings.append(f"{what} not stated: {default} assumed (say --{what.replace(' ', '-')}, or let --check "
-                            "score the choices)")
+        input_size=cards.size_value(size), input_channels=facts.input_channels, output=output,
+        output_layout=facts.output_layout, output_size=output_size, colors=colors, output_name=output_name,
+        input_mean=stated.get("input_mean"), input_std=stated.get("input_std"), threshold=stated.get("threshold"),
+        binary_mask=white_reading(names, stated.get("white")), **{**defaults, **known},
+        description=f"A {output} segmentation model described by segdemo.card.")
+    for option in STATED_OPTIONS:
+        what = option.replace("_", " ")
+        if option == "channel_order" and facts.input_channels == 1:
+            continue
+        if option in known:
+            lines.append(f"stated {what}: {known[option]}")
         else:
-            lines.append(f"stated {what}: {value}")
-    known = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter}
-    return Inferred(facts, card.validate(), lines, warnings, {key: value for key, value in known.items() if value})
+            warnings.append(f"{what} not stated: {defaults[option]} assumed (say --{option.replace('_', '-')}, or let "
+                            "--check score the choices)")
+    if output != facts.output_kind or stated.get("threshold") is not None:
+        lines.append(f"stated threshold: {card.io.output_words(served=True)}")
+    return Inferred(facts, card.validate(), lines, warnings, known)
+
+
+def white_reading(classes, white):
+    """The card's `binary_mask` for `--white CLASS` (None: not stated); InputError for a class it lacks."""
+    if white is None:
+        return None
+    lowered = [name.lower() for name in classes]
+    if white.lower() not in lowered or len(classes) != 2:
+        raise InputError(f"--white {white}: black/white masks read for a model with two classes, one of "
+                         f"{', '.join(classes)}")
+    other = classes[1 - lowered.index(white.lower())]
+    return {"black": other, "white": classes[lowered.index(white.lower())]}
+
+
+def parse_statistics(text, units=None, what="input-mean"):
+    """'0.485,0.456,0.406' -> ([R, G, B] in 0..255 units, a line saying which units were assumed or "").
+    `units`: those of the text (STATS_UNITS); None: 0..1 when every value is at most 1."""
+    try:
+        values = [float(value) for value in str(text).replace(" ", "").split(",") if value]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3):
+        raise InputError(f"{what} {text!r}: give one or three numbers separated by commas (R,G,B)")
+    said = ""
+    if units is None:
+        units = "0..1" if max(abs(value) for value in values) <= 1 else "0..255"
+        said = f"{what} read in {units} units (say the units to change it)"
+    return [value * 255.0 if units == "0..1" else value for value in values], said

@@ -35,7 +35,7 @@ shows."""
 from segdemo.compat import all_layers, run_through_graph
 from segdemo.errors import InputError
 from segdemo.models import cards
-from segdemo.models.facts import PASS_THROUGH_LAYERS
+from segdemo.models.facts import PASS_THROUGH_LAYERS, single_output
 
 HEAD_NAME = "logits"
 ACTIVATION_LAYERS = {"Activation", "Softmax"}  # made linear in the copy (the head's activation, split off)
@@ -46,9 +46,10 @@ NOT_REPLACEABLE = ("keep the model's classes (the fine-tune then starts from its
 def is_bundled_form(model, card):
     """Whether the recipe can train `model` as it is: 0..255 RGB in, per-pixel logits at the input size out,
     and a layer named "logits" (the bundled models and their fine-tunes)."""
-    if (card.input_scale, card.output, card.output_layout, card.input_channels) != ("0..255", "logits", "spatial", 3):
+    if (card.input_scale, card.output, card.output_layout, card.input_channels, card.channel_order) != (
+            "0..255", "logits", "spatial", 3, "rgb"):
         return False
-    if card.output_size:
+    if card.output_size or card.output_name:
         return False
     try:
         model.get_layer(HEAD_NAME)
@@ -62,7 +63,8 @@ def training_card(card, classes=None):
     classes = list(classes or card.classes)
     same = classes == list(card.classes)
     return card.replace(input_scale="0..255", output="logits", output_layout="spatial", output_size=None,
-                        input_channels=3, classes=classes,
+                        input_channels=3, channel_order="rgb", input_mean=None, input_std=None, threshold=None,
+                        output_name=None, classes=classes,
                         colors=card.colors if same else None,
                         default_class=card.default_class if same else cards.default_class_name(classes),
                         binary_mask=card.binary_mask if same else None)
@@ -184,7 +186,7 @@ def training_form(model, card, classes=None, size=None):
     fixed = fixed_input_size(model)
     if fixed is not None and fixed != (width, height):
         raise InputError(f"this model takes {fixed[0]}x{fixed[1]} images only; fine-tune it at that input size")
-    copy = copy_model(model)
+    copy = copy_model(single_output(model, card.output_name)[0])
     head, activations, nested, reason = locate_head(copy)
     if not same_classes and (nested or reason):
         raise InputError(f"{reason or 'this model has no replaceable last convolution'}, so new classes cannot "

@@ -76,7 +76,7 @@ def resize_pairs(images_and_masks, size, resize="stretch", resize_filter="antial
         images = np.stack([resize_image(image, size) for image, _ in images_and_masks])
         masks = np.stack([resize_mask(mask, size) for _, mask in images_and_masks])
         return images, masks
-    from segdemo.models.preprocessing import resize_for_model
+    from segdemo.models.resizing import resize_for_model
 
     images, masks = [], []
     for image, mask in images_and_masks:

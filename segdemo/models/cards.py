@@ -9,16 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdemo.errors import InputError
-from segdemo.models.preprocessing import (
-    BINARY_KINDS,
-    INPUT_CHANNELS,
-    INPUT_SCALES,
-    OUTPUT_KINDS,
-    OUTPUT_LAYOUTS,
-    RESIZE_FILTERS,
-    RESIZES,
-    ModelIO,
-)
+from segdemo.models.preprocessing import BINARY_KINDS, INPUT_CHANNELS, ModelIO
 
 CARD_SUFFIX = ".json"
 BACKGROUND = "background"  # the class black pixels of a black/white mask belong to
@@ -60,6 +51,11 @@ class ModelCard:
     output: str = "logits"  # OUTPUT_KINDS
     output_layout: str = "spatial"  # OUTPUT_LAYOUTS
     output_size: list = None  # [width, height] of the output grid; None: the input size
+    channel_order: str = "rgb"  # CHANNEL_ORDERS: "bgr" for models trained on cv2.imread images
+    input_mean: list = None  # input_scale "mean-std": the dataset's mean per channel, 0..255 units
+    input_std: list = None  # and its standard deviation
+    threshold: float = None  # one-channel outputs: foreground above it (None: preprocessing.DEFAULT_THRESHOLDS)
+    output_name: str = None  # a model with several outputs: the one served (its name, or its index as text)
     title: str = ""
     description: str = ""
     colors: list = None  # [[r, g, b]] per class; None: DEFAULT_COLORS
@@ -147,13 +143,13 @@ class ModelCard:
             raise CardError("colors must be [r, g, b] triples of 0..255")
         if self.default_class is not None and self.default_class not in self.classes:
             raise CardError(f"default_class {self.default_class!r} is not one of the classes")
-        for value, choices, what in ((self.input_scale, INPUT_SCALES, "input_scale"), (self.resize, RESIZES, "resize"),
-                                     (self.resize_filter, RESIZE_FILTERS, "resize_filter"),
-                                     (self.input_channels, INPUT_CHANNELS, "input_channels"),
-                                     (self.output, OUTPUT_KINDS, "output"),
-                                     (self.output_layout, OUTPUT_LAYOUTS, "output_layout")):
-            if value not in choices:
-                raise CardError(f"{what} must be one of {', '.join(map(str, choices))} (got {value!r})")
+        if self.input_channels not in INPUT_CHANNELS:
+            raise CardError(f"input_channels must be one of {', '.join(map(str, INPUT_CHANNELS))} "
+                            f"(got {self.input_channels!r})")
+        try:
+            ModelIO.from_card(self)  # every preprocessing and output field, checked where they are defined
+        except ValueError as error:
+            raise CardError(str(error)) from None
         if self.output in BINARY_KINDS and len(self.classes) != 2:
             raise CardError(f"a single-channel output ({self.output}) has two classes, background and the named "
                             f"one; the card lists {len(self.classes)}")
@@ -216,13 +212,16 @@ def default_class_name(classes, declared=None):
 
 def binary_mask_classes(card):
     """(black index, white index): how black/white masks read for a card's classes. A card may declare it
-    (`"binary_mask": {"black": "membrane", "white": "cell"}`); otherwise black is the class called
-    background and white the default class (pets: white -> pet, black -> background). None when the classes
+    (`"binary_mask": {"black": "membrane", "white": "cell"}`, `segdemo.card --white`); a one-channel model's
+    white is its channel's class (it learnt mask / 255); otherwise black is the class called background and
+    white the default class (pets: white -> pet, black -> background). None when the classes
     have no background class and declare nothing (e.g. street scenes): such masks cannot be read."""
     classes = [name.lower() for name in card.classes]
     declared = card.binary_mask
     if declared:
         return classes.index(declared["black"].lower()), classes.index(declared["white"].lower())
+    if card.output in BINARY_KINDS:  # one output channel, trained on mask / 255: white is its channel's class
+        return 0, 1
     if BACKGROUND not in classes:
         return None
     white = card.shown_class.lower()

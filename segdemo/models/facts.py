@@ -34,6 +34,7 @@ PASS_THROUGH_LAYERS = {
 SOFTMAX_NAMES = {"softmax"}
 SIGMOID_NAMES = {"sigmoid", "hard_sigmoid"}
 LOGIT_NAMES = {"linear", "log_softmax", None}
+RELU_NAMES = {"relu", "relu6"}  # one such channel is a regression-style mask, not logits
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ModelFacts:
     output_size: tuple | None  # (width, height) of the output grid; None when unknown (open input size)
     activation_layer: str | None = None  # the layer the output kind was read from
     notes: list = field(default_factory=list)  # what was assumed, in plain English
+    activation: str | None = None  # the name of the activation the output kind was read from
 
     @property
     def num_classes(self):
@@ -213,14 +215,35 @@ def flat_grid_hw(pixels, input_wh):
     return None
 
 
+def single_output(model, output=None):
+    """(a model that returns only the output a card serves, that output's name; None for a one-output model).
+    `output`: an output's name or index (as text); a model with several outputs (deep supervision, auxiliary
+    heads) needs one."""
+    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+    if len(model.outputs) == 1 and output in (None, "", "0", names[0]):
+        return model, None
+    listed = ", ".join(f"{index}: {name} {tuple(tensor.shape)}" for index, (name, tensor) in
+                       enumerate(zip(names, model.outputs)))
+    if output in names:
+        index = names.index(output)
+    elif str(output).isdigit() and int(output) < len(names):
+        index = int(output)
+    else:
+        what = f"no output {output!r}" if output not in (None, "") else f"{len(names)} outputs"
+        raise InputError(f"the model has {what} ({listed}); say which one is served: python -m segdemo.card "
+                         "MODEL --output NAME (or its index; with deep supervision, the full-resolution one)")
+    import keras
+
+    return keras.Model(model.inputs, model.outputs[index], name=model.name), names[index]
+
+
 def inspect_model(model):
     """The `ModelFacts` of a loaded Keras model. Raises InputError for models this app cannot serve (several
     inputs or outputs, channels-first images, outputs that are not per-pixel)."""
     if len(model.inputs) != 1:
         raise InputError(f"the model takes {len(model.inputs)} inputs; a segmentation model takes one image batch")
     if len(model.outputs) != 1:
-        raise InputError(f"the model returns {len(model.outputs)} outputs; serve a model with one (per-pixel "
-                         "classes), e.g. keras.Model(model.input, model.outputs[0])")
+        single_output(model)  # raises, listing the outputs and the option that picks one
     in_shape = tuple(model.inputs[0].shape)
     out_shape = tuple(model.outputs[0].shape)
     if len(in_shape) != 4:
@@ -260,8 +283,13 @@ def inspect_model(model):
             notes.append("softmax over one channel is always 1: the model cannot tell classes apart")
     elif act in SIGMOID_NAMES:
         kind = "sigmoid_binary" if channels_out == 1 else "sigmoid"
+    elif channels_out == 1 and act in RELU_NAMES:
+        kind = "linear_binary"
+        notes.append(f"one {act} channel: a regression-style mask, foreground above a threshold (0.5 unless "
+                     "--threshold says)")
     else:
         kind = "logits_binary" if channels_out == 1 else "logits"
         if act not in LOGIT_NAMES:
             notes.append(f"the last activation is {act!r}; its outputs are treated as logits")
-    return ModelFacts(input_size, int(in_shape[-1]), int(channels_out), kind, layout, output_size, layer_name, notes)
+    return ModelFacts(input_size, int(in_shape[-1]), int(channels_out), kind, layout, output_size, layer_name, notes,
+                      activation=act)

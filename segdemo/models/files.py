@@ -31,6 +31,7 @@ It reads the JSON only (h5py / zipfile); no object is built.
 
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from segdemo.compat import all_layers
 from segdemo.errors import InputError
 from segdemo.limits import MAX_MODEL_BYTES  # a bigger file (or SavedModel folder) is refused unread
 from segdemo.models.hub import is_hub_uri
+from segdemo.models.legacy import upgrade_config, upgraded_copy
 
 MAX_CONFIG_BYTES = 20_000_000  # config.json inside a .keras archive (a real U-Net's is well under 1 MB)
 KERAS_SUFFIX = ".keras"
@@ -46,11 +48,18 @@ SAVED_MODEL_FILE = "saved_model.pb"
 KERAS_DIR_CONFIG = "config.json"  # a folder in Keras 3's own layout (config.json + model.weights.h5)
 ZIP_MAGIC = b"PK\x03\x04"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-SAVE_HOW = "save the whole model from Keras 3 with model.save('model.keras')"
-WEIGHTS_ONLY = "holds weights only: save the whole model (model.save('model.keras'))"
-CODE_ADVICE = ("Keras safe mode refuses code in a model file, and segdemo serves no model that carries code: "
-               "replace it by built-in layers (a Lambda's arithmetic usually has one: Rescaling, Activation, "
-               "ReLU(max_value=6), Softmax ...) and save the model again")
+SAVE_HOW = ("segdemo reads .keras archives, whole-model HDF5 files (.h5) saved by Keras 2.0 or later, and "
+            "TensorFlow SavedModel folders")
+WEIGHTS_ONLY = ("holds weights only (what model.save_weights writes): segdemo needs the whole model, its "
+                "architecture and weights, in the one file model.save writes (.h5 or .keras)")
+OPERATIONS_HELP = "identity, scale:MUL[:ADD], resize:H:W, channels:START[:STOP], softmax, sigmoid"
+
+
+def replace_advice(name, layer_name):
+    """What to do about a layer segdemo will not run: replace it (segdemo.card lists what the file says of it)."""
+    return (f"segdemo runs no code from a model file; see what the file says of it and swap it for built-in layers "
+            f"with python -m segdemo.card {name} --replace-layer {layer_name or 'NAME'}=OP (OP: {OPERATIONS_HELP}; "
+            f"python -m segdemo.card {name} alone lists each such layer with a suggestion)")
 # Config entries that are references, not classes (Keras 3's serialisation of tensors and arrays).
 REFERENCE_CLASS_NAMES = {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__", "__ellipsis__",
                          "__slice__"}
@@ -106,7 +115,11 @@ def load_model_file(path):
     elif kind == "hdf5":
         if suffix == KERAS_SUFFIX:
             raise InputError(f"{name} is a legacy HDF5 file, not a Keras 3 archive: rename it to {path.stem}.h5")
-        check_model_config(hdf5_model_config(path), name)
+        config, upgraded = upgrade_config(hdf5_model_config(path))
+        check_model_config(config, name)
+        if upgraded:  # an old Keras's file: Keras 3 reads a copy with the upgraded config
+            with tempfile.TemporaryDirectory(prefix="segdemo_upgrade_") as folder:
+                return keras_load(upgraded_copy(path, config, folder), name)
     else:
         raise InputError(f"{name} is not a Keras model file (neither a .keras archive nor an HDF5 model); "
                          f"{SAVE_HOW}")
@@ -227,16 +240,15 @@ def check_model_config(config, name="the model"):
         layer_name = (item.get("config") or {}).get("name") if isinstance(item.get("config"), dict) else None
         where = f" (layer {layer_name!r})" if layer_name else ""
         if class_name == "Lambda" or class_name == "__lambda__":
-            raise InputError(f"{name} contains a Lambda layer{where}: {CODE_ADVICE}")
+            raise InputError(f"{name} contains a Lambda layer{where}: {replace_advice(name, layer_name)}")
         if class_name in REFERENCE_CLASS_NAMES:
             continue
         if class_name in TF_OP_LAYERS:
-            raise InputError(f"{name} uses TensorFlow calls as layers ({class_name}{where}), which Keras 3 cannot "
-                             "load: rebuild the model with Keras layers (e.g. Rescaling instead of x / 255) "
-                             "and save it with model.save('model.keras')")
+            raise InputError(f"{name} uses a TensorFlow call as a layer ({class_name}{where}), which Keras 3 cannot "
+                             f"load: {replace_advice(name, layer_name)}")
         if class_name in REFUSED_BUILTINS:
-            raise InputError(f"{name} wraps a TensorFlow SavedModel ({class_name}{where}); give the SavedModel "
-                             "folder itself, or the original Keras model saved with model.save('model.keras')")
+            raise InputError(f"{name} wraps a TensorFlow SavedModel ({class_name}{where}), which segdemo does not "
+                             "load from inside a model; give segdemo the SavedModel folder itself")
         module = item.get("module")
         registered = item.get("registered_name")
         if module is not None or "registered_name" in item:
@@ -251,7 +263,9 @@ def check_model_config(config, name="the model"):
             if class_name == "function" and isinstance(item.get("config"), str):
                 what = f"function {item['config']!r}"
             raise InputError(f"{name} contains a custom {'object' if class_name == 'function' else 'class'} "
-                             f"{what}{where} that is not built into Keras: {CODE_ADVICE}")
+                             f"{what}{where} that is not built into Keras and is not run. If it has no weights and "
+                             f"does one of segdemo's operations, {replace_advice(name, layer_name)}; otherwise "
+                             "this model cannot be served")
 
 
 def folder_bytes(path):
@@ -282,7 +296,7 @@ def load_saved_model(path):
     size = folder_bytes(path)
     if size > MAX_MODEL_BYTES:
         raise InputError(f"{name} is too large ({size / 1e6:.0f} MB); the limit is {MAX_MODEL_BYTES / 1e6:.0f} MB")
-    how = f"save the Keras model instead ({SAVE_HOW})"
+    how = SAVE_HOW
     try:
         refused = saved_model_op_types(path) & REFUSED_SAVED_MODEL_OPS
     except Exception as error:  # a corrupt protobuf  # noqa: BLE001

@@ -24,9 +24,9 @@ The card says how its author trained the model:
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-LETTERBOX_FILL = 128  # grey, in 0..255, where a letterboxed image does not reach
+from segdemo.models.resizing import LETTERBOX_FILL, resize_for_model
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's convert("L")
@@ -36,26 +36,35 @@ SIGMOID_EPSILON = 1e-6  # keeps the per-pixel normalisation of sigmoids defined 
 @dataclass(frozen=True)
 class InputScale:
     words: str  # how an export states it
-    mean: tuple  # per RGB channel, in 0..255 units: the model's input is (x - mean) / std
-    std: tuple
+    mean: tuple = None  # per RGB channel, in 0..255 units: the model's input is (x - mean) / std; None: see below
+    std: tuple = None
 
-    def affine(self, channels):
-        """(multiplier, offset) per channel: x * multiplier + offset. A grayscale model takes the means of the
-        channels' statistics."""
-        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+    def affine(self, channels, mean=None, std=None):
+        """(multiplier, offset) per channel: x * multiplier + offset, from this scale's statistics (or the card's
+        `mean`/`std` for "mean-std"). A grayscale model takes the means of the channels' statistics."""
+        mean = np.asarray(self.mean if self.mean is not None else mean, np.float64).reshape(-1)
+        std = np.asarray(self.std if self.std is not None else std, np.float64).reshape(-1)
         if channels == 1:
             mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
         return (1.0 / std).astype(np.float32), (-mean / std).astype(np.float32)
 
 
+PER_IMAGE = "per-image"  # not an affine map: each image's own mean and standard deviation
+MEAN_STD = "mean-std"  # the dataset's mean and standard deviation, given on the card (input_mean, input_std)
+PER_IMAGE_EPSILON = 1e-6  # as Keras's samplewise_std_normalization: x / (std + 1e-6)
 INPUT_SCALES = {
     "0..255": InputScale("0..255 (not normalised)", (0.0,) * 3, (1.0,) * 3),
     "0..1": InputScale("scaled to 0..1 (x / 255)", (0.0,) * 3, (255.0,) * 3),
     "-1..1": InputScale("scaled to -1..1 (x / 127.5 - 1)", (127.5,) * 3, (127.5,) * 3),
     "imagenet": InputScale("ImageNet-normalised ((x / 255 - mean) / std)", tuple(255.0 * m for m in IMAGENET_MEAN),
                            tuple(255.0 * s for s in IMAGENET_STD)),
+    PER_IMAGE: InputScale("standardised per image ((x - its mean) / its std: Keras's samplewise_center + "
+                          "samplewise_std_normalization, tf.image.per_image_standardization)"),
+    MEAN_STD: InputScale("normalised with the dataset's statistics ((x - mean) / std, mean {mean} and std {std} "
+                         "in 0..255 units)"),
 }
-RESIZES = {"stretch": "stretched to the input size",
+CHANNEL_ORDERS = {"rgb": "in RGB order", "bgr": "in BGR order (as OpenCV's cv2.imread reads images)"}
+RESIZES = {"stretch": "stretched to the input size",  # the keys are resizing.RESIZE_CHOICES
            "letterbox": f"letterboxed (aspect kept, centred, grey {LETTERBOX_FILL} around)"}
 RESIZE_FILTERS = {"antialias": "antialiased bilinear (PIL; tf.image.resize(..., antialias=True))",
                   "bilinear": "bilinear without antialiasing (tf.image.resize's default)"}
@@ -64,11 +73,21 @@ OUTPUT_KINDS = {  # name -> (what the output is, how serving reads it)
     "logits": ("logits", "softmax applied when serving"),
     "softmax": ("softmax probabilities", ""),
     "sigmoid": ("one sigmoid per class", ""),
-    "sigmoid_binary": ("one sigmoid channel", "the foreground probability"),
-    "logits_binary": ("one logit channel", "sigmoid applied when serving"),
+    "sigmoid_binary": ("one sigmoid channel", "the foreground probability, foreground above the threshold"),
+    "logits_binary": ("one logit channel", "sigmoid applied when serving, foreground above the threshold"),
+    "linear_binary": ("one linear channel (a regression-style mask)", "foreground above the threshold"),
 }
-BINARY_KINDS = ("sigmoid_binary", "logits_binary")  # one output channel: two classes (background, the named one)
+BINARY_KINDS = ("sigmoid_binary", "logits_binary", "linear_binary")  # one channel: two classes (background, one)
+DEFAULT_THRESHOLDS = {"sigmoid_binary": 0.5, "logits_binary": 0.0, "linear_binary": 0.5}  # in the output's units
 OUTPUT_LAYOUTS = {"spatial": "a grid of pixels", "flat": "flattened to (pixels, channels), read back as a grid"}
+# The preprocessing a model file cannot tell, which a card states and `segdemo.card --check` can score on
+# labelled pairs: field -> (the choices --check tries, the default assumed when nothing is said).
+OPEN_OPTIONS = {
+    "input_scale": (tuple(scale for scale in INPUT_SCALES if scale != MEAN_STD), "0..255"),
+    "resize": (tuple(RESIZES), "stretch"),
+    "resize_filter": (tuple(RESIZE_FILTERS), "antialias"),
+    "channel_order": (tuple(CHANNEL_ORDERS), "rgb"),
+}
 
 
 def check_choice(value, choices, what):
@@ -76,83 +95,36 @@ def check_choice(value, choices, what):
         raise ValueError(f"unknown {what} {value!r}; one of {', '.join(choices)}")
 
 
-def bilinear_resize(image, size_wh):
-    """HxWxC -> float32 h x w x C, as tf.image.resize(image, (h, w), method="bilinear", antialias=False)
-    (half-pixel centres, no antialiasing), in NumPy."""
-    width, height = size_wh
-    source = np.asarray(image, np.float32)
-    in_h, in_w = source.shape[:2]
-
-    def axis(out_size, in_size):
-        position = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-        floor = np.floor(position)
-        lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
-        upper = np.clip(np.ceil(position), 0, in_size - 1).astype(np.int64)
-        return lower, upper, (position - floor).astype(np.float32)
-
-    top, bottom, y_lerp = axis(height, in_h)
-    left, right, x_lerp = axis(width, in_w)
-    x_lerp = x_lerp[None, :, None]
-    upper_row = source[top][:, left] + (source[top][:, right] - source[top][:, left]) * x_lerp
-    lower_row = source[bottom][:, left] + (source[bottom][:, right] - source[bottom][:, left]) * x_lerp
-    return upper_row + (lower_row - upper_row) * y_lerp[:, None, None]
-
-
-def antialias_resize(image, size_wh):
-    """HxWxC uint8 -> float32 h x w x C with PIL's bilinear resize (= segdemo.data.resize_image)."""
-    image = np.asarray(image)
-    if image.shape[1] == size_wh[0] and image.shape[0] == size_wh[1]:
-        return image.astype(np.float32)
-    if image.shape[2] == 3:
-        return np.asarray(Image.fromarray(image).resize(size_wh, Image.BILINEAR), np.float32)
-    channels = [np.asarray(Image.fromarray(image[:, :, i]).resize(size_wh, Image.BILINEAR))
-                for i in range(image.shape[2])]
-    return np.stack(channels, axis=-1).astype(np.float32)
-
-
-def resize_pixels(image, size_wh, resize_filter):
-    check_choice(resize_filter, RESIZE_FILTERS, "resize filter")
-    if resize_filter == "bilinear":
-        return bilinear_resize(image, size_wh)
-    return antialias_resize(image, size_wh)
-
-
-def letterbox_box(image_wh, size_wh):
-    """(left, top, right, bottom) of an image of `image_wh` inside a model input of `size_wh`, both
-    (width, height): scaled by min(w / iw, h / ih) to keep the aspect ratio, centred."""
-    (in_w, in_h), (width, height) = image_wh, size_wh
-    scale = min(width / in_w, height / in_h)
-    new_w = min(width, max(1, int(in_w * scale + 1e-6)))
-    new_h = min(height, max(1, int(in_h * scale + 1e-6)))
-    left, top = (width - new_w) // 2, (height - new_h) // 2
-    return left, top, left + new_w, top + new_h
-
-
-def resize_for_model(image, size_wh, resize="stretch", resize_filter="antialias"):
-    """An HxWxC uint8 image -> (float32 h x w x C in 0..255 at the model's `size_wh` (width, height), box):
-    `box` (left, top, right, bottom) is where the image lies in the model input: the whole input for
-    "stretch", the centred, aspect-kept part for "letterbox" (the rest is LETTERBOX_FILL)."""
-    check_choice(resize, RESIZES, "resize")
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    width, height = int(size_wh[0]), int(size_wh[1])
-    if resize == "stretch":
-        return resize_pixels(image, (width, height), resize_filter), (0, 0, width, height)
-    box = letterbox_box((image.shape[1], image.shape[0]), (width, height))
-    left, top, right, bottom = box
-    canvas = np.full((height, width, image.shape[2]), LETTERBOX_FILL, np.float32)
-    canvas[top:bottom, left:right] = resize_pixels(image, (right - left, bottom - top), resize_filter)
-    return canvas, box
-
-
-def scale_pixels(x, input_scale):
-    """0..255 pixel values (NumPy or TensorFlow, float, channels last) -> what the model was trained on."""
+def scale_pixels(x, input_scale, mean=None, std=None):
+    """0..255 pixel values (NumPy or TensorFlow, float, (N,) h, w, channels) -> what the model was trained on;
+    `mean`, `std`: the dataset statistics of "mean-std" (0..255 units, per channel)."""
     check_choice(input_scale, INPUT_SCALES, "input scale")
     if input_scale == "0..255":
         return x
-    multiplier, offset = INPUT_SCALES[input_scale].affine(x.shape[-1])
+    if input_scale == PER_IMAGE:
+        return standardise_per_image(x / 255.0)
+    multiplier, offset = INPUT_SCALES[input_scale].affine(x.shape[-1], mean, std)
     return x * multiplier + offset
+
+
+def standardise_per_image(x):
+    """Each image minus its mean, over its standard deviation (+ PER_IMAGE_EPSILON), over all its pixels and
+    channels (the last three axes), NumPy or TensorFlow."""
+    if isinstance(x, np.ndarray):
+        axes = tuple(range(x.ndim - 3, x.ndim))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        return centred / (np.sqrt((centred ** 2).mean(axis=axes, keepdims=True)) + PER_IMAGE_EPSILON)
+    import tensorflow as tf
+
+    axes = list(range(len(x.shape) - 3, len(x.shape)))
+    centred = x - tf.reduce_mean(x, axis=axes, keepdims=True)
+    return centred / (tf.sqrt(tf.reduce_mean(tf.square(centred), axis=axes, keepdims=True)) + PER_IMAGE_EPSILON)
+
+
+def to_channel_order(x, channel_order):
+    """RGB pixels (channels last) in the order the model was trained on."""
+    check_choice(channel_order, CHANNEL_ORDERS, "channel order")
+    return x[..., ::-1] if channel_order == "bgr" else x
 
 
 def to_grayscale(x):
@@ -161,12 +133,15 @@ def to_grayscale(x):
     return x[..., 0:1] * red + x[..., 1:2] * green + x[..., 2:3] * blue
 
 
-def output_probabilities(outputs, output_kind, output_layout, output_grid_hw, num_classes):
+def output_probabilities(outputs, output_kind, output_layout, output_grid_hw, num_classes, threshold=None):
     """A model's raw outputs -> (N, h, w, num_classes) class probabilities (TensorFlow ops, fixed shapes):
     - "logits": softmax; "softmax": as is;
     - "sigmoid" (one per class): normalised to sum to 1 per pixel. The argmax is unchanged (same per-pixel
       order); the probability map shows the normalised value, not the raw sigmoid;
-    - "sigmoid_binary": p -> [1 - p, p], so argmax is the 0.5 threshold; "logits_binary": sigmoid first;
+    - one channel ("sigmoid_binary", "logits_binary", "linear_binary"): the foreground's probability p and
+      [1 - p, p], with p > 0.5 exactly where the output is above `threshold` (DEFAULT_THRESHOLDS when None):
+      a sigmoid's p is shifted on the logit scale (p itself at 0.5), a linear output's p is 0.5 + (x - threshold)
+      clipped to 0..1 (x itself for a 0..1 mask at 0.5);
     - layout "flat": (N, h*w, C) is reshaped to (N, h, w, C) with `output_grid_hw` (h, w)."""
     import tensorflow as tf
 
@@ -188,30 +163,17 @@ def output_probabilities(outputs, output_kind, output_layout, output_grid_hw, nu
     if output_kind == "sigmoid":
         shifted = outputs + SIGMOID_EPSILON
         return shifted / tf.reduce_sum(shifted, axis=-1, keepdims=True)
-    foreground = tf.sigmoid(outputs) if output_kind == "logits_binary" else outputs
+    threshold = DEFAULT_THRESHOLDS[output_kind] if threshold is None else float(threshold)
+    if output_kind == "linear_binary":
+        foreground = tf.clip_by_value(0.5 + (outputs - threshold), 0.0, 1.0)
+    elif output_kind == "logits_binary":
+        foreground = tf.sigmoid(outputs - threshold)
+    elif threshold == 0.5:
+        foreground = outputs
+    else:  # a sigmoid thresholded elsewhere than 0.5: its logit shifted so that the threshold reads 0.5
+        clipped = tf.clip_by_value(outputs, SIGMOID_EPSILON, 1.0 - SIGMOID_EPSILON)
+        foreground = tf.sigmoid(tf.math.log(clipped / (1.0 - clipped)) - float(np.log(threshold / (1 - threshold))))
     return tf.concat([1.0 - foreground, foreground], axis=-1)
-
-
-def grid_box(box, input_wh, grid_wh):
-    """A `box` (left, top, right, bottom) in model-input pixels -> the same region on an output grid of
-    `grid_wh` (width, height), scaled outwards, at least one cell."""
-    left, top, right, bottom = box
-    grid_w, grid_h = grid_wh
-    if tuple(input_wh) != tuple(grid_wh):
-        scale_x, scale_y = grid_w / input_wh[0], grid_h / input_wh[1]
-        left, right = int(np.floor(left * scale_x)), int(np.ceil(right * scale_x))
-        top, bottom = int(np.floor(top * scale_y)), int(np.ceil(bottom * scale_y))
-    left, top = max(0, left), max(0, top)
-    return left, top, min(grid_w, max(right, left + 1)), min(grid_h, max(bottom, top + 1))
-
-
-def crop_box(probs, box, input_wh=None):
-    """The probabilities (..., h, w, C) inside a letterbox `box` (left, top, right, bottom, in model-input
-    pixels), ready to be resized back to the original image. `input_wh` (width, height): the model input's
-    size when the output grid is smaller or larger (the box is scaled to the grid, outwards)."""
-    grid_wh = (probs.shape[-2], probs.shape[-3])
-    left, top, right, bottom = grid_box(box, input_wh or grid_wh, grid_wh)
-    return probs[..., top:bottom, left:right, :]
 
 
 @dataclass(frozen=True)
@@ -226,6 +188,10 @@ class ModelIO:
     resize_filter: str = "antialias"
     output: str = "logits"
     output_layout: str = "spatial"
+    channel_order: str = "rgb"
+    input_mean: tuple = None  # "mean-std": per channel, 0..255 units
+    input_std: tuple = None
+    threshold: float = None  # one-channel outputs: foreground above it (None: DEFAULT_THRESHOLDS)
 
     def __post_init__(self):
         for value, choices, what in ((self.input_channels, INPUT_CHANNELS, "input channels"),
@@ -233,13 +199,26 @@ class ModelIO:
                                      (self.resize, RESIZES, "resize"),
                                      (self.resize_filter, RESIZE_FILTERS, "resize filter"),
                                      (self.output, OUTPUT_KINDS, "output kind"),
-                                     (self.output_layout, OUTPUT_LAYOUTS, "output layout")):
+                                     (self.output_layout, OUTPUT_LAYOUTS, "output layout"),
+                                     (self.channel_order, CHANNEL_ORDERS, "channel order")):
             check_choice(value, choices, what)
+        if self.input_scale == MEAN_STD:
+            for name in ("input_mean", "input_std"):
+                value = getattr(self, name)
+                if value is None or len(value) not in (1, 3) or not all(float(v) == float(v) for v in value):
+                    raise ValueError(f"input scale {MEAN_STD} needs {name} (one or three numbers, 0..255 units)")
+            if not all(float(v) > 0 for v in self.input_std):
+                raise ValueError("input_std must be positive")
+        if self.threshold is not None and self.output not in BINARY_KINDS:
+            raise ValueError(f"a threshold applies to one-channel outputs ({', '.join(BINARY_KINDS)}), "
+                             f"not {self.output}")
 
     @classmethod
     def from_card(cls, card):
+        stats = tuple(tuple(value) if value is not None and card.input_scale == MEAN_STD else None
+                      for value in (card.input_mean, card.input_std))
         return cls(len(card.classes), card.input_channels, card.input_scale, card.resize, card.resize_filter,
-                   card.output, card.output_layout)
+                   card.output, card.output_layout, card.channel_order, *stats, card.threshold)
 
     @property
     def output_channels(self):
@@ -253,12 +232,15 @@ class ModelIO:
         return resize_for_model(image, size_wh, self.resize, self.resize_filter)
 
     def model_input(self, x):
-        """0..255 RGB (N, h, w, 3) -> the model's input: grayscale when it takes one channel, then scaled."""
-        return scale_pixels(to_grayscale(x) if self.input_channels == 1 else x, self.input_scale)
+        """0..255 RGB (N, h, w, 3) -> the model's input: grayscale when it takes one channel (else in its channel
+        order), then scaled."""
+        x = to_grayscale(x) if self.input_channels == 1 else to_channel_order(x, self.channel_order)
+        return scale_pixels(x, self.input_scale, self.input_mean, self.input_std)
 
     def probabilities(self, outputs, grid_hw):
         """The model's raw outputs -> (N, h, w, classes) probabilities (see `output_probabilities`)."""
-        return output_probabilities(outputs, self.output, self.output_layout, grid_hw, self.num_classes)
+        return output_probabilities(outputs, self.output, self.output_layout, grid_hw, self.num_classes,
+                                    self.threshold)
 
     # training (the same arithmetic as built-in Keras layers: the saved model carries no code)
 
@@ -267,40 +249,72 @@ class ModelIO:
         import keras
 
         if self.input_channels == 1:
-            gray = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_grayscale")
-            x = gray(x)
-            gray.set_weights([np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 1, 3, 1)])
-        if self.input_scale != "0..255":
-            multiplier, offset = INPUT_SCALES[self.input_scale].affine(self.input_channels)
+            x = fixed_1x1(x, np.asarray(LUMA_WEIGHTS, np.float32).reshape(3, 1), "to_grayscale")
+        elif self.channel_order == "bgr":
+            x = fixed_1x1(x, np.eye(3, dtype=np.float32)[::-1], "to_bgr")
+        if self.input_scale == PER_IMAGE:
+            x = keras.layers.Rescaling(1.0 / 255, name="to_unit_range")(x)
+            # LayerNormalization over an image's pixels and channels, without its own scale and offset, is the
+            # per-image standardisation (its epsilon under the square root instead of added to the std)
+            x = keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=1e-12,
+                                                name="per_image_standardisation")(x)
+        elif self.input_scale != "0..255":
+            multiplier, offset = INPUT_SCALES[self.input_scale].affine(self.input_channels, self.input_mean,
+                                                                       self.input_std)
             x = keras.layers.Rescaling(multiplier.tolist(), offset.tolist(), name="input_scale")(x)
         return x
 
     def logits_layers(self, outputs, grid_wh):
         """The model's outputs as (N, h, w, classes) scores whose softmax is `probabilities` (for the model's
-        own classes; its activation already split off): a flat output back on its grid, one channel as two."""
+        own classes; its activation already split off): a flat output back on its grid, one channel as two
+        (foreground minus the threshold, on the logit scale)."""
         import keras
 
         if self.output_layout == "flat":
             grid_w, grid_h = grid_wh
             outputs = keras.layers.Reshape((grid_h, grid_w, outputs.shape[-1]), name="to_grid")(outputs)
         if self.output in BINARY_KINDS:
-            two = keras.layers.Conv2D(2, 1, use_bias=False, trainable=False, name="to_two_classes")
+            threshold = DEFAULT_THRESHOLDS[self.output] if self.threshold is None else self.threshold
+            if self.output == "sigmoid_binary":  # the sigmoid was split off: the threshold on the logit scale
+                threshold = float(np.log(threshold / (1 - threshold)))
+            two = keras.layers.Conv2D(2, 1, trainable=False, name="to_two_classes")
             outputs = two(outputs)
-            two.set_weights([np.asarray([0.0, 1.0], np.float32).reshape(1, 1, 1, 2)])
+            two.set_weights([np.asarray([0.0, 1.0], np.float32).reshape(1, 1, 1, 2),
+                             np.asarray([0.0, -threshold], np.float32)])
         return outputs
 
     # words
 
     def input_words(self):
         """'RGB scaled to 0..1 (x / 255)'."""
-        return f"{INPUT_CHANNELS[self.input_channels]} {INPUT_SCALES[self.input_scale].words}"
+        colour = INPUT_CHANNELS[self.input_channels]
+        if self.input_channels == 3 and self.channel_order != "rgb":
+            colour = f"{colour} {CHANNEL_ORDERS[self.channel_order]}"
+        words = INPUT_SCALES[self.input_scale].words
+        if self.input_scale == MEAN_STD:
+            words = words.format(mean=", ".join(f"{v:g}" for v in self.input_mean),
+                                 std=", ".join(f"{v:g}" for v in self.input_std))
+        return f"{colour} {words}"
 
     def output_words(self, served=False):
         """'logits' (`served`: 'logits (softmax applied when serving)')."""
         what, how = OUTPUT_KINDS[self.output]
+        if self.output in BINARY_KINDS:
+            threshold = DEFAULT_THRESHOLDS[self.output] if self.threshold is None else self.threshold
+            how = f"{how} {threshold:g}"
         return f"{what} ({how})" if served and how else what
 
     def describe(self):
         """Plain-English lines: how pixels reach the model and how its output is read."""
         return [f"pixels: {self.input_words()}, {RESIZES[self.resize]}, {RESIZE_FILTERS[self.resize_filter]}",
                 f"output: {self.output_words(served=True)}, {OUTPUT_LAYOUTS[self.output_layout]}"]
+
+
+def fixed_1x1(x, matrix, name):
+    """A frozen 1x1 convolution: each output channel the `matrix` (in, out) combination of the input's."""
+    import keras
+
+    layer = keras.layers.Conv2D(matrix.shape[1], 1, use_bias=False, trainable=False, name=name)
+    x = layer(x)
+    layer.set_weights([matrix.reshape(1, 1, *matrix.shape)])
+    return x

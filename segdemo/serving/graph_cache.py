@@ -26,7 +26,8 @@ tf = LazyModule("tensorflow")
 CACHE_FORMAT = 2
 GRAPH_SUFFIX, META_SUFFIX = ".graphdef", ".json"
 # the code a serving graph is built from: editing it makes every entry stale
-SOURCES = ("segmenter.py", "graph_cache.py", "../models/preprocessing.py", "../models/resizing.py")
+SOURCES = ("segmenter.py", "graph_cache.py", "../models/preprocessing.py", "../models/resizing.py",
+           "../models/facts.py")
 REFUSED_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc", "ReadFile", "WriteFile", "MatchingFiles",
                          "Save", "SaveV2", "SaveSlices", "Restore", "RestoreV2", "RestoreSlice", "ImmutableConst"})
 

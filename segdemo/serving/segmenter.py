@@ -12,7 +12,8 @@ import numpy as np
 from segdemo.compat import LazyModule, freeze_concrete_function
 from segdemo.errors import InputError
 from segdemo.models.cards import class_colors, size_wh
-from segdemo.models.preprocessing import grid_box
+from segdemo.models.facts import single_output
+from segdemo.models.resizing import grid_box
 from segdemo.serving.drawing import palette_lut
 
 tf = LazyModule("tensorflow")  # imported by the first Segmenter, not by the page (see startup.BackgroundStartup)
@@ -79,8 +80,9 @@ class Segmenter:
     def __init__(self, model, card, tta=None, freeze=True, cache=None, load_model=None):
         # model None: `load_model()` loads it when first needed (a graph `cache` (serving.graph_cache) that holds
         # this model's graphs serves without it: no Keras import, no model file read at start-up)
-        self._model, self._load_model, self._model_lock = model, load_model, threading.Lock()
         self.card, self.io = card, card.io
+        self._model = None if model is None else single_output(model, card.output_name)[0]
+        self._load_model, self._model_lock = load_model, threading.Lock()
         self.tta = bool(card.flip_tta) if tta is None else tta
         self.cache = cache
         self.size = card.size  # (width, height), as PIL and `resize_image` take it
@@ -108,7 +110,7 @@ class Segmenter:
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
-                    self._model = self._load_model()
+                    self._model = single_output(self._load_model(), self.card.output_name)[0]
         return self._model
 
     def _serving_graph(self, kind, concrete):

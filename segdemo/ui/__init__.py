@@ -17,14 +17,16 @@ from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
 from segdemo.ui.handlers import document_handlers
+from segdemo.ui.live_tab import build_live_tab
 from segdemo.ui.segment_tab import build_segment_tab
 from segdemo.ui.teach import build_correction_panel, build_training_set_panel, wire_teach_loop
 
 TITLE = "segdemo: U-Net semantic segmentation"
 INTRO = ("Pick a model ({models}) and drop an image: the U-Net labels every pixel with a class. Outputs: the "
          "class mask, the probability map of one class, the uncertainty map and an overlay. **Batch** segments "
-         "many images at once, **Compare** puts two models side by side, and in **Fine-tune** you upload a few "
-         "labelled images of your own and adapt a model to them, for this session only. To teach it: correct a "
+         "many images at once, **Compare** puts two models side by side, **Live** runs a model on your webcam and "
+         "on a video, and in **Fine-tune** you upload a few labelled images of your own and adapt a model to them, "
+         "for this session only. To teach it: correct a "
          "prediction with the brush (Segment tab), add it to your training set, and Retrain. Your own model: "
          "the About tab.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
@@ -74,6 +76,8 @@ def build_demo(config=None):
             build_batch_tab()
         with gr.Tab("Compare"):
             build_compare_tab()
+        with gr.Tab("Live"):
+            build_live_tab()
         with gr.Tab("Fine-tune") as finetune_tab_header:
             finetune_tab = build_finetune_tab(segment_tab.model_choice)
             training_set = build_training_set_panel()  # the teach loop's section, after the result

@@ -8,20 +8,22 @@ from segdemo.app import uploaded_models
 from segdemo.app.sessions import UPLOADED_CHOICE, model_menu, segmenter_for, session_folder
 from segdemo.app.startup import LOADING_MESSAGE
 from segdemo.app.uploaded_models import CHECK
+from segdemo.card.lambdas import OPERATIONS
 from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES
 from segdemo.models.cards import ModelCard
-from segdemo.models.preprocessing import INPUT_SCALES, RESIZE_FILTERS, RESIZES
+from segdemo.models.preprocessing import CHANNEL_ORDERS, OPEN_OPTIONS, RESIZE_FILTERS, RESIZES
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.ui.components import FreeDropdown
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 
-UPLOAD_HOW_TO = (f"Upload a U-Net you trained (a whole model: `model.save('model.keras')`, or a tf.keras 2.x `.h5`; "
+UPLOAD_HOW_TO = (f"Upload a U-Net you trained (a whole model: a `.keras` file, or an `.h5` from any Keras since 2.0; "
                  f"at most {MAX_UPLOADED_MODEL_BYTES // 1_000_000} MB). Name its classes in output order and say how "
                  "its inputs were scaled and resized, or give a few labelled pairs and the check scores each "
-                 "choice. It is loaded in Keras safe mode: a model that carries code (Lambda or custom layers) is "
-                 "refused. It serves this session only and goes when the page is closed; for everyone, serve it "
-                 "with `python -m segdemo.card MODEL ...` and `python app.py --model MODEL`.")
+                 "choice. No code from the file runs: a Lambda layer is listed with what the file says of it, and "
+                 "you swap it for a built-in operation under *Replace layers*. It serves this session only and goes "
+                 "when the page is closed; for everyone, serve it with `python -m segdemo.card MODEL ...` and "
+                 "`python app.py --model MODEL`.")
 CREDITS = """
 ### Credits
 - Oxford-IIIT Pet dataset (CC BY-SA 4.0): Parkhi, Vedaldi, Zisserman, Jawahar, "Cats and Dogs", CVPR 2012.
@@ -57,17 +59,19 @@ def export_model(model_name=DEFAULT_MODEL, format_label=export.DEFAULT_FORMAT_LA
 
 @user_errors
 def upload_model(model_file, class_names="", input_scale=CHECK, resize=CHECK, resize_filter=CHECK, pairs=None,
-                 request: gr.Request = None):
+                 channel_order=CHECK, input_mean="", input_std="", threshold=None, white="", output="",
+                 replace_layers="", request: gr.Request = None):
     """Serve an uploaded Keras model file (.keras, or a legacy .h5 whole model) to this session only, as
     "my uploaded model (this session)"; the report says what was inferred, stated and checked."""
     if not model_file:
         raise InputError("No model file: upload a .keras file (or a legacy .h5 whole model).")
     uploaded = uploaded_models.upload_model(session_key(request), upload_paths(model_file)[0], class_names,
-                                            input_scale, resize, resize_filter, upload_paths(pairs))
+                                            input_scale, resize, resize_filter, upload_paths(pairs), channel_order,
+                                            input_mean, input_std, threshold, white, output, replace_layers)
     card = uploaded.card
     report = [f"**Serving your model as \"{uploaded.name}\"** (this session only): classes "
-              f"{', '.join(card.classes)}; input {card.size[0]}x{card.size[1]}, scale {card.input_scale}, "
-              f"{card.resize} with the {card.resize_filter} filter.", "", "```", *uploaded.lines, "```"]
+              f"{', '.join(card.classes)}; input {card.size[0]}x{card.size[1]}.", "",
+              *(f"- {line}" for line in card.io.describe()), "", "```", *uploaded.lines, "```"]
     report += [f"- **Warning:** {warning}" for warning in uploaded.warnings]
     return "\n".join(report), gr.Dropdown(choices=model_menu(), value=UPLOADED_CHOICE)
 
@@ -84,13 +88,30 @@ def build_upload_section(model_choice):
         class_names = gr.Textbox(value="", label="Class names, in the model's output order (comma-separated)",
                                  placeholder="background, pet, border")
         with gr.Row():
-            input_scale = gr.Radio([CHECK, *INPUT_SCALES], value=CHECK, label="How its input pixels were scaled")
+            input_scale = gr.Radio([CHECK, *OPEN_OPTIONS["input_scale"][0]], value=CHECK,
+                                   label="How its input pixels were scaled")
             resize = gr.Radio([CHECK, *RESIZES], value=CHECK, label="How images were resized")
             resize_filter = gr.Radio([CHECK, *RESIZE_FILTERS], value=CHECK, label="Resize filter",
                                      info="antialias: PIL's bilinear; bilinear: tf.image.resize's default")
+        with gr.Accordion("More of how it was trained (as python -m segdemo.card)", open=False):
+            with gr.Row():
+                channel_order = gr.Radio([CHECK, *CHANNEL_ORDERS], value=CHECK, label="Channel order",
+                                         info="bgr: trained on images read with cv2.imread")
+                input_mean = gr.Textbox(label="Dataset mean R,G,B (instead of a scale)",
+                                        placeholder="0.485,0.456,0.406")
+                input_std = gr.Textbox(label="Dataset std R,G,B", placeholder="0.229,0.224,0.225")
+            with gr.Row():
+                threshold = gr.Number(value=None, label="Threshold of a one-channel output")
+                white = gr.Textbox(label="Class white marks in black/white masks")
+                output = gr.Textbox(label="Output served (name or index), for a model with several")
+            replace_layers = gr.Textbox(label="Replace layers (Lambda layers: NAME=OP, comma-separated)",
+                                        placeholder="lambda_1=scale:0.00392156862745098",
+                                        info="OP: " + ", ".join(f"{op}{':' + args if args else ''}"
+                                                                for op, (args, _) in OPERATIONS.items()))
         use = gr.Button("Use this model", variant="primary", elem_id="upload-model-button")
         report = gr.Markdown(elem_id="upload-model-report")
-    use.click(upload_model, [model_file, class_names, input_scale, resize, resize_filter, pairs],
+    use.click(upload_model, [model_file, class_names, input_scale, resize, resize_filter, pairs, channel_order,
+                             input_mean, input_std, threshold, white, output, replace_layers],
               [report, model_choice], api_name="upload_model", concurrency_limit=1)
 
 

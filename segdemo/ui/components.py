@@ -42,3 +42,19 @@ class FreeDropdown(gr.Dropdown):
 
     def api_info(self):
         return {"type": "string"}  # not an enum of the page's choices: the API and MCP schemas take any name
+
+
+class StreamedFrame(gr.Image):
+    """A webcam input for `.stream`: a frame arrives as a JPEG data URL at the camera's resolution; it is passed
+    on undecoded, so `serving.live.shrink_frame` decodes it already shrunk (JPEG draft mode) instead of decoding
+    it whole and resizing. Anything else is preprocessed as by gr.Image.
+
+    (No __init__ of its own: Gradio builds the frontend config from the constructor's signature.)"""
+
+    is_template = True  # rendered by the frontend as a plain Image
+
+    def preprocess(self, payload):
+        url = getattr(payload, "url", None)
+        if isinstance(url, str) and url.startswith("data:image/"):
+            return url
+        return super().preprocess(payload)

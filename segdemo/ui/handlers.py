@@ -11,6 +11,7 @@ from segdemo.app.sessions import ANONYMOUS, FINETUNED_CHOICE
 from segdemo.data.images import IMAGE_FORMATS
 from segdemo.errors import InputError
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_BATCH_SIZE, MAX_STEPS, RETRAIN_STEPS, learning_rate_range, megapixels
+from segdemo.serving.video_io import accepted
 
 UNEXPECTED = ("Something went wrong on our side while processing this request; it was logged. "
               "Your uploads and results so far are kept: please try again or with other input.")
@@ -80,7 +81,7 @@ def doc_facts(cards):
             "finetuned": f'"{FINETUNED_CHOICE}"', "image_formats": IMAGE_FORMATS, "megapixels": megapixels(),
             "max_batch_images": str(MAX_BATCH_IMAGES), "max_steps": str(MAX_STEPS),
             "max_batch_size": str(MAX_BATCH_SIZE), "learning_rates": learning_rate_range(),
-            "retrain_steps": str(RETRAIN_STEPS)}
+            "retrain_steps": str(RETRAIN_STEPS), "video_limits": accepted()}
 
 
 def document_handlers(cards):
