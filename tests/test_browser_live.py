@@ -85,3 +85,36 @@ def test_webcam_overlay_follows_the_camera_and_the_stats_count_frames(camera_pag
     assert counts[-1] >= counts[0] + 5 and counts[-1] > 5, (counts, stats)  # the line counts the frames
     assert re.search(r"\d+\.\d frames/s · model \d+ ms/frame", stats), stats
     page.locator("#live-camera button", has_text="Stop").first.click()
+
+
+def start_stream(page):
+    page.get_by_role("tab", name="Live").click()
+    access = page.get_by_text("Click to Access Webcam")
+    if access.count():
+        access.click()
+    page.locator("#live-camera button", has_text="Record").first.click()
+
+
+def test_two_people_streaming_at_once_both_get_frames(camera_page):
+    """Two sessions (two pages of their own) stream together: both overlays arrive and both counts grow."""
+    first = camera_page
+    second = first.context.browser.new_context(viewport={"width": 1400, "height": 1200}).new_page()
+    try:
+        second.goto(first.url)
+        for page in (first, second):
+            start_stream(page)
+        for page in (first, second):
+            page.wait_for_function("document.querySelector('#live-output img')?.naturalWidth > 0", timeout=60_000)
+        starts = [frames_counted(page) for page in (first, second)]
+        deadline = time.perf_counter() + SECONDS
+        while time.perf_counter() < deadline and not all(
+                frames_counted(page) >= start + 5 for page, start in zip((first, second), starts)):
+            time.sleep(0.3)
+        counts = [frames_counted(page) for page in (first, second)]
+        assert all(count >= start + 5 for count, start in zip(counts, starts)), (starts, counts)
+    finally:
+        for page in (first, second):
+            stop = page.locator("#live-camera button", has_text="Stop")
+            if stop.count():
+                stop.first.click()
+        second.context.close()
