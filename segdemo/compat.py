@@ -1,10 +1,8 @@
-"""Keras, TensorFlow and Gradio as segdemo uses them, in one place: lazy imports, and every use of what is not
-their public API. Each function names the version it was checked against; `tests/test_compat.py` runs each one
-on the installed versions, so an upgrade that breaks one fails there, loudly, not somewhere in a request.
-`tests/test_layers.py` fails on a private attribute or module of these libraries used anywhere else.
-
-Nothing here imports Gradio at module level: the core (everything below `segdemo/ui/`) imports this module
-without loading the web framework."""
+"""Keras and TensorFlow as segdemo uses them, in one place: lazy imports, and every use of what is not their
+public API (Gradio's is `segdemo/ui/gradio_compat.py`, so that nothing below the UI imports the web framework).
+Each function names the version it was checked against; `tests/test_compat.py` runs each one on the installed
+versions, so an upgrade that breaks one fails there, loudly, not somewhere in a request.
+`tests/test_layers.py` fails on a private attribute or module of these libraries used anywhere else."""
 
 import importlib
 import sys
@@ -13,7 +11,6 @@ import types
 
 CHECKED_KERAS = "3.15.1"
 CHECKED_TENSORFLOW = "2.21.0"
-CHECKED_GRADIO = "6.31.0"
 
 
 class LazyModule:
@@ -91,27 +88,3 @@ def freeze_concrete_function(concrete):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     return convert_variables_to_constants_v2(concrete)
-
-
-# Gradio (checked against CHECKED_GRADIO)
-
-async def _outputs_without_progress(self, job):
-    from gradio import mcp
-
-    result = await mcp.run_sync(job.result)
-    return list(result) if isinstance(result, tuple) else [result]
-
-
-def spread_mcp_outputs():
-    """Gradio 6.31's MCP server returns a queued endpoint's outputs (without a progress token) as one value:
-    `GradioMCPServer._execute_tool_without_progress` wraps gradio_client's result in a list, so an endpoint
-    with several outputs (segment: masks, maps, areas, info) reaches the assistant as one text holding a
-    tuple of file dicts instead of one image per output. This spreads a tuple into its outputs, as the
-    progress path (`output["data"]`) already does, so each image output becomes MCP image content with its
-    URL. Idempotent; called by the UI at launch."""
-    from gradio import mcp
-
-    if not hasattr(mcp.GradioMCPServer, "_execute_tool_without_progress"):
-        raise RuntimeError(f"gradio.mcp.GradioMCPServer has no _execute_tool_without_progress (checked against "
-                           f"Gradio {CHECKED_GRADIO}): see segdemo/compat.py")
-    mcp.GradioMCPServer._execute_tool_without_progress = _outputs_without_progress

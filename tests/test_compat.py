@@ -1,4 +1,5 @@
-"""Each use of what is not Keras's, TensorFlow's or Gradio's public API (segdemo/compat.py), run on the installed
+"""Each use of what is not Keras's, TensorFlow's or Gradio's public API (segdemo/compat.py and
+segdemo/ui/gradio_compat.py), run on the installed
 versions: an upgrade that changes one fails here, with the version it was checked against in the message."""
 
 import asyncio
@@ -70,12 +71,14 @@ def test_mcp_outputs_are_spread():
     import gradio
     from gradio import mcp
 
-    compat.spread_mcp_outputs()
+    from segdemo.ui import gradio_compat
+
+    gradio_compat.spread_mcp_outputs()
     patched = mcp.GradioMCPServer._execute_tool_without_progress
 
     class Job:
         def result(self):
             return ("a", "b")
 
-    versions = f"(checked against Gradio {compat.CHECKED_GRADIO}, installed {gradio.__version__})"
+    versions = f"(checked against Gradio {gradio_compat.CHECKED_GRADIO}, installed {gradio.__version__})"
     assert asyncio.run(patched(None, Job())) == ["a", "b"], versions

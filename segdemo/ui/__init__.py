@@ -8,7 +8,6 @@ import threading
 import gradio as gr
 
 from segdemo.app.startup import STARTUP, after_first_answer
-from segdemo.compat import spread_mcp_outputs
 from segdemo.config import AppConfig
 from segdemo.models.cards import ModelCard
 from segdemo.serving.registry import configure, current_config, default_model_name, served_models
@@ -16,6 +15,7 @@ from segdemo.ui.about_tab import build_about_tab
 from segdemo.ui.batch_tab import build_batch_tab
 from segdemo.ui.compare_tab import build_compare_tab
 from segdemo.ui.finetune_tab import build_finetune_tab
+from segdemo.ui.gradio_compat import spread_mcp_outputs
 from segdemo.ui.handlers import document_handlers
 from segdemo.ui.live_tab import build_live_tab
 from segdemo.ui.segment_tab import build_segment_tab
@@ -101,7 +101,7 @@ def launch(demo, **options):
     they fill the disk), and an MCP server at /gradio_api/mcp/ whose
     tools are the documented endpoints (segment, segment_batch, compare, ...). TensorFlow and the default
     model load in the background once the page is up."""
-    spread_mcp_outputs()  # each image output an MCP image (see segdemo/compat.py)
+    spread_mcp_outputs()  # each image output an MCP image (see segdemo/ui/gradio_compat.py)
     max_file_size = current_config().max_upload_mb * 1_000_000
     demo.launch(mcp_server=True, max_file_size=max_file_size, prevent_thread_lock=True, **options)
     STARTUP.start()

@@ -1,0 +1,25 @@
+"""Gradio as segdemo uses it beyond its public API, in one place (the Keras and TensorFlow counterpart is
+`segdemo/compat.py`): each function names the version it was checked against, and `tests/test_compat.py` runs it
+on the installed version."""
+
+from gradio import mcp
+
+CHECKED_GRADIO = "6.31.0"
+
+
+async def _outputs_without_progress(self, job):
+    result = await mcp.run_sync(job.result)
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def spread_mcp_outputs():
+    """Gradio 6.31's MCP server returns a queued endpoint's outputs (without a progress token) as one value:
+    `GradioMCPServer._execute_tool_without_progress` wraps gradio_client's result in a list, so an endpoint
+    with several outputs (segment: masks, maps, areas, info) reaches the assistant as one text holding a
+    tuple of file dicts instead of one image per output. This spreads a tuple into its outputs, as the
+    progress path (`output["data"]`) already does, so each image output becomes MCP image content with its
+    URL. Idempotent; called by the UI at launch."""
+    if not hasattr(mcp.GradioMCPServer, "_execute_tool_without_progress"):
+        raise RuntimeError(f"gradio.mcp.GradioMCPServer has no _execute_tool_without_progress (checked against "
+                           f"Gradio {CHECKED_GRADIO}): see segdemo/ui/gradio_compat.py")
+    mcp.GradioMCPServer._execute_tool_without_progress = _outputs_without_progress
