@@ -69,47 +69,46 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
                            for facts in unreplaced)
         raise InputError(f"{source.name} has layers that hold code, which segdemo never runs: {listed}. Write "
                          "NAME=OP in 'Replace layers' (OP: " + ", ".join(OPERATIONS) + ")")
-    scratch = Path(tempfile.mkdtemp(prefix="segdemo_upload_model_"))
-    if items:
-        model, source = swap_layers(source, items, scratch / f"{source.stem}.keras")
-    else:
-        model = load_model_file(source)
-    stated = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter,
-              "channel_order": channel_order}
-    extra = {"threshold": float(threshold) if threshold not in (None, "") else None, "white": white or None,
-             "output": output or None}
-    for option, text in (("input_mean", input_mean), ("input_std", input_std)):
-        if str(text or "").strip():
-            extra[option] = parse_statistics(text, None, option.replace("_", " "))[0]
-    inferred = infer_card(model, source.name, parse_class_names(class_names) or None,
-                          {**{option: value for option, value in stated.items() if value != CHECK}, **extra})
-    fixed = inferred.known  # stated, or inferred (a Rescaling layer first: 0..255)
-    card = inferred.card.replace(name="uploaded-" + source.stem, title=f"Uploaded: {source.name}")
-    check_memory(model, card)
-    lines, warnings = list(inferred.lines), list(inferred.warnings)
-    open_options = [option for option in stated if option not in fixed and not (
-        option == "channel_order" and card.input_channels == 1)]
-    if pair_paths and open_options:
-        _, loaded, _ = read_upload([str(path) for path in pair_paths], card)
-        if not loaded:
-            raise InputError("None of the uploaded pairs could be read for these classes: see the Fine-tune tab's "
-                             "Check pairs for the accepted layouts")
-        table, best, check_warnings = check_report(
-            score_choices(model, card, [(image, mask) for _, image, mask in loaded], fixed))
-        card = card.replace(**best)
-        lines += [f"checked on {len(loaded)} pairs:", *table]
-        warnings = [line for line in warnings if "not stated" not in line] + check_warnings
-    elif "input_scale" in open_options:
-        raise InputError("Say how the model's input pixels were scaled (" + ", ".join(OPEN_OPTIONS["input_scale"][0])
-                         + ", or the dataset's mean and std), or give a few labelled pairs so the check can score "
-                         "each choice")
-    folder = session_folder(key) / "uploaded"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    stored = folder / source.name
-    shutil.copyfile(source, stored)
-    shutil.rmtree(scratch, ignore_errors=True)
-    card.save(stored)
-    files = [str(stored), str(stored.with_suffix(".json")), str(stored.with_suffix(".md"))]
-    UPLOADED_MODELS.put(key, SessionModel(stored, card, files, model))
-    return UploadedModel(UPLOADED_CHOICE, card, lines, warnings)
+    with tempfile.TemporaryDirectory(prefix="segdemo_upload_model_") as scratch:  # a replaced file, until stored
+        if items:
+            model, source = swap_layers(source, items, Path(scratch) / f"{source.stem}.keras")
+        else:
+            model = load_model_file(source)
+        stated = {"input_scale": input_scale, "resize": resize, "resize_filter": resize_filter,
+                  "channel_order": channel_order}
+        extra = {"threshold": float(threshold) if threshold not in (None, "") else None, "white": white or None,
+                 "output": output or None}
+        for option, text in (("input_mean", input_mean), ("input_std", input_std)):
+            if str(text or "").strip():
+                extra[option] = parse_statistics(text, None, option.replace("_", " "))[0]
+        inferred = infer_card(model, source.name, parse_class_names(class_names) or None,
+                              {**{option: value for option, value in stated.items() if value != CHECK}, **extra})
+        fixed = inferred.known  # stated, or inferred (a Rescaling layer first: 0..255)
+        card = inferred.card.replace(name="uploaded-" + source.stem, title=f"Uploaded: {source.name}")
+        check_memory(model, card)
+        lines, warnings = list(inferred.lines), list(inferred.warnings)
+        open_options = [option for option in stated if option not in fixed and not (
+            option == "channel_order" and card.input_channels == 1)]
+        if pair_paths and open_options:
+            _, loaded, _ = read_upload([str(path) for path in pair_paths], card)
+            if not loaded:
+                raise InputError("None of the uploaded pairs could be read for these classes: see the Fine-tune tab's "
+                                 "Check pairs for the accepted layouts")
+            table, best, check_warnings = check_report(
+                score_choices(model, card, [(image, mask) for _, image, mask in loaded], fixed))
+            card = card.replace(**best)
+            lines += [f"checked on {len(loaded)} pairs:", *table]
+            warnings = [line for line in warnings if "not stated" not in line] + check_warnings
+        elif "input_scale" in open_options:
+            scales = ", ".join(OPEN_OPTIONS["input_scale"][0])
+            raise InputError(f"Say how the model's input pixels were scaled ({scales}, or the dataset's mean and std), "
+                             "or give a few labelled pairs so the check can score each choice")
+        folder = session_folder(key) / "uploaded"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        stored = folder / source.name
+        shutil.copyfile(source, stored)
+        card.save(stored)
+        files = [str(stored), str(stored.with_suffix(".json")), str(stored.with_suffix(".md"))]
+        UPLOADED_MODELS.put(key, SessionModel(stored, card, files, model))
+        return UploadedModel(UPLOADED_CHOICE, card, lines, warnings)

@@ -29,12 +29,9 @@ OPERATIONS = {  # the vocabulary of --replace-layer: name -> (arguments, what it
 RESIZE_INTERPOLATIONS = ("bilinear", "nearest")
 SCALE_CANDIDATES = {"identity": "identity", "x / 255": f"scale:{1 / 255!r}",
                     "x / 127.5 - 1": f"scale:{1 / 127.5!r}:-1"}  # what --check tries for a first-layer Lambda
-KNOWN_FUNCTIONS = {  # named functions Keras stored by module and name, and the operation each is
-    ("keras.applications.mobilenet_v2", "preprocess_input"): f"scale:{1 / 127.5!r}:-1",
-    ("keras.applications.mobilenet", "preprocess_input"): f"scale:{1 / 127.5!r}:-1",
-    ("keras.applications.inception_v3", "preprocess_input"): f"scale:{1 / 127.5!r}:-1",
-    ("keras.applications.xception", "preprocess_input"): f"scale:{1 / 127.5!r}:-1",
-}
+KNOWN_FUNCTIONS = {  # named functions Keras stored as module.name, and the operation each is
+    f"keras.applications.{module}.preprocess_input": f"scale:{1 / 127.5!r}:-1"
+    for module in ("mobilenet_v2", "mobilenet", "inception_v3", "xception")}
 SUFFIX = "_segdemo"  # the file written beside the original: <stem>_segdemo.keras
 
 
@@ -78,6 +75,24 @@ def model_layers(config):
     return (inner or {}).get("layers") or []
 
 
+def layer_name(item):
+    """A layer entry's name (in its config; Keras 2 functional configs repeat it beside)."""
+    return (item.get("config") or {}).get("name") or item.get("name")
+
+
+def inbound_sources(item):
+    """The names of the layers feeding a layer entry: Keras 2's `[[name, node, tensor, kwargs], ...]` nodes or
+    Keras 3's `{"args": [keras tensors]}`."""
+    sources = []
+    for node in item.get("inbound_nodes") or []:
+        if isinstance(node, dict):
+            sources += [arg["config"]["keras_history"][0] for arg in node.get("args", [])
+                        if isinstance(arg, dict) and "keras_history" in (arg.get("config") or {})]
+        else:
+            sources += [entry[0] for entry in node if isinstance(entry, list) and entry]
+    return sources
+
+
 def nested_models(config, owner="", depth=0):
     """(the model config, the name of the model holding it) for a config and every model nested in it."""
     yield config, owner
@@ -85,16 +100,14 @@ def nested_models(config, owner="", depth=0):
         return
     for item in model_layers(config):
         if item.get("class_name") in MODEL_CLASSES:
-            yield from nested_models(item, (item.get("config") or {}).get("name") or item.get("name"), depth + 1)
+            yield from nested_models(item, layer_name(item), depth + 1)
 
 
 def suggest(facts):
     """An operation for the usual Lambdas: input scaling, a resize, a softmax/sigmoid, a known function."""
     constants, names = set(facts.constants), set(facts.names)
-    if facts.function and facts.function.rsplit(".", 1)[0] and facts.function in {
-            f"{module}.{name}" for module, name in KNOWN_FUNCTIONS}:
-        module, name = facts.function.rsplit(".", 1)
-        return KNOWN_FUNCTIONS[(module, name)]
+    if facts.function in KNOWN_FUNCTIONS:
+        return KNOWN_FUNCTIONS[facts.function]
     if "resize" in names or "resize_images" in names or "resize_bilinear" in names:
         sides = [int(value) for value in facts.constants if value >= 8 and value == int(value)]
         if len(sides) >= 2:
@@ -129,9 +142,8 @@ def describe_level(config, owner, refused_classes):
         if class_name != "Lambda" and class_name not in refused_classes:
             continue
         layer = item.get("config") or {}
-        name = layer.get("name") or item.get("name") or f"layer_{index}"
-        inputs = [entry[0] for node in item.get("inbound_nodes") or [] for entry in node
-                  if isinstance(entry, list) and entry]
+        name = layer_name(item) or f"layer_{index}"
+        inputs = inbound_sources(item)
         before = [entry for entry in layers[:index] if entry.get("class_name") != "InputLayer"]
         first = not before and not owner
         position = ("first layer after the input: usually input scaling" if first else
@@ -196,8 +208,7 @@ def replaced_config(config, replacements, channels=None):
     """A copy of `config` with each named layer swapped for its built-in layer (`channels`: {name: the
     channel count reaching it}, for `channels` operations)."""
     config = copy.deepcopy(config)
-    names = {(item.get("config") or {}).get("name") or item.get("name"): item
-             for model, _ in nested_models(config) for item in model_layers(model)}
+    names = {layer_name(item): item for model, _ in nested_models(config) for item in model_layers(model)}
     missing = sorted(set(replacements) - set(names))
     if missing:
         raise InputError(f"--replace-layer: the model has no layer {', '.join(map(repr, missing))}; its Lambda "
@@ -259,16 +270,12 @@ def channels_into(config, name, depth=0):
     """How many channels reach the layer `name`, worked out from the config alone (no model is built): the
     input's, a convolution's filters, a concatenation's sum, through layers that keep them. None when unknown."""
     layers = model_layers(config)
-    names = [(item.get("config") or {}).get("name") or item.get("name") for item in layers]
+    names = [layer_name(item) for item in layers]
     if name not in names or depth > 500:
         return None
     index = names.index(name)
     item = layers[index]
-    sources = [entry[0] for node in item.get("inbound_nodes") or [] for entry in node
-               if isinstance(entry, list) and entry]
-    if not sources and isinstance(config.get("config"), dict) and config.get("class_name") != "Sequential":
-        sources = [str(arg.get("config", {}).get("keras_history", [None])[0]) for node in item.get("inbound_nodes")
-                   or [] if isinstance(node, dict) for arg in node.get("args", []) if isinstance(arg, dict)]
+    sources = inbound_sources(item)
     if not sources:  # a Sequential's layer: the one before it (or its own input shape)
         shape = (item.get("config") or {}).get("batch_input_shape") or (item.get("config") or {}).get("batch_shape")
         if shape:
@@ -280,8 +287,7 @@ def channels_into(config, name, depth=0):
 
 def output_channels(config, name, depth=0):
     layers = model_layers(config)
-    item = next((entry for entry in layers if ((entry.get("config") or {}).get("name") or entry.get("name")) == name),
-                None)
+    item = next((entry for entry in layers if layer_name(entry) == name), None)
     if item is None:
         return None
     layer, kind = item.get("config") or {}, item.get("class_name")
@@ -291,8 +297,7 @@ def output_channels(config, name, depth=0):
     if layer.get("filters") or layer.get("units"):
         return int(layer.get("filters") or layer.get("units"))
     if kind == "Concatenate":
-        sources = [entry[0] for node in item.get("inbound_nodes") or [] for entry in node if isinstance(entry, list)]
-        counts = [output_channels(config, source, depth + 1) for source in sources]
+        counts = [output_channels(config, source, depth + 1) for source in inbound_sources(item)]
         return None if not counts or None in counts else sum(counts)
     if kind in CHANNEL_KEEPING:
         return channels_into(config, name, depth + 1)
