@@ -6,7 +6,9 @@ serves the bundled models, and each model `--model` names: a .keras, .h5 or Save
 `python -m segdemo.card` wrote beside it, or a Hub repository `hf://owner/name` (segdemo's format, or Keras's
 own layout followed by segdemo.card's options: "hf://owner/name --classes a b --input-scale 0..1"); also
 SEGDEMO_MODELS=a.keras,hf://owner/name. `--only` hides the bundled ones.
-The page is served as soon as Gradio is up; TensorFlow and the default model load in the background."""
+The page is served as soon as Gradio is up. Before importing Gradio, the app starts a second process that loads
+the default model and answers its first requests, while the app loads its own (SEGDEMO_MODEL_PROCESS=off: no
+such process; requests wait for the app's own)."""
 
 import argparse
 import logging
@@ -14,10 +16,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the logs
 
+from segdemo.app.startup import STARTUP  # noqa: E402
 from segdemo.card.cli import local_model_path  # noqa: E402
 from segdemo.config import AppConfig  # noqa: E402
 from segdemo.serving.registry import check_listed_models  # noqa: E402
-from segdemo.ui import build_demo, launch  # noqa: E402
 
 
 def app_config(argv=None):
@@ -40,7 +42,13 @@ def app_config(argv=None):
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-demo = build_demo(app_config())
+config = app_config()
+if config.model_process and __name__ == "__main__":
+    STARTUP.start_model_process(config)  # the default model loads on the other core while Gradio is imported
+
+from segdemo.ui import build_demo, launch  # noqa: E402
+
+demo = build_demo(config)
 
 if __name__ == "__main__":
     launch(demo)

@@ -1,16 +1,18 @@
 """Cold start of `python app.py`, in one run: the floors (`python -c "import gradio"`, `python -c "import keras"`)
-beside the app started with an empty graph cache (a new user's first start) and with the cache that start wrote
-(every later start), each to the page and to the first answered `segment`.
+beside the app started with an empty graph cache (a new user's first start), with the cache that start wrote
+(every later start), and with that cache but without the model process (SEGDEMO_MODEL_PROCESS=off: the app
+loads the model itself after the page, as before the process existed), each to the page and to the first
+answered `segment`.
 
     python bench/cold_start.py [--runs 3] [--baseline DIR]
 
 `--baseline DIR`: also start an older checkout's app.py (e.g. main's, unpacked with
 `git archive main | tar -x -C DIR` and weights/ copied in) in the same runs, for a before/after pair.
 
-Each run: import gradio, import keras, then app.py with a new empty SEGDEMO_GRAPH_CACHE, then app.py again on
-that cache. A start is a fresh process; one client connects as soon as the page answers and sends `segment`
-(the request waits for the model). The app's own start-up profile (its "startup profile" and registry log
-lines) is printed per start. Medians over the runs; a table, then one JSON line. Stays on 127.0.0.1.
+Each run: import gradio, import keras, then app.py with a new empty SEGDEMO_GRAPH_CACHE, then app.py again on that
+cache, with and without the model process. A start is a fresh process; one client connects as soon as the page answers
+and sends `segment` (the request waits for the model). The app's own start-up profile (its "startup profile" and
+registry log lines) is printed per start. Medians over the runs; a table, then one JSON line. Stays on 127.0.0.1.
 """
 
 import argparse
@@ -30,6 +32,7 @@ from tests.helpers import free_port, stop_app
 
 IMAGE = ROOT / "examples" / "chelsea_cat.png"
 PROFILE = re.compile(r"(startup profile: .*|model \S+ (?:served from the graph cache|loaded, traced and frozen) .*)")
+STARTS = (("empty_cache", {}), ("cached", {}), ("no_process", {"SEGDEMO_MODEL_PROCESS": "off"}))
 
 
 def import_seconds(module):
@@ -38,12 +41,12 @@ def import_seconds(module):
     return time.perf_counter() - started
 
 
-def app_start(log_path, cache_dir, root=ROOT):
+def app_start(log_path, cache_dir, root=ROOT, **env):
     """(seconds to the page, seconds to the first answered segment, the app's profile lines) of `root`'s app."""
     from gradio_client import Client, handle_file
 
     started = time.perf_counter()
-    process, url, page_s = start_app(log_path, root, SEGDEMO_GRAPH_CACHE=str(cache_dir))
+    process, url, page_s = start_app(log_path, root, SEGDEMO_GRAPH_CACHE=str(cache_dir), **env)
     try:
         client = Client(url, verbose=False)
         client.predict(handle_file(str(IMAGE)), "pets", "pet", 0.5, api_name="/segment")
@@ -82,19 +85,21 @@ def main():
     for run in range(args.runs):
         cache = work / f"graphs{run}"  # empty: the first start builds it
         row = {"run": run + 1, "import_gradio_s": import_seconds("gradio"), "import_keras_s": import_seconds("keras")}
-        starts = [("empty_cache", ROOT), ("cached", ROOT)] + ([("baseline", args.baseline)] if args.baseline else [])
-        for label, root in starts:
-            page_s, answer_s, profile = app_start(work / f"{label}{run}.log", cache, root)
+        starts = [(label, ROOT, env) for label, env in STARTS] + (
+            [("baseline", args.baseline, {})] if args.baseline else [])
+        for label, root, env in starts:
+            page_s, answer_s, profile = app_start(work / f"{label}{run}.log", cache, root, **env)
             row[f"{label}_page_s"], row[f"{label}_first_answer_s"] = page_s, answer_s
             print(f"run {run + 1} {label}: page {page_s:.1f} s, first answer {answer_s:.1f} s; " + " | ".join(profile))
-        for label, _ in starts:  # the answer in units of `import gradio` (holds better on a loaded machine)
+        for label, *_ in starts:  # the answer in units of `import gradio` (holds better on a loaded machine)
             row[f"{label}_answer_per_import_gradio"] = row[f"{label}_first_answer_s"] / row["import_gradio_s"]
         rows.append({key: round(value, 2) if isinstance(value, float) else value for key, value in row.items()})
     medians = {key: round(statistics.median(row[key] for row in rows), 2) for key in rows[0] if key != "run"}
     print_table([*rows, {"run": "median", **medians}],
                 ["run", "import_gradio_s", "import_keras_s", "baseline_page_s", "baseline_first_answer_s",
-                 "empty_cache_page_s", "empty_cache_first_answer_s", "cached_page_s", "cached_first_answer_s",
-                 "baseline_answer_per_import_gradio", "cached_answer_per_import_gradio"])
+                 "no_process_page_s", "no_process_first_answer_s", "empty_cache_page_s", "empty_cache_first_answer_s",
+                 "cached_page_s", "cached_first_answer_s", "no_process_answer_per_import_gradio",
+                 "cached_answer_per_import_gradio"])
     print_json({"runs": args.runs, "medians": medians, "rows": rows})
 
 

@@ -21,6 +21,7 @@ MAX_UPLOAD_ENV = "SEGDEMO_MAX_UPLOAD_MB"
 CACHE_ENV = "SEGDEMO_CACHE"
 GRAPH_CACHE_ENV = "SEGDEMO_GRAPH_CACHE"  # where frozen serving graphs are kept between starts; "off": nowhere
 GRAPH_CACHE_DIR = PROJECT_ROOT / ".cache" / "graphs"  # git-ignored (.gitignore), left behind by the deploy
+MODEL_PROCESS_ENV = "SEGDEMO_MODEL_PROCESS"  # "off": app.py does not start the default model's process
 TOKEN_ENV = "HF_TOKEN"  # the Hub token a push falls back to
 
 
@@ -36,6 +37,7 @@ class AppConfig:
     cache_dir: Path = Path.home() / ".cache" / "segdemo"
     weights_dir: Path = WEIGHTS_DIR
     graph_cache_dir: Path = GRAPH_CACHE_DIR  # None: no graph cache (serving.graph_cache)
+    model_process: bool = True  # app.py loads the default model in a second process while it starts (startup)
     hub_token: str = dataclasses.field(default="", repr=False)
 
     @classmethod
@@ -50,6 +52,7 @@ class AppConfig:
             max_upload_mb=int(environ.get(MAX_UPLOAD_ENV) or default.max_upload_mb),
             cache_dir=Path(environ[CACHE_ENV]) if environ.get(CACHE_ENV) else default.cache_dir,
             graph_cache_dir=graph_cache_dir(environ.get(GRAPH_CACHE_ENV, "")),
+            model_process=environ.get(MODEL_PROCESS_ENV, "").strip().lower() != "off",
             hub_token=environ.get(TOKEN_ENV, ""))
 
     def replace(self, **changes):
@@ -60,7 +63,8 @@ class AppConfig:
         return {MODELS_ENV: ",".join(map(str, self.model_files)), ONLY_ENV: "1" if self.only else "",
                 HUB_REPO_ENV: self.hub_repo, HUB_REVISION_ENV: self.hub_revision,
                 MAX_UPLOAD_ENV: str(self.max_upload_mb), CACHE_ENV: str(self.cache_dir),
-                GRAPH_CACHE_ENV: str(self.graph_cache_dir) if self.graph_cache_dir else "off"}
+                GRAPH_CACHE_ENV: str(self.graph_cache_dir) if self.graph_cache_dir else "off",
+                MODEL_PROCESS_ENV: "" if self.model_process else "off"}
 
 
 def graph_cache_dir(value):

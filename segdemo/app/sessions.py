@@ -194,8 +194,11 @@ def check_model_name(model_name, key):
 
 def segmenter_for(model_name, key):
     """The Segmenter a request asked for by name: a served model, or the session's own fine-tuned one."""
-    STARTUP.wait()  # a request that arrives while the app starts waits for TensorFlow and the default model
     name = check_model_name(model_name, key)
+    early = STARTUP.early_segmenter(name)  # while the app starts, the default model's process answers
+    if early is not None:
+        return early
+    STARTUP.wait()  # else a request that arrives while the app starts waits for TensorFlow and the default model
     if name in OWN_MODELS:
         return own_model(name, key).segmenter
     return get_segmenter(name)

@@ -1,6 +1,10 @@
-"""The app's start-up: TensorFlow and the default model load in a background thread while the page is
-already served; requests that need a model wait for it (`sessions.segmenter_for` does). The spare fine-tune
-worker starts after the first answer (`after_first_answer`), not beside it."""
+"""The app's start-up. `python app.py` first starts a second process that imports TensorFlow and loads the default
+model (serving.model_process) while the app imports Gradio; the page is served, and until the app's own Segmenter
+is ready, the default model's requests are answered by that process (`early_segmenter`). The app loads its own
+in a background thread once the process has answered (or HANDOVER_DELAY_S after it is ready), then closes the
+process. Without the process (scripts, tests in process, SEGDEMO_MODEL_PROCESS=off) requests wait for the
+background load (`sessions.segmenter_for` does). The spare fine-tune worker starts after the first answer
+(`after_first_answer`), not beside it."""
 
 import logging
 import os
@@ -12,6 +16,9 @@ from segdemo.errors import InputError
 from segdemo.limits import SPARE_WORKER_DELAY_S
 
 STARTUP_WAIT_S = 600  # how long a request that arrives during start-up waits for the model
+HANDOVER_DELAY_S = 10  # the app loads its own model this long after the model process is ready, if nobody asks
+HANDOVER_QUIET_S = 2  # and after this long without a request: its TensorFlow import holds the GIL, slowing answers
+PROCESS_POLL_S = 0.05
 LOADING_MESSAGE = "Loading the model… (TensorFlow and the default model load once, after the page is up)"
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,10 @@ class BackgroundStartup:
         self.answered = threading.Event()  # a request was answered, or the Fine-tune tab opened (first_answer)
         self.error = None
         self.model_name = None
+        self.model_process = None  # serving.model_process.ModelProcess of the default model, until handed over
+        self._early = None  # its EarlySegmenter
+        self._last_activity = 0.0  # time.monotonic() of the last request started or answered
+        self._needed = threading.Event()  # a request waits for the app's own model: no more waiting to hand over
         self._thread = None
         self._lock = threading.Lock()
 
@@ -37,12 +48,78 @@ class BackgroundStartup:
         self.model_name = model_name
         self.done.clear()
 
+    def start_model_process(self, config):
+        """Start the default model's process (before Gradio is imported: it loads on the other core meanwhile)."""
+        from segdemo.serving.model_process import ModelProcess
+        from segdemo.serving.registry import configure, default_model_name, served_models
+
+        configure(config)
+        models = served_models()
+        self.expect(default_model_name(models))
+        self.model_process = ModelProcess(models[self.model_name], config.environment())
+
     def start(self):
         with self._lock:
             if self._thread is None and self.model_name is not None:
-                self._thread = threading.Thread(target=self._load, args=(self.model_name,), name="model-startup",
+                target = self._load if self.model_process is None else self._hand_over
+                self._thread = threading.Thread(target=target, args=(self.model_name,), name="model-startup",
                                                 daemon=True)
                 self._thread.start()
+
+    def _hand_over(self, model_name):
+        """Load the app's own model once the process has answered (or is idle, or failed), then close it."""
+        process = self.model_process
+        if process.wait_ready(STARTUP_WAIT_S):
+            log.info("startup profile: model process ready %.2f s after the app process started (its import "
+                     "tensorflow %.2f s, model %.2f s) on %s", process_age(), process.info["seconds"]
+                     ["import_tensorflow"], process.info["seconds"]["model"], process.info["device"])
+            waited_for = time.monotonic() + HANDOVER_DELAY_S
+            while not (self.answered.is_set() or self._needed.is_set()) and time.monotonic() < waited_for:
+                self._needed.wait(PROCESS_POLL_S)
+            while not self._needed.is_set() and time.monotonic() - self._last_activity < HANDOVER_QUIET_S:
+                self._needed.wait(PROCESS_POLL_S)
+        self._load(model_name)
+        process.close()
+        log.info("the app serves %s itself now; model process closed", model_name)
+
+    def early_segmenter(self, name):
+        """The model process's stand-in (`EarlySegmenter`) for `name` while the app's own Segmenter loads;
+        None when there is none (another model, no process, it failed, or the app's own is ready)."""
+        process = self.model_process
+        if process is None or name != self.model_name or self.done.is_set():
+            return None
+        self._last_activity = time.monotonic()
+        self.start()
+        while not process.settled.wait(PROCESS_POLL_S):
+            if self.done.is_set():
+                return None
+        if not process.ready or self.done.is_set():
+            return None
+        with self._lock:
+            if self._early is None:
+                from segdemo.models.cards import ModelCard
+                from segdemo.serving.model_process import EarlySegmenter
+                from segdemo.serving.registry import get_segmenter, resolve_model_path
+
+                def own_segmenter():
+                    self.wait()
+                    return get_segmenter(name)
+
+                self._early = EarlySegmenter(ModelCard.load(resolve_model_path(name)), process, own_segmenter)
+            return self._early
+
+    def device(self):
+        """What the default model runs on, once it answers (the model process's, or the app's own): None when
+        loading it failed."""
+        early = self.early_segmenter(self.model_name) if self.model_name else None
+        if early is not None:
+            return early.device
+        self.wait()
+        if self.error is not None:
+            return None
+        from segdemo.serving.runtime import describe_device
+
+        return describe_device()
 
     def _load(self, model_name):
         from segdemo.compat import import_tensorflow_without_keras
@@ -75,10 +152,12 @@ class BackgroundStartup:
 
     def first_answer(self):
         """A request was answered (or the Fine-tune tab opened): what waits for it (the spare worker) may go."""
+        self._last_activity = time.monotonic()
         self.answered.set()
 
     def wait(self, timeout=STARTUP_WAIT_S):
         if not self.done.is_set():
+            self._needed.set()
             self.start()
         if not self.done.wait(timeout):
             raise InputError("The model is still loading; please try again in a minute.")

@@ -102,6 +102,13 @@ class Segmenter:
         self._batch_lock = threading.Lock()
 
     @property
+    def device(self):
+        """What it runs on ('CPU (2 cores, bfloat16)', 'GPU: <name>')."""
+        from segdemo.serving.runtime import describe_device
+
+        return describe_device()
+
+    @property
     def model(self):
         """The Keras model (loaded on first use when the Segmenter was built from cached graphs)."""
         return self.loaded_model()

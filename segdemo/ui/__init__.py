@@ -40,14 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def startup_status():
-    """Once the default model is loaded: the device lines of the Segment and About tabs."""
-    from segdemo.serving.runtime import describe_device
-
-    STARTUP.wait()
-    if STARTUP.error is not None:
+    """Once the default model answers: the device lines of the Segment and About tabs."""
+    device = STARTUP.device()
+    if device is None:
         failed = f"Loading the default model failed ({type(STARTUP.error).__name__}); it is retried on first use."
         return failed, failed
-    device = describe_device()
     return f"Device: {device}", f"Running on **{device}**."
 
 

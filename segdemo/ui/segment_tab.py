@@ -11,7 +11,7 @@ from segdemo.app.startup import LOADING_MESSAGE, STARTUP
 from segdemo.config import EXAMPLES_DIR
 from segdemo.models.cards import ModelCard, class_colors
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
-from segdemo.serving.runtime import describe_device, release_freed_memory
+from segdemo.serving.runtime import release_freed_memory
 from segdemo.serving.segment import LARGE_IMAGE_PIXELS, STEPS, render, segment_and_render
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
@@ -25,7 +25,7 @@ def timing_note(result, model_name):
     total = sum(seconds.values())
     steps = " · ".join(f"{step} {seconds[step] * 1000:.0f}" for step in STEPS)
     mirrored = " (mean with the mirrored image)" if result.segmenter.tta else ""
-    return (f"**{(result.segmenter.card.title or model_name)}** on {describe_device()} · model{mirrored} "
+    return (f"**{(result.segmenter.card.title or model_name)}** on {result.segmenter.device} · model{mirrored} "
             f"{seconds['model'] * 1000:.0f} ms · total {total * 1000:.0f} ms ({steps} ms) · mean uncertainty "
             f"{result.mean_uncertainty:.3f}  \n" + "; ".join(result.notes))
 
