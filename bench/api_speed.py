@@ -20,19 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import percentiles, print_json, print_table, rss_mb, start_server
+from common import children_rss_mb, percentiles, print_json, print_table, rss_mb, start_server
 from handler_speed import make_inputs
 
 STEP_PATTERN = re.compile(r"\((decode [^)]*) ms\)")
-
-
-def children_rss_mb(pid):
-    """RSS in MB of each child process of `pid` (the spare fine-tune worker)."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found[int(child)] = round(rss_mb(int(child)), 1)
-    return found
 
 
 def handler_split(info):

@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, print_json, print_table
+from common import ROOT, children_rss_mb, print_json, print_table, rss_mb
 
 from tests.helpers import free_port, stop_app
 
@@ -42,7 +42,8 @@ def import_seconds(module):
 
 
 def app_start(log_path, cache_dir, root=ROOT, **env):
-    """(seconds to the page, seconds to the first answered segment, the app's profile lines) of `root`'s app."""
+    """(seconds to the page, seconds to the first answered segment, the app's profile lines, RSS in MB of the app
+    and of its children (the model process) at the first answer) of `root`'s app."""
     from gradio_client import Client, handle_file
 
     started = time.perf_counter()
@@ -51,9 +52,10 @@ def app_start(log_path, cache_dir, root=ROOT, **env):
         client = Client(url, verbose=False)
         client.predict(handle_file(str(IMAGE)), "pets", "pet", 0.5, api_name="/segment")
         answer_s = time.perf_counter() - started
+        memory = {"app": round(rss_mb(process.pid), 1), "children": children_rss_mb(process.pid)}
     finally:
         stop_app(process)
-    return page_s, answer_s, PROFILE.findall(Path(log_path).read_text())
+    return page_s, answer_s, PROFILE.findall(Path(log_path).read_text()), memory
 
 
 def start_app(log_path, root, **env):
@@ -88,9 +90,10 @@ def main():
         starts = [(label, ROOT, env) for label, env in STARTS] + (
             [("baseline", args.baseline, {})] if args.baseline else [])
         for label, root, env in starts:
-            page_s, answer_s, profile = app_start(work / f"{label}{run}.log", cache, root, **env)
+            page_s, answer_s, profile, memory = app_start(work / f"{label}{run}.log", cache, root, **env)
             row[f"{label}_page_s"], row[f"{label}_first_answer_s"] = page_s, answer_s
-            print(f"run {run + 1} {label}: page {page_s:.1f} s, first answer {answer_s:.1f} s; " + " | ".join(profile))
+            print(f"run {run + 1} {label}: page {page_s:.1f} s, first answer {answer_s:.1f} s; RSS at the first "
+                  f"answer (MB): app {memory['app']}, its children {memory['children']}; " + " | ".join(profile))
         for label, *_ in starts:  # the answer in units of `import gradio` (holds better on a loaded machine)
             row[f"{label}_answer_per_import_gradio"] = row[f"{label}_first_answer_s"] / row["import_gradio_s"]
         rows.append({key: round(value, 2) if isinstance(value, float) else value for key, value in row.items()})

@@ -31,6 +31,15 @@ def rss_mb(pid=None, peak=False):
     return float("nan")
 
 
+def children_rss_mb(pid):
+    """RSS in MB of each child process of `pid` (the model process, the spare fine-tune worker), by pid."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found[int(child)] = round(rss_mb(int(child)), 1)
+    return found
+
+
 def percentiles(seconds):
     values = np.asarray(seconds) * 1000
     return {"p50_ms": round(float(np.percentile(values, 50)), 2), "p95_ms": round(float(np.percentile(values, 95)), 2),
