@@ -73,11 +73,11 @@ class BackgroundStartup:
             log.info("startup profile: model process ready %.2f s after the app process started (its import "
                      "tensorflow %.2f s, model %.2f s) on %s", process_age(), process.info["seconds"]
                      ["import_tensorflow"], process.info["seconds"]["model"], process.info["device"])
-            waited_for = time.monotonic() + HANDOVER_DELAY_S
-            while not (self.answered.is_set() or self._needed.is_set()) and time.monotonic() < waited_for:
-                self._needed.wait(PROCESS_POLL_S)
-            while not self._needed.is_set() and time.monotonic() - self._last_activity < HANDOVER_QUIET_S:
-                self._needed.wait(PROCESS_POLL_S)
+            deadline = time.monotonic() + HANDOVER_DELAY_S
+            while not self._needed.wait(PROCESS_POLL_S):  # a request needs the app's own: at once
+                now = time.monotonic()
+                if (self.answered.is_set() or now >= deadline) and now - self._last_activity >= HANDOVER_QUIET_S:
+                    break
         self._load(model_name)
         process.close()
         log.info("the app serves %s itself now; model process closed", model_name)
@@ -122,16 +122,13 @@ class BackgroundStartup:
         return describe_device()
 
     def _load(self, model_name):
-        from segdemo.compat import import_tensorflow_without_keras
         from segdemo.serving.registry import get_segmenter
-        from segdemo.serving.runtime import describe_device, enable_bf16_inference, enable_gpu_memory_growth
+        from segdemo.serving.runtime import describe_device, start_serving_runtime
 
         started = time.perf_counter()
         try:
-            import_tensorflow_without_keras()  # Keras only when a model file is read (not on a graph cache hit)
+            start_serving_runtime()
             imported = time.perf_counter()
-            enable_gpu_memory_growth()
-            enable_bf16_inference()  # before any model is loaded: it applies to graphs built afterwards
             get_segmenter(model_name)  # loaded and warmed before the first request is answered
             done = time.perf_counter()
             log.info("model %s ready on %s after %.1f s in the background", model_name, describe_device(),

@@ -147,21 +147,17 @@ class EarlySegmenter:
 def serve(connection, model_path):
     """The process's work: import TensorFlow, load the model as the app would, say ready, answer until the
     app closes its end."""
-    from segdemo.compat import import_tensorflow_without_keras
     from segdemo.serving.registry import load_segmenter
-    from segdemo.serving.runtime import describe_device, enable_bf16_inference, enable_gpu_memory_growth
+    from segdemo.serving.runtime import describe_device, start_serving_runtime
 
-    started = time.perf_counter()
     try:
-        import_tensorflow_without_keras()
+        import_seconds = start_serving_runtime()
         imported = time.perf_counter()
-        enable_gpu_memory_growth()
-        enable_bf16_inference()
         segmenter = load_segmenter(model_path)
     except Exception as error:  # noqa: BLE001 - told to the app, which then loads the model itself
         connection.send(("failed", f"{type(error).__name__}: {error}"))
         return
-    seconds = {"import_tensorflow": imported - started, "model": time.perf_counter() - imported}
+    seconds = {"import_tensorflow": import_seconds, "model": time.perf_counter() - imported}
     connection.send(("ready", {"device": describe_device(), "grid": list(segmenter.grid), "seconds": seconds}))
     while True:
         try:
