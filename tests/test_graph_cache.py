@@ -163,7 +163,11 @@ def test_what_the_docs_quote_from_the_code():
 
     performance = " ".join((PROJECT_ROOT / "docs" / "performance.md").read_text().split())
     folder = GRAPH_CACHE_DIR.relative_to(PROJECT_ROOT).as_posix()
+    from segdemo.app.startup import HANDOVER_DELAY_S, HANDOVER_QUIET_S
+    from segdemo.config import MODEL_PROCESS_ENV
+
     for fact in (f"`SPARE_WORKER_DELAY_S` ({SPARE_WORKER_DELAY_S} s)", f"`{folder}/`", f"`{GRAPH_CACHE_ENV}=DIR`",
-                 "(`REFUSED_OPS`)"):
+                 "(`REFUSED_OPS`)", f"`HANDOVER_QUIET_S` ({HANDOVER_QUIET_S} s)",
+                 f"`HANDOVER_DELAY_S` ({HANDOVER_DELAY_S} s)", f"`{MODEL_PROCESS_ENV}=off`"):
         assert fact in performance, fact
     assert "PyFunc" in graph_cache.REFUSED_OPS and "ReadFile" in graph_cache.REFUSED_OPS
