@@ -16,10 +16,10 @@ if str(ROOT) not in sys.path:
 from tests.helpers import start_app  # noqa: E402  (the same launch as the tests')
 
 
-def start_server(log_path, script="app.py"):
-    """Start `script` (a Gradio app) on a free loopback port; returns (process, url, seconds until the page
-    answered)."""
-    return start_app(log_path, script)
+def start_server(log_path, script="app.py", **env):
+    """Start `script` (a Gradio app) on a free loopback port, with extra environment variables; returns
+    (process, url, seconds until the page answered)."""
+    return start_app(log_path, script, **env)
 
 
 def rss_mb(pid=None, peak=False):
@@ -38,6 +38,26 @@ def children_rss_mb(pid):
         for child in (task / "children").read_text().split():
             found[int(child)] = round(rss_mb(int(child)), 1)
     return found
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_children_quiet(pid, quiet_s=3.0, limit_s=120.0):
+    """Wait until the children of `pid` (the spare fine-tune worker starting: about 20 s of one core after the
+    first answer) use under 5% of a core for `quiet_s`; returns the seconds waited (`limit_s` at most)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        children = list(children_rss_mb(pid))
+        before = sum(cpu_seconds(child) for child in children)
+        time.sleep(quiet_s)
+        if sum(cpu_seconds(child) for child in children if Path(f"/proc/{child}").exists()) - before \
+                < 0.05 * quiet_s:
+            break
+    return time.perf_counter() - started
 
 
 def percentiles(seconds):

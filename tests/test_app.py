@@ -2,6 +2,7 @@
 
 import io
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
@@ -44,6 +45,20 @@ def test_segment_returns_pngs_with_class_colours(client):
     shares = {item["label"]: item["confidence"] for item in areas["confidences"]}
     assert set(shares) == {"pet", "background", "border"} and shares["pet"] > 0.5
     assert "CPU" in info or "GPU" in info
+
+
+def test_segment_without_downloads_returns_urls_of_the_same_files(app_url, client):
+    """README's API tip: Client(URL, download_files=False) gives each output file's URL, and what the URL
+    serves is the file the downloading client gets."""
+    urls_only = Client(app_url, verbose=False, download_files=False)
+    image = handle_file("examples/coffee_cup.png")
+    outputs = urls_only.predict(image, "pets", "pet", 0.5, api_name="/segment")
+    files = [outputs[index] for index in (0, 1, 2, 3, 6)]
+    assert all(file["url"].startswith(app_url) and file["url"].endswith(".png") for file in files)
+    with httpx.Client() as http:
+        served = np.asarray(Image.open(io.BytesIO(http.get(files[-1]["url"]).content)))
+    downloaded = np.asarray(Image.open(client.predict(image, "pets", "pet", 0.5, api_name="/segment")[6]))
+    assert served.shape == downloaded.shape == (400, 600) and np.array_equal(served, downloaded)
 
 
 @pytest.mark.parametrize("name", list(served_models()))
