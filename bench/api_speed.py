@@ -5,7 +5,7 @@ many requests. (The cold start: bench/cold_start.py.)
     python bench/api_speed.py [--calls 30] [--memory-requests 300]
 
 1. Round trips on `bench/api_server.py` (the app plus /echo, /echo_tiny, /echo_unqueued), once the spare
-   fine-tune worker has started (it takes a core for about 20 s after the first answer): for a 500x375 JPEG,
+   fine-tune worker has started (it takes a core for 20-30 s after the first answer): for a 500x375 JPEG,
    a 12 MP JPEG and a 1x1 PNG, `segment` and `echo` calls alternate; medians and p95, the difference, the
    handler's decode / preprocess / model / postprocess / encode split as `segment` reports it, and the
    difference inside the server (Gradio's own request traces, GRADIO_PROFILING=1: queue to result, upload

@@ -31,31 +31,35 @@ def rss_mb(pid=None, peak=False):
     return float("nan")
 
 
+def child_pids(pid):
+    """The child processes of `pid` (the model process, the spare fine-tune worker)."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
 def children_rss_mb(pid):
-    """RSS in MB of each child process of `pid` (the model process, the spare fine-tune worker), by pid."""
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found[int(child)] = round(rss_mb(int(child)), 1)
-    return found
+    """RSS in MB of each child process of `pid`, by pid."""
+    return {child: round(rss_mb(child), 1) for child in child_pids(pid)}
 
 
 def cpu_seconds(pid):
-    """CPU time (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU time (user + system) a process has used so far; 0 once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_children_quiet(pid, quiet_s=3.0, limit_s=120.0):
-    """Wait until the children of `pid` (the spare fine-tune worker starting: about 20 s of one core after the
+    """Wait until the children of `pid` (the spare fine-tune worker starting: 20-30 s of one core after the
     first answer) use under 5% of a core for `quiet_s`; returns the seconds waited (`limit_s` at most)."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
-        children = list(children_rss_mb(pid))
-        before = sum(cpu_seconds(child) for child in children)
+        children = child_pids(pid)
+        before = sum(map(cpu_seconds, children))
         time.sleep(quiet_s)
-        if sum(cpu_seconds(child) for child in children if Path(f"/proc/{child}").exists()) - before \
-                < 0.05 * quiet_s:
+        if sum(map(cpu_seconds, children)) - before < 0.05 * quiet_s:
             break
     return time.perf_counter() - started
 
