@@ -99,14 +99,15 @@ def main():
         client.predict([handle_file(path) for path in paths[:WARMUP_IMAGES]], args.model, api_name="/segment_batch")
         for repeat in range(args.repeats):
             started = time.perf_counter()
-            zip_path, csv_path, summary = client.predict([handle_file(path) for path in paths], args.model,
+            zip_path, csv_path, summary, _ = client.predict([handle_file(path) for path in paths], args.model,
                                                          api_name="/segment_batch")
             times["api_files"].append(time.perf_counter() - started)
             check(zip_path, csv_path, summary, args.images)
 
             started = time.perf_counter()
             archive = as_zip(paths, work / f"images{repeat}.zip")
-            zip_path, csv_path, summary = client.predict([handle_file(archive)], args.model, api_name="/segment_batch")
+            zip_path, csv_path, summary, _ = client.predict([handle_file(archive)], args.model,
+                                                            api_name="/segment_batch")
             times["api_zip"].append(time.perf_counter() - started)
             check(zip_path, csv_path, summary, args.images)
             times["api_zip_handler"].append(float(HANDLER_SECONDS.search(summary).group(1)))

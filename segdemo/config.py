@@ -22,6 +22,8 @@ CACHE_ENV = "SEGDEMO_CACHE"
 GRAPH_CACHE_ENV = "SEGDEMO_GRAPH_CACHE"  # where frozen serving graphs are kept between starts; "off": nowhere
 GRAPH_CACHE_DIR = PROJECT_ROOT / ".cache" / "graphs"  # git-ignored (.gitignore), left behind by the deploy
 MODEL_PROCESS_ENV = "SEGDEMO_MODEL_PROCESS"  # "off": app.py does not start the default model's process
+TITLE_ENV = "SEGDEMO_TITLE"  # the page's heading and browser title (app.py --title)
+DESCRIPTION_ENV = "SEGDEMO_DESCRIPTION"  # the Markdown under it, or a file holding it (app.py --description)
 TOKEN_ENV = "HF_TOKEN"  # the Hub token a push falls back to
 
 
@@ -38,6 +40,8 @@ class AppConfig:
     weights_dir: Path = WEIGHTS_DIR
     graph_cache_dir: Path = GRAPH_CACHE_DIR  # None: no graph cache (serving.graph_cache)
     model_process: bool = True  # app.py loads the default model in a second process while it starts (startup)
+    title: str = ""  # the page's heading; "": the showcased model's title, else segdemo's (app.showcase)
+    description: str = ""  # the Markdown under it (the text, not a file: app.py reads a file given)
     hub_token: str = dataclasses.field(default="", repr=False)
 
     @classmethod
@@ -53,6 +57,7 @@ class AppConfig:
             cache_dir=Path(environ[CACHE_ENV]) if environ.get(CACHE_ENV) else default.cache_dir,
             graph_cache_dir=graph_cache_dir(environ.get(GRAPH_CACHE_ENV, "")),
             model_process=environ.get(MODEL_PROCESS_ENV, "").strip().lower() != "off",
+            title=environ.get(TITLE_ENV, "").strip(), description=environ.get(DESCRIPTION_ENV, "").strip(),
             hub_token=environ.get(TOKEN_ENV, ""))
 
     def replace(self, **changes):
@@ -64,7 +69,8 @@ class AppConfig:
                 HUB_REPO_ENV: self.hub_repo, HUB_REVISION_ENV: self.hub_revision,
                 MAX_UPLOAD_ENV: str(self.max_upload_mb), CACHE_ENV: str(self.cache_dir),
                 GRAPH_CACHE_ENV: str(self.graph_cache_dir) if self.graph_cache_dir else "off",
-                MODEL_PROCESS_ENV: "" if self.model_process else "off"}
+                MODEL_PROCESS_ENV: "" if self.model_process else "off", TITLE_ENV: self.title,
+                DESCRIPTION_ENV: self.description}
 
 
 def graph_cache_dir(value):

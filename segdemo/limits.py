@@ -31,6 +31,12 @@ MAX_MODEL_BYTES = 200_000_000  # a model file (or SavedModel folder) served from
 MAX_UPLOADED_MODEL_BYTES = 100_000_000  # a model file uploaded in the browser (served for its session only)
 MAX_UPLOADED_MODEL_MEMORY = 1_500_000_000  # the memory an uploaded model is estimated to need at its input size
 
+# A model's showcase (segdemo.card --title/--description/--examples, app.py --title/--description)
+MAX_TITLE_CHARS = 100  # the page's heading and the browser tab's title
+MAX_DESCRIPTION_CHARS = 5000  # the text under the heading (Markdown)
+MAX_EXAMPLES = 20  # example images copied beside a model
+MAX_EXAMPLE_BYTES = 20_000_000  # one example image or clip
+
 # Fine-tune and retrain
 MIN_PAIRS = 2  # at least one to train on and one held out
 MAX_PAIRS = 200  # per fine-tune, and in a session's training set

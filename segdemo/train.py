@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdemo.card.showcase import parse_colors
 from segdemo.data.pairs import find_pairs, load_resized_pairs, split_pairs
 from segdemo.models import cards
 from segdemo.training.losses import LOSSES, median_frequency_weights
@@ -196,7 +197,7 @@ def training_card(args, argv, train_count, val_count, wall_seconds):
         title=args.title or args.name,
         description=args.description,
         classes=list(args.classes),
-        colors=[[int(v) for v in c.split(",")] for c in args.colors] if args.colors else None,
+        colors=parse_colors(args.colors, args.classes) if args.colors else None,
         default_class=cards.default_class_name(args.classes, args.default_class),
         examples=args.examples or None,
         input_size=cards.size_value(args.input_size),

@@ -61,6 +61,24 @@ def test_segment_without_downloads_returns_urls_of_the_same_files(app_url, clien
     assert served.shape == downloaded.shape == (400, 600) and np.array_equal(served, downloaded)
 
 
+def test_cutout_keeps_the_class_at_full_size_with_its_probability_as_alpha(client):
+    image = handle_file("examples/chelsea_cat.png")
+    *_, mask_path = client.predict(image, "pets", "pet", 0.5, api_name="/segment")
+    labels = np.asarray(Image.open(mask_path))
+    sharp = Image.open(client.predict(image, "pets", "pet", "sharp", api_name="/cutout"))
+    soft = Image.open(client.predict(image, "pets", "", "soft", api_name="/cutout"))  # "": the main class, pet
+    assert sharp.mode == soft.mode == "RGBA" and sharp.size == soft.size == (451, 300)
+    pixels = np.asarray(Image.open("examples/chelsea_cat.png").convert("RGB"))
+    for cut in (sharp, soft):
+        assert np.array_equal(np.asarray(cut)[..., :3], pixels)
+    alpha_sharp, alpha_soft = np.asarray(sharp)[..., 3], np.asarray(soft)[..., 3]
+    assert np.array_equal(alpha_sharp, np.where(labels == 0, 255, 0))  # pet is class 0
+    assert np.array_equal(alpha_soft >= 128, labels == 0)  # the soft edge agrees with the mask
+    assert 0 < np.mean((alpha_soft > 0) & (alpha_soft < 255)) < 0.2  # and is soft only near the border
+    with pytest.raises(Exception, match=r"unknown class 'tail'; this model's classes: pet, background, border"):
+        client.predict(image, "pets", "tail", "soft", api_name="/cutout")
+
+
 @pytest.mark.parametrize("name", list(served_models()))
 def test_every_bundled_model_serves_its_examples_with_its_card_colours(client, name):
     card = ModelCard.load(served_models()[name])
@@ -125,8 +143,8 @@ def test_models_over_the_web_are_names_never_paths(client, name):
 
 def test_every_parameter_after_the_image_has_a_default(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    for name in ("/segment", "/segment_batch", "/compare", "/segment_video", "/add_training_pair", "/check_pairs",
-                 "/finetune", "/retrain", "/export_model"):
+    for name in ("/segment", "/cutout", "/segment_batch", "/compare", "/segment_video", "/add_training_pair",
+                 "/check_pairs", "/finetune", "/retrain", "/export_model"):
         parameters = endpoints[name]["parameters"]
         first_optional = 2 if name in ("/add_training_pair",) else 0 if name in ("/retrain", "/export_model") else 1
         missing = [p["parameter_name"] for p in parameters[first_optional:] if not p["parameter_has_default"]]

@@ -2,15 +2,19 @@
 run at the model's pace over the API: one upload), and a bad member is skipped and listed."""
 
 import csv
+import json
 import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
 
+from segdemo.errors import InputError
 from segdemo.models.architectures import build_unet
 from segdemo.models.cards import ModelCard
-from segdemo.serving.batch import CSV_NAME, segment_files
+from segdemo.serving.annotations import MAX_TOLERANCE
+from segdemo.serving.batch import COCO_NAME, CSV_NAME, segment_files
 from segdemo.serving.segmenter import Segmenter
 from tests.helpers import EXAMPLES
 
@@ -58,3 +62,49 @@ def test_one_zip_gives_what_the_loose_files_give(segmenter, tmp_path):
             theirs = np.asarray(Image.open(reference.open(f"classes/{stem}.png")))
             np.testing.assert_array_equal(mine, theirs)
             assert mine.shape == np.asarray(Image.open(EXAMPLES / f"{stem}.png")).shape[:2]
+
+
+def coco_masks(archive, tmp_path):
+    """{file_name: (classes, h, w) bool}: the ZIP's coco.json as pycocotools rasterises it, unioned per category."""
+    path = tmp_path / COCO_NAME
+    path.write_bytes(archive.read(COCO_NAME))
+    coco = COCO(str(path))
+    masks = {}
+    for image in coco.dataset["images"]:
+        masks[image["file_name"]] = out = np.zeros((len(CARD.classes), image["height"], image["width"]), bool)
+        for annotation in coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]])):
+            out[annotation["category_id"] - 1] |= coco.annToMask(annotation).astype(bool)
+    return coco.dataset, masks
+
+
+@pytest.mark.parametrize("segmentation", ["polygon", "rle"])
+def test_the_zip_holds_coco_and_polygons_that_give_the_masks_back(segmenter, tmp_path, segmentation):
+    files = [str(EXAMPLES / name) for name in PHOTOS]
+    outcome = segment_files(files, segmenter, tmp_path, segmentation=segmentation)
+    with zipfile.ZipFile(outcome.zip_path) as archive:
+        names = set(archive.namelist())
+        assert {f"{sub}/{stem}.{ext}" for stem in ("chelsea_cat", "coffee_cup", "astronaut")
+                for sub, ext in (("classes", "png"), ("masks", "png"), ("polygons", "json"))} <= names
+        dataset, masks = coco_masks(archive, tmp_path)
+        assert [category["name"] for category in dataset["categories"]] == CARD.classes
+        assert [image["file_name"] for image in dataset["images"]] == list(PHOTOS)  # the uploaded images' names
+        assert dataset["info"]["model"] == "tiny"
+        for stem in ("chelsea_cat", "coffee_cup", "astronaut"):
+            labels = np.asarray(Image.open(archive.open(f"classes/{stem}.png")))
+            polygons = json.loads(archive.read(f"polygons/{stem}.json"))
+            assert (polygons["height"], polygons["width"]) == labels.shape
+            assert {region["class"] for region in polygons["regions"]} == {CARD.classes[i] for i in np.unique(labels)}
+            for index in np.unique(labels):
+                truth, drawn = labels == index, masks[f"{stem}.png"][index]
+                if segmentation == "rle":
+                    np.testing.assert_array_equal(drawn, truth)
+                else:
+                    assert (truth & drawn).sum() / (truth | drawn).sum() >= 0.98, (stem, index)
+
+
+@pytest.mark.parametrize("options", [{"segmentation": "masks"}, {"tolerance": -0.5},
+                                     {"tolerance": MAX_TOLERANCE * 10}])
+def test_bad_export_options_are_refused_before_any_work(segmenter, tmp_path, options):
+    with pytest.raises(InputError, match="accepted"):
+        segment_files([str(EXAMPLES / PHOTOS[0])], segmenter, tmp_path, **options)
+    assert not any(tmp_path.iterdir())

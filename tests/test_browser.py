@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segdemo.app.showcase import TITLE
 from segdemo.models.cards import ModelCard
 from segdemo.serving.registry import served_models
 
@@ -36,6 +37,8 @@ def page(app_url):
 
 
 def test_upload_renders_mask_probability_and_overlay(page):
+    assert page.title() == TITLE  # the bundled demo's page (a user's showcase: tests/test_browser_showcase.py)
+    assert page.locator("#page-heading").inner_text().startswith(TITLE)
     page.locator("#input-image input[type=file]").set_input_files("examples/chelsea_cat.png")
     for element_id in OUTPUT_IDS:
         image = page.locator(f"#{element_id} img")

@@ -191,6 +191,9 @@ class RecordingApi:
         if self.fail_with:
             raise RuntimeError(self.fail_with)
 
+    def add_space_variable(self, repo_id, key, value):
+        self.calls.append(("add_space_variable", repo_id, key, value))
+
     def request_space_hardware(self, repo_id, hardware):
         self.calls.append(("request_space_hardware", repo_id, hardware))
 
@@ -250,3 +253,54 @@ def test_a_failed_upload_exits_with_a_message_without_the_token(tmp_path, record
     message = str(exited.value.code)
     assert message.startswith("deploy to someone/demo failed: RuntimeError: 401 Unauthorized")
     assert SECRET not in message and "***" in message
+
+
+def users_model(folder):
+    """A model file with its card and the examples and clip segdemo.card copied beside it (the bytes stand in
+    for a model: deploying reads the card, not the model)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "cracks.keras").write_bytes(b"\x00model")
+    card = {"name": "cracks", "title": "Road cracks", "classes": ["background", "crack"], "input_size": 32,
+            "examples": ["cracks_examples/wall.png"], "clip": "cracks_examples/clip.mp4"}
+    (folder / "cracks.json").write_text(json.dumps(card))
+    (folder / "cracks.md").write_text("# Road cracks\n")
+    (folder / "cracks_examples").mkdir()
+    (folder / "cracks_examples" / "wall.png").write_bytes(b"\x89PNG wall")
+    (folder / "cracks_examples" / "clip.mp4").write_bytes(b"\x00mp4")
+    return folder / "cracks.keras"
+
+
+def test_a_users_model_travels_with_its_card_examples_and_showcase_variables(tmp_path, recording_api, capsys):
+    root = make_checkout(tmp_path / "checkout")
+    model = users_model(tmp_path / "mine")
+    (tmp_path / "about.md").write_text("Finds *cracks*.\n")
+    deploy.main(["--space", "someone/cracks", "--model", str(model), "--only", "--title", "Road cracks",
+                 "--description", str(tmp_path / "about.md"), "--root", str(root)])
+    calls = recording_api.calls
+    variables = {call[2]: call[3] for call in calls if call[0] == "add_space_variable"}
+    assert variables == {"SEGDEMO_MODELS": "models/cracks.keras", "SEGDEMO_ONLY": "1", "SEGDEMO_TITLE": "Road cracks",
+                         "SEGDEMO_DESCRIPTION": "Finds *cracks*."}
+    files = next(call for call in calls if call[0] == "upload_folder")[3]
+    assert {name: files[name] for name in files if name.startswith("models/")} == {
+        "models/cracks.keras": b"\x00model", "models/cracks.json": (model.with_suffix(".json")).read_bytes(),
+        "models/cracks.md": b"# Road cracks\n", "models/cracks_examples/wall.png": b"\x89PNG wall",
+        "models/cracks_examples/clip.mp4": b"\x00mp4"}
+    assert set(KEPT) <= set(files)
+    assert front_matter(files["README.md"].decode())["title"] == "Road cracks"
+    assert "variable SEGDEMO_ONLY = 1" in capsys.readouterr().out
+
+
+def test_a_model_without_a_card_or_a_bad_title_is_refused_before_anything_is_uploaded(tmp_path, recording_api):
+    root = make_checkout(tmp_path / "checkout")
+    bare = tmp_path / "bare.keras"
+    bare.write_bytes(b"\x00")
+    with pytest.raises(SystemExit) as exited:
+        deploy.main(["--space", "someone/x", "--model", str(bare), "--root", str(root)])
+    assert "has no card bare.json" in str(exited.value) and "python -m segdemo.card" in str(exited.value)
+    model = users_model(tmp_path / "mine")
+    with pytest.raises(SystemExit) as exited:
+        deploy.main(["--space", "someone/x", "--model", str(model), "--title", "t" * 10_000, "--root", str(root)])
+    assert "--title is a one-line title" in str(exited.value)
+    assert recording_api.calls == []

@@ -1,7 +1,8 @@
 """The Live tab's core without the web app: a video file through the pets model (frame count and rate kept, every
 frame's mask equal to `Segmenter.predict` on the same decoded frame, an H.264 yuv420p mp4 of even size), bad
-videos refused with a message from the header, and webcam frames (shrunk, segmented, smoothed, counted). The
-clips are written here with PyAV from the example photos."""
+videos refused with a message from the header, webcam frames (shrunk, segmented, smoothed, counted) and the
+virtual background (one class over a plain colour or a blurred frame). The clips are written here with PyAV from
+the example photos."""
 
 import io
 import json
@@ -10,13 +11,14 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from segdemo.errors import InputError
 from segdemo.serving import video_io
+from segdemo.serving.cutout import PLAIN, VirtualBackground
 from segdemo.serving.live import LiveStream, live_frame, shrink_frame, stats_line
 from segdemo.serving.registry import get_segmenter
-from segdemo.serving.video import MASK, OVERLAY, SIDE_BY_SIDE, segment_video
+from segdemo.serving.video import MASK, OVERLAY, SIDE_BY_SIDE, VIRTUAL_BACKGROUND, segment_video
 from tests.helpers import EXAMPLES
 
 av = pytest.importorskip("av")
@@ -227,6 +229,38 @@ def test_webcam_frames_are_shrunk_segmented_and_counted(pets):
         live_frame("data:image/jpeg;base64,AAAA", pets, stream)
 
 
+def far_from(mask, margin):
+    """Pixels at least `margin` px (a square) from every True pixel of `mask`: beyond the soft edge and H.264's
+    chroma blur at a colour boundary."""
+    grown = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * margin + 1))
+    return np.asarray(grown) == 0
+
+
+def test_webcam_virtual_background_keeps_the_pet_over_a_plain_colour(pets):
+    cat = photo("chelsea_cat.png", (320, 240))
+    result = live_frame(cat, pets, LiveStream(), virtual=VirtualBackground(0, PLAIN, (255, 0, 255)))
+    assert result.overlay is None and result.view is result.background and result.background.shape == cat.shape
+    pet = result.labels == 0
+    assert 0.3 < pet.mean() < 0.9
+    assert (result.background[far_from(pet, 6)] == (255, 0, 255)).all()  # no JPEG, no H.264: exact
+    assert np.array_equal(result.background[far_from(~pet, 6)], cat[far_from(~pet, 6)])  # the pet, untouched
+    with_overlay = live_frame(cat, pets, LiveStream())
+    assert with_overlay.background is None and with_overlay.view is with_overlay.overlay
+
+
+def test_video_virtual_background_defaults_to_the_shown_class_over_a_blur(clip, pets, tmp_path):
+    result = segment_video(clip, pets, tmp_path, VIRTUAL_BACKGROUND)
+    assert result.frames == 12 and result.output_size == (160, 96) and result.kind == VIRTUAL_BACKGROUND
+    assert "the class 'pet' kept (soft edge) over a blurred copy of the frame" in result.notes[0]
+    frames, inputs = decoded_frames(result.video_path), decoded_frames(clip)
+    masks, _ = zip_masks(result.masks_path)
+    first_pet = masks[0] == 0
+    inside = far_from(~first_pet, 6)
+    assert inside.sum() > 500
+    assert np.abs(frames[0][inside].astype(int) - inputs[0][inside]).mean() < 4  # the cat as it is (H.264 only)
+    assert np.abs(frames[-1].astype(int) - inputs[-1]).mean() > 4  # the cup (no pet): all blurred
+
+
 def test_webcam_smoothing_follows_slowly(pets):
     cat, cup = photo("chelsea_cat.png", (320, 240)), photo("coffee_cup.png", (320, 240))
     smooth, plain = LiveStream(), LiveStream()
@@ -273,3 +307,33 @@ def test_segment_video_api_refuses_bad_videos_and_keeps_serving(app_url, clip, t
         client.predict(handle_file(clip), "pets", "sepia", api_name="/segment_video")
     *_, note = client.predict(handle_file(clip), "pets", MASK, api_name="/segment_video")
     assert "12 frames" in note
+
+
+def test_segment_video_api_virtual_background_plain_colour_and_blur(app_url, clip):
+    """Outside the pet (by the server's own masks), the plain-colour video is that colour up to H.264's
+    rounding, and the blurred one differs from the input; the pet stays as it was. Parameters appended after
+    output_kind: the calls above, without them, keep working."""
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    video, masks_zip, _, note = client.predict(handle_file(clip), "pets", VIRTUAL_BACKGROUND, "pet", "plain",
+                                               "#ff00ff", api_name="/segment_video")
+    assert "'pet' kept" in note and "rgb(255, 0, 255)" in note
+    masks, _ = zip_masks(masks_zip)
+    frames, inputs = decoded_frames(video["video"] if isinstance(video, dict) else video), decoded_frames(clip)
+    assert len(frames) == len(masks) == 12
+    outside = [far_from(mask == 0, 6) for mask in masks]
+    assert outside[0].sum() > 200 and outside[-1].mean() > 0.6  # around the cat; most of the cup frame
+    for frame, where in zip(frames, outside, strict=True):
+        error = np.abs(frame[where].astype(int) - (255, 0, 255))
+        assert np.median(error) <= 3 and np.percentile(error, 99) <= 20, (np.median(error), error.max())
+    video, masks_zip, _, note = client.predict(handle_file(clip), "pets", VIRTUAL_BACKGROUND, "", "blur",
+                                               api_name="/segment_video")
+    assert "'pet' kept" in note and "blurred copy" in note
+    masks, _ = zip_masks(masks_zip)
+    frames = decoded_frames(video["video"] if isinstance(video, dict) else video)
+    for frame, mask, original in zip(frames, masks, inputs, strict=True):
+        outside, inside = far_from(mask == 0, 6), far_from(mask != 0, 6)
+        assert np.abs(frame[outside].astype(int) - original[outside]).mean() > 4  # blurred
+        if inside.sum() > 100:
+            assert np.abs(frame[inside].astype(int) - original[inside]).mean() < 4  # the pet as it was

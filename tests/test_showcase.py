@@ -3,6 +3,7 @@
 import asyncio
 import csv
 import io
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -27,8 +28,8 @@ def client(app_url):
 
 
 def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
-    zip_path, csv_path, summary = client.predict([handle_file(batch_zip(tmp_path / "batch.zip"))], "pets",
-                                                 api_name="/segment_batch")
+    zip_path, csv_path, summary, coco_path = client.predict([handle_file(batch_zip(tmp_path / "batch.zip"))], "pets",
+                                                            api_name="/segment_batch")
     assert "3 images segmented" in summary and "2 skipped" in summary
     assert "broken.jpg" in summary and "notes.txt" in summary
     rows = list(csv.DictReader(open(csv_path)))
@@ -53,6 +54,34 @@ def test_segment_batch_zip_with_good_and_bad_images(client, tmp_path):
             assert abs(sum(float(row[f"mean_prob_{c}"]) for c in classes) - 1) < 1e-3
             assert 0.0 <= float(row["mean_uncertainty"]) < 1.0
     assert float(rows[0]["share_pet"]) > 0.5  # the cat
+
+
+def test_segment_batch_over_the_api_gives_coco_polygons_and_cut_outs(client, tmp_path):
+    """COCO read back with pycocotools and rasterised: IoU >= 0.98 with the class-index masks, per class."""
+    from pycocotools.coco import COCO
+
+    zip_path, _, _, coco_path = client.predict([handle_file(batch_zip(tmp_path / "batch.zip"))], "pets", "polygon",
+                                               1.0, "pet", api_name="/segment_batch")
+    coco = COCO(coco_path)
+    assert [category["name"] for category in coco.loadCats(coco.getCatIds())] == PETS.classes
+    with zipfile.ZipFile(zip_path) as archive:
+        for image in coco.loadImgs(coco.getImgIds()):
+            stem = Path(image["file_name"]).stem
+            labels = np.asarray(Image.open(io.BytesIO(archive.read(f"classes/{stem}.png"))))
+            for index, name in enumerate(PETS.classes):
+                truth = labels == index
+                drawn = np.zeros_like(truth)
+                for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image["id"], catIds=[index + 1])):
+                    drawn |= coco.annToMask(annotation).astype(bool)
+                if truth.any():
+                    assert (truth & drawn).sum() / (truth | drawn).sum() >= 0.98, (stem, name)
+            cut = Image.open(io.BytesIO(archive.read(f"cutouts/{stem}.png")))
+            assert cut.mode == "RGBA" and cut.size == (labels.shape[1], labels.shape[0])
+            assert np.array_equal(np.asarray(cut)[..., 3] >= 128, labels == 0)
+            assert json.loads(archive.read(f"polygons/{stem}.json"))["classes"] == PETS.classes
+    with pytest.raises(Exception, match="tolerance"):
+        client.predict([handle_file(batch_zip(tmp_path / "again.zip"))], "pets", "polygon", -1, "",
+                       api_name="/segment_batch")
 
 
 def test_batch_gallery_orders_by_share_or_least_certain_first():
@@ -113,8 +142,8 @@ def data_url(path):
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-MCP_TOOLS = {"segment", "segment_batch", "compare", "segment_video", "add_training_pair", "check_pairs", "finetune",
-             "retrain", "export_model"}
+MCP_TOOLS = {"segment", "cutout", "segment_batch", "compare", "segment_video", "add_training_pair", "check_pairs",
+             "finetune", "retrain", "export_model"}
 
 
 def test_mcp_lists_the_tools_and_segments_with_a_street_class(app_url):

@@ -3,8 +3,9 @@
     python -m segdemo.card MODEL --classes NAME ... [--input-scale 0..255|0..1|-1..1|imagenet|per-image]
         [--input-mean R,G,B --input-std R,G,B] [--channel-order rgb|bgr] [--resize stretch|letterbox]
         [--resize-filter antialias|bilinear] [--threshold T] [--white CLASS] [--output NAME|INDEX]
-        [--replace-layer NAME=OP ...] [--check DIR] [--colors R,G,B ...] [--title TITLE] [--name NAME]
-        [--input-size W [H]]
+        [--replace-layer NAME=OP ...] [--check DIR] [--name NAME] [--input-size W [H]]
+        [--title TITLE] [--description FILE.md] [--main-class NAME] [--colors R,G,B ...] [--examples DIR]
+        [--clip VIDEO]
 
 It reads what the model itself tells (input size and channels, class count, output kind and resolution),
 says so in plain words, and writes the card (MODEL's name with .json) beside the model. What a model cannot
@@ -12,8 +13,11 @@ tell is stated: how its pixels were scaled (a range, each image standardised, or
 their channel order, how images were resized and with which filter. With `--check DIR` (a few labelled pairs
 in any layout the Fine-tune tab accepts) every plausible choice is scored on those pairs; the best is chosen,
 with a warning when it is not clearly ahead. A model whose first layer is a Rescaling takes raw 0..255
-pixels: that much it tells. A model with Lambda layers is listed with what can be read of each (no code runs)
-and served after `--replace-layer` swaps each for built-in layers (segdemo/card/lambdas.py).
+pixels: that much it tells. The showcase options make the demo the model's own (`app.py --model MODEL --only`):
+its title and description on the page, its main class (what the probability map, the cut-out and black/white
+masks mean), its colours, example images and a clip for the Live tab, copied beside the model
+(`MODEL_examples/`) so they travel with it. A model with Lambda layers is listed with what can be read of
+each (no code runs) and served after `--replace-layer` swaps each for built-in layers (segdemo/card/lambdas.py).
 """
 
 import argparse
@@ -24,6 +28,7 @@ from pathlib import Path
 from segdemo.card.check import CHECK_MARGIN, check_pairs, check_report, score_choices
 from segdemo.card.infer import STATS_UNITS, infer_card, parse_statistics
 from segdemo.card.lambdas import OPERATIONS, code_layers
+from segdemo.card.showcase import check_title, copy_showcase_files, parse_colors, read_description
 from segdemo.errors import InputError
 from segdemo.models import cards
 from segdemo.models.preprocessing import CHANNEL_ORDERS, INPUT_SCALES, MEAN_STD, RESIZE_FILTERS, RESIZES
@@ -82,8 +87,17 @@ def parse_args(argv=None):
                         help="antialias: PIL's bilinear (= tf.image.resize(..., antialias=True)); "
                              "bilinear: tf.image.resize's default")
     parser.add_argument("--check", metavar="DIR", default=None, help="labelled pairs to score the choices on")
-    parser.add_argument("--colors", nargs="+", default=None, help="R,G,B per class")
-    parser.add_argument("--title", default=None)
+    parser.add_argument("--colors", nargs="+", default=None, help="R,G,B per class, in class order")
+    parser.add_argument("--title", default=None, help="the demo's title (the page's heading and the model menu)")
+    parser.add_argument("--description", default=None, metavar="FILE.md",
+                        help="what the demo says under its title: a Markdown file, or the text itself")
+    parser.add_argument("--main-class", default=None, metavar="NAME",
+                        help="the class the probability map, the cut-out and black/white masks are about "
+                             "(default: the last class not called background)")
+    parser.add_argument("--examples", default=None, metavar="DIR", help="a folder of example images, copied "
+                        "beside the model")
+    parser.add_argument("--clip", default=None, metavar="VIDEO", help="an example video for the Live tab, copied "
+                        "beside the model")
     parser.add_argument("--name", default=None, help="the name the app serves it under (default: the file's)")
     parser.add_argument("--input-size", nargs="+", type=int, default=None,
                         help="W [H]: for a model that takes any size")
@@ -171,11 +185,23 @@ def replaced_model(args, stated, size):
     return model, path
 
 
+def showcase_fields(args, classes):
+    """The card fields the showcase options state (checked, nothing copied yet)."""
+    fields = {"title": check_title(args.title) if args.title is not None else None,
+              "description": read_description(args.description) if args.description is not None else None,
+              "default_class": args.main_class, "colors": parse_colors(args.colors, classes) if args.colors else None}
+    if args.main_class is not None and args.main_class not in classes:
+        raise InputError(f"--main-class {args.main_class!r} is not one of the classes ({', '.join(classes)})")
+    return {key: value for key, value in fields.items() if value is not None}
+
+
 def main(argv=None):
     args = parse_args(argv)
     size = None if args.input_size is None else (args.input_size * 2)[:2]
-    colors = [[int(v) for v in color.split(",")] for color in args.colors] if args.colors else None
     try:
+        colors = parse_colors(args.colors, args.classes) if args.colors else None
+        if args.title is not None:
+            check_title(args.title)
         stated = stated_options(args)
         model, model_path = replaced_model(args, stated, size)
         inferred = infer_card(model, model_path, args.classes, stated, colors, args.title, args.name or (
@@ -194,6 +220,9 @@ def main(argv=None):
             inferred.warnings = [w for w in inferred.warnings if "not stated" not in w] + warnings
         for warning in inferred.warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        card = card.replace(**showcase_fields(args, card.classes)).validate()
+        examples, clip = copy_showcase_files(model_path, args.examples, args.clip)
+        card = card.replace(examples=examples, clip=clip)
         path = cards.card_path(str(model_path).rstrip("/"))
         card.save(str(model_path).rstrip("/"))
         print("served as:", *card.io.describe(), sep="\n  ")

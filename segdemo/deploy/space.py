@@ -1,26 +1,39 @@
 """Deploy the checkout as a Hugging Face Space (Gradio SDK).
 
     python -m segdemo.deploy --space owner/name [--private] [--hardware t4-small] [--token TOKEN] [--dry-run]
+        [--model MODEL ... [--only] [--title TITLE] [--description FILE.md]]
 
 Uploads what git tracks (or, outside a git checkout, the tree) minus development files: tests, benchmarks,
 CI, caches, virtualenvs, logs. The uploaded README gets Spaces front matter if it has none (the repo's file is
 never changed); on GPU hardware the uploaded requirements install `tensorflow[and-cuda]` instead of
 `tensorflow-cpu`. Binaries go through Xet/LFS (`upload_folder`). `--dry-run` lists what would be uploaded
-and touches no network.
+and touches no network. `--model` carries a model file with its card and the examples and clip `segdemo.card`
+copied beside it (under `models/` in the Space), and the Space's variables say what `app.py --model ... --only
+--title ... --description ...` would: SEGDEMO_MODELS, SEGDEMO_ONLY, SEGDEMO_TITLE, SEGDEMO_DESCRIPTION.
 """
 
 import argparse
 import fnmatch
 import importlib.metadata
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from segdemo.config import HUB_REPO_ENV, HUB_REVISION_ENV, PROJECT_ROOT
+from segdemo.config import (
+    DESCRIPTION_ENV,
+    HUB_REPO_ENV,
+    HUB_REVISION_ENV,
+    MODELS_ENV,
+    ONLY_ENV,
+    PROJECT_ROOT,
+    TITLE_ENV,
+)
 from segdemo.errors import InputError
 from segdemo.models.hub import check_repo_id
 
@@ -30,6 +43,7 @@ CPU_PREFIX = "cpu-"
 HARDWARE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")  # the fallback check when huggingface_hub has no list
 LARGE_FILE_BYTES = 30 * 1000 * 1000  # warned about: slow to upload and to pull on every Space restart
 SPACES_URL = "https://huggingface.co/spaces/{}"
+SPACE_MODELS_DIR = "models"  # where --model's files go in the Space
 README = "README.md"
 REQUIREMENTS = "requirements.txt"
 GITATTRIBUTES = ".gitattributes"
@@ -127,6 +141,54 @@ def human_size(size):
         size /= 1000
 
 
+# --- a user's models and showcase ----------------------------------------------------------------------
+
+@dataclass
+class SpaceModels:
+    """What `--model`, `--only`, `--title` and `--description` carry to the Space: the model files with their
+    cards and showcase files, and the Space variables that serve them as `app.py` would."""
+
+    models: list = field(default_factory=list)  # local model files (or SavedModel folders), checked
+    only: bool = False
+    title: str = ""
+    description: str = ""
+
+    @classmethod
+    def from_options(cls, models=(), only=False, title=None, description=None):
+        """Checked options (InputError: a model without a card, a bad title or description)."""
+        from segdemo.card.showcase import check_title, read_description
+        from segdemo.serving.registry import check_listed_models
+
+        if only and not models:
+            raise InputError("--only needs a --model")
+        check_listed_models(models)
+        return cls([Path(str(path).rstrip("/")) for path in models], only,
+                   check_title(title) if title else "", read_description(description) if description else "")
+
+    def files(self):
+        """{path in the Space: local file} of each model, its card (JSON and Markdown) and the examples and clip
+        beside it (its card names them)."""
+        from segdemo.card.showcase import examples_folder
+        from segdemo.models.cards import card_path, markdown_path
+
+        files = {}
+        for model in self.models:
+            local = [*(sorted(p for p in model.rglob("*") if p.is_file()) if model.is_dir() else [model]),
+                     card_path(model), markdown_path(model)]
+            folder = examples_folder(model)
+            local += sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+            files.update({f"{SPACE_MODELS_DIR}/{path.relative_to(model.parent).as_posix()}": path
+                          for path in local if path.is_file()})
+        return files
+
+    def variables(self):
+        """The Space variables that serve these models: {name: value}, only those stated."""
+        served = ",".join(f"{SPACE_MODELS_DIR}/{model.name}" for model in self.models)
+        variables = {MODELS_ENV: served, ONLY_ENV: "1" if self.only else "", TITLE_ENV: self.title,
+                     DESCRIPTION_ENV: self.description}
+        return {name: value for name, value in variables.items() if value}
+
+
 # --- rewritten files ------------------------------------------------------------------------------------
 
 def is_gpu(hardware):
@@ -177,32 +239,35 @@ def space_readme(text, sdk_version, python_version=None):
     return f"---\n{block}---\n{body}"
 
 
-def staged_texts(root, hardware):
-    """{relative path: text} of the files the Space gets rewritten."""
+def staged_texts(root, hardware, title=""):
+    """{relative path: text} of the files the Space gets rewritten (`title`: the Space's title, a showcase's)."""
     root = Path(root)
     requirements = (root / REQUIREMENTS).read_text()
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return {
-        REQUIREMENTS: requirements_for(hardware, requirements),
-        README: space_readme((root / README).read_text(), gradio_version(requirements), python),
-    }
+    readme = space_readme((root / README).read_text(), gradio_version(requirements), python)
+    if title:
+        block = FRONT_MATTER.match(readme)
+        readme = f"---\n{set_key(block.group(1), 'title', json.dumps(title))}---\n{readme[block.end():]}"
+    return {REQUIREMENTS: requirements_for(hardware, requirements), README: readme}
 
 
-def stage(root, files, folder, hardware):
-    """Lay the Space out in `folder`: hard links (copies across file systems) of `files`, and new files for
-    the rewritten ones, so nothing in the checkout is written through a link."""
+def stage(root, files, folder, hardware, extra=None, title=""):
+    """Lay the Space out in `folder`: hard links (copies across file systems) of `files` and of `extra`
+    ({path in the Space: local file}), and new files for the rewritten ones, so nothing in the checkout is
+    written through a link."""
     root, folder = Path(root), Path(folder)
-    texts = staged_texts(root, hardware)
-    for name in files:
+    texts = staged_texts(root, hardware, title)
+    sources = {**{name: root / name for name in files}, **(extra or {})}
+    for name, source in sources.items():
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if name in texts:
             target.write_text(texts[name])
             continue
         try:
-            os.link(root / name, target)
+            os.link(source, target)
         except OSError:
-            shutil.copy2(root / name, target)
+            shutil.copy2(source, target)
     return folder
 
 
@@ -217,14 +282,17 @@ def known_hardware():
     return [flavour.value for flavour in SpaceHardware]
 
 
-def upload_space(space, folder, hardware=DEFAULT_HARDWARE, private=False, token=None):
-    """Create the Space if needed, request `hardware` (before the upload, so the first build runs on it) and
-    upload `folder`, deleting remote files it no longer has. Errors come back without the token."""
+def upload_space(space, folder, hardware=DEFAULT_HARDWARE, private=False, token=None, variables=None):
+    """Create the Space if needed, set its `variables` and request `hardware` (before the upload, so the first
+    build runs with them) and upload `folder`, deleting remote files it no longer has. Errors come back without
+    the token."""
     from huggingface_hub import HfApi
 
     try:
         api = HfApi(token=token)
         api.create_repo(space, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        for name, value in (variables or {}).items():
+            api.add_space_variable(space, name, value)
         if hardware != DEFAULT_HARDWARE:
             api.request_space_hardware(space, hardware)
         api.upload_folder(repo_id=space, repo_type="space", folder_path=str(folder), delete_patterns="*",
@@ -241,29 +309,37 @@ def warnings_for(root, sizes):
     return large + version_warnings((Path(root) / REQUIREMENTS).read_text())
 
 
-def deploy(space, hardware=DEFAULT_HARDWARE, private=False, token=None, root=ROOT, out=print):
-    """Select, stage and upload the checkout as the Space `space`; returns its URL."""
-    files = select_files(root)
-    for line in warnings_for(root, file_sizes(root, files)):
+def deploy(space, hardware=DEFAULT_HARDWARE, private=False, token=None, root=ROOT, out=print, models=None):
+    """Select, stage and upload the checkout (and `models`, a SpaceModels) as the Space `space`; returns its
+    URL."""
+    models = models or SpaceModels()
+    files, extra = select_files(root), models.files()
+    for line in warnings_for(root, {**file_sizes(root, files), **{n: p.stat().st_size for n, p in extra.items()}}):
         out(line)
     with tempfile.TemporaryDirectory(prefix="segdemo-space-") as folder:
-        stage(root, files, folder, hardware)
-        url = upload_space(space, folder, hardware, private, token)
-    out(f"Space: {url} ({len(files)} files, hardware {hardware}; it builds now, see its Logs tab)")
+        stage(root, files, folder, hardware, extra, models.title)
+        url = upload_space(space, folder, hardware, private, token, models.variables())
+    out(f"Space: {url} ({len(files) + len(extra)} files, hardware {hardware}; it builds now, see its Logs tab)")
+    for name, value in models.variables().items():
+        out(f"variable {name} = {value[:80]}{'...' if len(value) > 80 else ''}")
     out(SECRETS_HELP)
     return url
 
 
-def dry_run(space, hardware=DEFAULT_HARDWARE, root=ROOT, out=print):
-    """Print what `deploy` would upload: files with sizes, the total, and the rewritten requirements."""
-    files = select_files(root)
-    sizes = file_sizes(root, files)
-    texts = staged_texts(root, hardware)
-    for name in files:
+def dry_run(space, hardware=DEFAULT_HARDWARE, root=ROOT, out=print, models=None):
+    """Print what `deploy` would upload: files with sizes, the total, the Space variables and the rewritten
+    requirements."""
+    models = models or SpaceModels()
+    files, extra = select_files(root), models.files()
+    sizes = {**file_sizes(root, files), **{name: path.stat().st_size for name, path in extra.items()}}
+    texts = staged_texts(root, hardware, models.title)
+    for name in [*files, *extra]:
         size = len(texts[name].encode()) if name in texts else sizes[name]
         out(f"{human_size(size):>10}  {name}")
-    total = sum(len(texts[n].encode()) if n in texts else sizes[n] for n in files)
-    out(f"{len(files)} files, {human_size(total)} total ({total} bytes)")
+    total = sum(len(texts[n].encode()) if n in texts else sizes[n] for n in [*files, *extra])
+    out(f"{len(files) + len(extra)} files, {human_size(total)} total ({total} bytes)")
+    for name, value in models.variables().items():
+        out(f"variable {name} = {value[:80]}{'...' if len(value) > 80 else ''}")
     for line in warnings_for(root, sizes):
         out(line)
     out(f"\n{REQUIREMENTS} for {hardware}:\n{texts[REQUIREMENTS]}")
@@ -297,17 +373,26 @@ def parse_args(argv=None):
                         help=f"Space hardware (default {DEFAULT_HARDWARE}); not cpu-*: GPU requirements")
     parser.add_argument("--token", default=None, help="Hub write token (default: HF_TOKEN or the saved login)")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
+    parser.add_argument("--model", action="append", default=[], help="a model file (with the card segdemo.card "
+                        "wrote beside it) the Space serves; repeatable")
+    parser.add_argument("--only", action="store_true", help="serve only the --model models (one: its showcase)")
+    parser.add_argument("--title", default=None, help="the page's heading and the Space's title")
+    parser.add_argument("--description", default=None, metavar="FILE.md", help="the Markdown under the heading")
     parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        models = SpaceModels.from_options(args.model, args.only, args.title, args.description)
+    except InputError as error:
+        raise SystemExit(f"segdemo.deploy: {error}") from None
     if args.dry_run:
-        dry_run(args.space, args.hardware, args.root)
+        dry_run(args.space, args.hardware, args.root, models=models)
         return
     try:
-        deploy(args.space, args.hardware, args.private, args.token, args.root)
+        deploy(args.space, args.hardware, args.private, args.token, args.root, models=models)
     except RuntimeError as error:
         raise SystemExit(f"deploy to {args.space} failed: {error}") from None
 

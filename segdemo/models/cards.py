@@ -8,7 +8,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdemo.config import EXAMPLES_DIR
 from segdemo.errors import InputError
+from segdemo.limits import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS
 from segdemo.models.preprocessing import BINARY_KINDS, INPUT_CHANNELS, ModelIO
 
 CARD_SUFFIX = ".json"
@@ -61,7 +63,8 @@ class ModelCard:
     colors: list = None  # [[r, g, b]] per class; None: DEFAULT_COLORS
     default_class: str = None  # the class shown first; None: the last one not called background
     binary_mask: dict = None  # {"black": class, "white": class}: how black/white masks read
-    examples: list = None  # example files (under examples/) shown with the model
+    examples: list = None  # example images shown with the model: beside the model file, else under examples/
+    clip: str = None  # an example video for the Live tab, found as `examples` are
     architecture: str = ""
     architecture_args: dict = field(default_factory=dict)
     normalisation: str = ""
@@ -130,8 +133,19 @@ class ModelCard:
         if not isinstance(self.classes, list) or not self.classes or not all(
                 isinstance(name, str) and name for name in self.classes):
             raise CardError("classes must be a list of class names")
+        commas = [name for name in self.classes if "," in name]
+        if commas:
+            raise CardError(f"class names cannot hold a comma (the API and the forms separate class names with "
+                            f"commas): {', '.join(map(repr, commas))}")
         if len(set(self.classes)) != len(self.classes):
             raise CardError(f"class names must be distinct (got {self.classes})")
+        for key, limit in (("title", MAX_TITLE_CHARS), ("description", MAX_DESCRIPTION_CHARS)):
+            text = getattr(self, key)
+            if not isinstance(text, str) or len(text) > limit:
+                raise CardError(f"{key} must be text of at most {limit} characters (got "
+                                f"{len(text) if isinstance(text, str) else type(text).__name__})")
+        if self.title and "\n" in self.title:
+            raise CardError("title must be one line")
         try:
             width, height = size_wh(self.input_size)
         except (TypeError, ValueError):
@@ -200,6 +214,22 @@ def class_colors(card):
     colors = card.colors or []
     count = len(card.classes)
     return [tuple(colors[i]) if i < len(colors) else DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count)]
+
+
+def showcase_file(entry, model_path):
+    """Where an example (or clip) a card lists lies: beside the model file (segdemo.card --examples copies them
+    there, so they travel with the model), else in the repository's examples/ (the bundled cards' examples).
+    None when neither holds it."""
+    for folder in ((Path(model_path).parent,) if model_path else ()) + (EXAMPLES_DIR,):
+        path = (folder / entry).resolve()
+        if path.is_file() and path.is_relative_to(folder.resolve()):
+            return path
+    return None
+
+
+def example_files(card, model_path):
+    """The example images a card lists that exist (an empty list when it lists none)."""
+    return [path for path in (showcase_file(entry, model_path) for entry in card.examples or ()) if path]
 
 
 def default_class_name(classes, declared=None):

@@ -1,7 +1,9 @@
 """Batch segmentation: many images (loose files and/or ZIPs, unpacked with the fine-tune's safe unpacking)
 through one model in fixed-size batches, then one ZIP with each image's class-index PNG and colour mask,
-`classes.csv` (size, share and mean probability of each class per image) and the model card; a small
-overlay per image for a gallery. Unreadable files are listed and skipped; the rest still come out."""
+`classes.csv` (size, share and mean probability of each class per image), the model card, each image's regions
+as polygons (`polygons/<file>.json`) and the whole batch as one COCO file (`coco.json`, for CVAT, Label Studio
+and COCO trainers; serving.annotations); a small overlay per image for a gallery. Unreadable files are listed and
+skipped; the rest still come out."""
 
 import csv
 import json
@@ -16,6 +18,15 @@ from segdemo.data.images import IMAGE_SUFFIXES, display_size, load_image
 from segdemo.data.uploads import new_workdir, unpack_zip
 from segdemo.errors import InputError
 from segdemo.limits import MAX_BATCH_IMAGES
+from segdemo.serving.annotations import (
+    DEFAULT_TOLERANCE,
+    CocoBuilder,
+    check_options,
+    class_regions,
+    coco_annotations,
+    image_polygons,
+)
+from segdemo.serving.cutout import class_index_of, cutout_rgba
 from segdemo.serving.drawing import mask_overlay
 from segdemo.serving.segment import PNG_WRITERS, write_png
 from segdemo.serving.segmenter import BATCH_SIZE, class_areas, mean_uncertainty
@@ -24,6 +35,9 @@ THUMBNAIL_SIDE = 320  # gallery overlays are at most this wide/high
 CSV_NAME = "classes.csv"
 LEAST_CERTAIN_FIRST = "uncertainty (least certain first)"  # the gallery's other ordering
 ZIP_NAME = "segmentation.zip"
+CUTOUTS = "cutouts"  # the ZIP's folder of RGBA cut-outs (when a class is asked for)
+COCO_NAME = "coco.json"
+POLYGONS = "polygons"  # polygons/<file>.json: one image's regions (serving.annotations.image_polygons)
 DECODERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="batch-decoder")  # PIL decodes without the GIL
 IGNORED_NAMES = (".DS_Store", "Thumbs.db", "desktop.ini")
 
@@ -48,6 +62,7 @@ class BatchOutcome:
     classes: list
     zip_path: str = ""
     csv_path: str = ""
+    coco_path: str = ""
     seconds: float = 0.0
 
     def sorted_by(self, key):
@@ -118,12 +133,20 @@ def decoded_chunks(entries):
         yield done, [future.result() for future in current]
 
 
-def write_outputs(image, prediction, stem, folder, segmenter):
-    """The class-index PNG and the colour mask (full size) and the gallery overlay of one image."""
+def write_outputs(image, prediction, stem, folder, segmenter, segmentation, tolerance, cutout_index=None):
+    """The class-index PNG, the colour mask and the polygons (full size) and the gallery overlay of one image;
+    returns (overlay path, the image's COCO annotations). Run in a writer thread: tracing the outlines overlaps
+    the model's next batch like the PNG encoding does."""
     write_png(prediction.labels, folder / "classes", stem)
     write_png(prediction.labels, folder / "masks", stem, segmenter.palette)
     size = display_size(image.shape[1], image.shape[0], THUMBNAIL_SIDE)  # shrunk, never enlarged
-    return write_png(mask_overlay(image, prediction.labels, segmenter.palette, size), folder / "overlays", stem)
+    overlay = write_png(mask_overlay(image, prediction.labels, segmenter.palette, size), folder / "overlays", stem)
+    if cutout_index is not None:  # the class kept on a transparent background, its probability as a soft edge
+        write_png(cutout_rgba(image, prediction, cutout_index), folder / CUTOUTS, stem)
+    regions = class_regions(prediction.labels, segmenter.classes, tolerance)
+    polygons = image_polygons(prediction.labels, segmenter.classes, tolerance, regions)
+    (folder / POLYGONS / f"{stem}.json").write_text(json.dumps(polygons, separators=(",", ":")))
+    return overlay, coco_annotations(prediction.labels, segmenter.classes, segmentation, tolerance, regions)
 
 
 def describe(stem, image, prediction, classes):
@@ -133,17 +156,31 @@ def describe(stem, image, prediction, classes):
                       mean_uncertainty(prediction.probs))
 
 
-def segment_files(paths, segmenter, folder, progress=None):
+def segment_files(paths, segmenter, folder, progress=None, segmentation="polygon", tolerance=DEFAULT_TOLERANCE,
+                  cutout_class=""):
     """Segment every image in `paths` (files and/or ZIPs) with `segmenter`; the outputs go into `folder`.
-    `progress(done, total)` is called after each batch. Returns a BatchOutcome whose ZIP and CSV are written."""
+    `progress(done, total)` is called after each batch. `segmentation` ("polygon" or "rle") is how coco.json
+    encodes the regions and `tolerance` how many pixels the polygons' outlines may move when simplified (0:
+    exact); serving.annotations says why. `cutout_class` (a class name; "": none) adds cutouts/<image>.png, the
+    image at full size with only that class opaque (serving.cutout, soft edge). Returns a BatchOutcome whose
+    ZIP, CSV and COCO file are written.
+
+    coco.json's `file_name` of an image is its name in the ZIP's classes/ and masks/ (the stem, made unique within
+    the batch) with the uploaded file's own extension: the image the user has, so that CVAT (which matches a
+    task's images by name without the extension) and Label Studio (which looks the file up where the images are
+    served) find it."""
     if not paths:
         raise InputError("No files given: upload images or a ZIP of images (at most "
                          f"{MAX_BATCH_IMAGES} images).")
+    segmentation, tolerance = check_options(segmentation, tolerance)
+    cutout_index = class_index_of(segmenter.classes, cutout_class, None) if cutout_class else None
     started = time.perf_counter()
     workdir = new_workdir("segdemo_batch_")
     folder = Path(folder)
-    for sub in ("classes", "masks", "overlays"):
+    for sub in ("classes", "masks", "overlays", POLYGONS, *([CUTOUTS] if cutout_index is not None else [])):
         (folder / sub).mkdir()
+    coco = CocoBuilder(segmenter.classes, segmentation, tolerance, segmenter.palette[:len(segmenter.classes)].tolist(),
+                       {"description": f"Segmented by {segmenter.card.name} (segdemo)", "model": segmenter.card.name})
     try:
         entries, problems = batch_inputs(paths, workdir)
         outcome = BatchOutcome([], problems, list(segmenter.classes))
@@ -156,17 +193,20 @@ def segment_files(paths, segmenter, folder, progress=None):
                 stem = unique_stem(name, taken)
                 item = describe(stem, image, prediction, outcome.classes)
                 outcome.images.append(item)
-                writes.append((item, PNG_WRITERS.submit(write_outputs, image, prediction, stem, folder, segmenter)))
+                writes.append((item, Path(name).suffix, PNG_WRITERS.submit(
+                    write_outputs, image, prediction, stem, folder, segmenter, segmentation, tolerance, cutout_index)))
             if progress:
                 progress(done, len(entries))
-        for item, write in writes:
-            item.thumbnail = write.result()
+        for item, suffix, write in writes:
+            item.thumbnail, annotations = write.result()
+            coco.add_annotations(f"{item.name}{suffix}", item.width, item.height, annotations)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if not outcome.images:
         listed = "; ".join(outcome.problems) or "no images found"
         raise InputError(f"No image in the batch could be segmented: {listed}")
     outcome.csv_path = write_csv(outcome, folder / CSV_NAME)
+    outcome.coco_path = coco.write(folder / COCO_NAME)
     outcome.zip_path = write_zip(outcome, folder, segmenter.card)
     outcome.seconds = time.perf_counter() - started
     return outcome
@@ -193,13 +233,20 @@ def write_csv(outcome, path):
 
 def write_zip(outcome, folder, card):
     """classes/<file>.png (pixel = class index), masks/<file>.png (class colours), classes.csv, the model
-    card (JSON and Markdown) and skipped.txt when files were skipped. PNGs are stored, not recompressed."""
+    card (JSON and Markdown), polygons/<file>.json, coco.json, cutouts/<file>.png (RGBA) when asked for and
+    skipped.txt when files were skipped. PNGs are stored, not recompressed; the JSON is deflated (outlines
+    compress several times)."""
     path = folder / ZIP_NAME
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         for item in outcome.images:
-            for sub in ("classes", "masks"):
+            for sub in ("classes", "masks", CUTOUTS):
+                if sub == CUTOUTS and not (folder / sub).is_dir():
+                    continue
                 archive.write(folder / sub / f"{item.name}.png", f"{sub}/{item.name}.png")
         archive.write(outcome.csv_path, CSV_NAME)
+        for item in outcome.images:
+            archive.write(folder / POLYGONS / f"{item.name}.json", f"{POLYGONS}/{item.name}.json", zipfile.ZIP_DEFLATED)
+        archive.write(outcome.coco_path, COCO_NAME, zipfile.ZIP_DEFLATED)
         archive.writestr("model_card.json", json.dumps(card.to_dict(), indent=2) + "\n", zipfile.ZIP_DEFLATED)
         archive.writestr("model_card.md", card.markdown(), zipfile.ZIP_DEFLATED)
         if outcome.problems:

@@ -1,6 +1,7 @@
 """One webcam frame through a model, as fast as it goes: the frame (a JPEG at the camera's resolution) is shrunk
 while it is decoded (JPEG draft mode: the decoder skips the detail it would throw away), segmented, optionally
-smoothed with the previous frames' probabilities, and drawn (overlay and colour mask). A `LiveStream` holds one
+smoothed with the previous frames' probabilities, and drawn (overlay, or a virtual background: one class over a
+plain colour or a blurred frame, serving.cutout; and the colour mask). A `LiveStream` holds one
 stream's state: its smoothing, its frame counts and rates. No Gradio: the Live tab calls `live_frame`."""
 
 import base64
@@ -73,10 +74,16 @@ class LiveResult:
 
     frame: np.ndarray  # the shrunk frame (HxWx3 uint8) the outputs are drawn on
     labels: np.ndarray  # (H, W) class indices at that size
-    overlay: np.ndarray
+    overlay: np.ndarray  # None when a virtual background was drawn instead
     mask: np.ndarray  # colour class mask
     seconds: dict  # decode (incl. shrinking), model, draw
     stats: dict  # the stream's: frames, fps, model_ms, server_ms, latency_ms
+    background: np.ndarray = None  # the frame over its virtual background, when one was asked for
+
+    @property
+    def view(self):
+        """What the live view shows: the virtual background when there is one, else the overlay."""
+        return self.overlay if self.background is None else self.background
 
 
 def frame_bytes(source):
@@ -125,9 +132,10 @@ def smoothed_labels(stream, prediction, segmenter, smoothing, size):
     return tf.cast(tf.argmax(full, axis=-1), tf.uint8).numpy()
 
 
-def live_frame(source, segmenter, stream, opacity=0.5, smooth=False, smoothing=LIVE_SMOOTHING):
+def live_frame(source, segmenter, stream, opacity=0.5, smooth=False, smoothing=LIVE_SMOOTHING, virtual=None):
     """Segment one webcam frame for `stream` (a LiveStream, updated): shrink, predict, smooth when `smooth`,
-    draw. Returns a LiveResult."""
+    draw (the overlay, or with `virtual`, a cutout.VirtualBackground, the frame over it instead, its soft edge
+    from the smoothed probabilities when smoothing). Returns a LiveResult."""
     arrived = time.perf_counter()
     frame = shrink_frame(source)
     decoded = time.perf_counter()
@@ -137,15 +145,17 @@ def live_frame(source, segmenter, stream, opacity=0.5, smooth=False, smoothing=L
     if smooth:
         labels = smoothed_labels(stream, prediction, segmenter, float(np.clip(smoothing, 0.0, 0.95)),
                                  (width, height))
+        probs = stream.smoothed
     else:
         stream.model_key = stream.smoothed = None
-        labels = prediction.labels
+        labels, probs = prediction.labels, prediction.probs
     mask = colorize(labels, segmenter.palette)
-    blended = overlay(frame, mask, opacity)
+    blended = overlay(frame, mask, opacity) if virtual is None else None
+    background = virtual.draw(frame, labels, probs) if virtual is not None else None
     done = time.perf_counter()
     seconds = {"decode": decoded - arrived, "model": predicted - decoded, "draw": done - predicted}
     stream.record(arrived, done - arrived, seconds["model"])
-    return LiveResult(frame, labels, blended, mask, seconds, stream.stats())
+    return LiveResult(frame, labels, blended, mask, seconds, stream.stats(), background)
 
 
 def write_mask(result, palette, folder):

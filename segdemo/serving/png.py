@@ -1,4 +1,4 @@
-"""A small, fast PNG encoder for the app's outputs (8-bit grey, RGB, or palette images).
+"""A small, fast PNG encoder for the app's outputs (8-bit grey, RGB, RGBA, or palette images).
 
 Why not PIL: for photo-like RGB images (the overlay) PIL's encoder spends most of its time choosing row
 filters; the "sub" filter on every row, computed with numpy, then zlib at level 1 (which releases the GIL)
@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-COLOR_TYPES = {1: 0, 3: 2}  # channels -> PNG colour type (0 grey, 2 RGB; 3 palette is chosen explicitly)
+COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (0 grey, 2 RGB, 6 RGBA; 3 palette: explicit)
 SUB_FILTER = 1
 ZLIB_LEVEL = 1
 PARALLEL_MIN_BYTES = 256 * 1024  # below this, one thread is as fast
@@ -44,13 +44,13 @@ def zlib_stream(data):
 
 
 def png_bytes(array, palette=None):
-    """Encode an (H, W) uint8 (grey, or palette indices when `palette` (N, 3) is given) or (H, W, 3) uint8
-    RGB array as PNG."""
+    """Encode an (H, W) uint8 (grey, or palette indices when `palette` (N, 3) is given), (H, W, 3) uint8 RGB
+    or (H, W, 4) uint8 RGBA (a cut-out: straight, not premultiplied alpha) array as PNG."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     height, width = array.shape[:2]
     channels = 1 if array.ndim == 2 else array.shape[2]
     if channels not in COLOR_TYPES:
-        raise ValueError(f"expected HxW or HxWx3 uint8, got shape {array.shape}")
+        raise ValueError(f"expected HxW, HxWx3 or HxWx4 uint8, got shape {array.shape}")
     color_type = 3 if palette is not None else COLOR_TYPES[channels]
     rows = array.reshape(height, width * channels)
     scanlines = np.empty((height, width * channels + 1), np.uint8)

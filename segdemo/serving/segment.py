@@ -14,6 +14,7 @@ import numpy as np
 from segdemo.data.images import IMAGE_FORMATS, display_size, load_image, resize_image, resize_mask
 from segdemo.errors import InputError
 from segdemo.limits import DISPLAY_MAX_SIDE
+from segdemo.serving.cutout import class_index_of, cutout_rgba
 from segdemo.serving.drawing import colorize, grey_map, overlay, probability_map
 from segdemo.serving.png import png_bytes
 from segdemo.serving.segmenter import class_areas, uncertainty
@@ -41,6 +42,7 @@ class SegmentResult:
     folder: Path  # where this request's output files go
     uncertainty_write: Future = None  # the uncertainty map PNG (display size) being written
     mean_uncertainty: float = 0.0  # of the whole image, 0 (sure) to 1
+    source: str = ""  # the image file it came from: a cut-out of the same file reuses the prediction
 
     @property
     def uncertainty_file(self):
@@ -96,7 +98,8 @@ def run_segmentation(image_source, segmenter, folder):
     seconds = {"decode": decoded - started, **prediction.seconds,
                "postprocess": postprocessed - predicted, "encode": time.perf_counter() - postprocessed}
     return SegmentResult(segmenter, display_image, display_labels, prediction, mask_write, notes, areas, seconds,
-                         folder, uncertainty_write, float(per_pixel.mean()))
+                         folder, uncertainty_write, float(per_pixel.mean()),
+                         str(image_source) if isinstance(image_source, (str, Path)) else "")
 
 
 def render(result, class_name, opacity, folder):
@@ -128,3 +131,16 @@ def segment_and_render(image_source, segmenter, probability_class, opacity, fold
     for step, value in seconds.items():
         result.seconds[step] += value
     return result, paths
+
+
+def cutout_file(image_source, segmenter, class_name, edge, folder, last=None):
+    """The full-size RGBA PNG of the image with one class kept (`class_name`; empty: the model's main class) and
+    the rest transparent, its alpha the class's probability ("soft") or its mask ("sharp"), written to
+    `folder`. `last`: a SegmentResult whose prediction is reused when it is this file's with this model."""
+    require_image(image_source)
+    index = class_index_of(segmenter.classes, class_name, segmenter.card.shown_class)
+    image = load_image(image_source)
+    reuse = last is not None and last.segmenter is segmenter and last.source == str(image_source)
+    prediction = last.prediction if reuse else segmenter.predict(image)
+    stem = Path(image_source).stem if isinstance(image_source, (str, Path)) else "image"
+    return write_png(cutout_rgba(image, prediction, index, edge), folder, f"{stem}_cutout_{index}")

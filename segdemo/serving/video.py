@@ -1,5 +1,6 @@
 """A video file through a model: the header checked (video_io.probe_video) -> frames decoded -> batches through
-`Segmenter.predict_batch` -> each frame drawn (overlay, colour mask, or input | mask) -> an H.264 mp4, a ZIP of
+`Segmenter.predict_batch` -> each frame drawn (overlay, colour mask, input | mask, or a virtual background: one
+class kept over a plain colour or a blurred copy of the frame, serving.cutout) -> an H.264 mp4, a ZIP of
 the class-index masks (one PNG per frame, full resolution) and each class's share of every frame. Drawing and
 encoding run on a thread beside the model, so they overlap its next batch. No Gradio: the Live tab and the
 `segment_video` API call `segment_video`; scripts can too."""
@@ -18,13 +19,14 @@ import numpy as np
 from segdemo.data.images import resize_image, resize_mask
 from segdemo.errors import InputError
 from segdemo.limits import VIDEO_OUTPUT_MAX_SIDE
+from segdemo.serving.cutout import PLAIN, VirtualBackground, class_index_of
 from segdemo.serving.drawing import colorize, overlay
 from segdemo.serving.png import png_bytes
 from segdemo.serving.segmenter import BATCH_SIZE
 from segdemo.serving.video_io import Mp4Writer, decode_frames, probe_video
 
-OVERLAY, MASK, SIDE_BY_SIDE = "overlay", "mask", "input | mask"
-OUTPUT_KINDS = (OVERLAY, MASK, SIDE_BY_SIDE)
+OVERLAY, MASK, SIDE_BY_SIDE, VIRTUAL_BACKGROUND = "overlay", "mask", "input | mask", "virtual background"
+OUTPUT_KINDS = (OVERLAY, MASK, SIDE_BY_SIDE, VIRTUAL_BACKGROUND)
 STEPS = ("decode", "model", "draw", "encode")  # the timed steps, in order ("encode": the mp4 and the mask PNGs)
 
 
@@ -70,9 +72,25 @@ def output_size(width, height, kind):
     return (panel[0] * panels, panel[1]), panel
 
 
-def draw(frame, labels, palette, kind, panel, opacity):
-    """One output frame: `frame` and its `labels` at the panel size, as `kind` says."""
+def default_background(segmenter):
+    """The virtual background when none is given: the model's shown class (its card's) over a blurred frame."""
+    card = segmenter.card
+    return VirtualBackground(class_index_of(segmenter.classes, card.shown_class, card.shown_class))
+
+
+def describe_background(virtual, classes):
+    """The note on a virtual background video: what is kept and what is behind it."""
+    behind = ("a plain colour rgb({}, {}, {})".format(*virtual.color) if virtual.background == PLAIN
+              else "a blurred copy of the frame")
+    return f"virtual background: the class {classes[virtual.class_index]!r} kept ({virtual.edge} edge) over {behind}"
+
+
+def draw(frame, labels, palette, kind, panel, opacity, probs=None, virtual=None):
+    """One output frame: `frame` and its `labels` at the panel size, as `kind` says (a virtual background also
+    needs the frame's `probs` on the model's grid and the `virtual` VirtualBackground)."""
     small_labels = resize_mask(labels, panel)
+    if kind == VIRTUAL_BACKGROUND:
+        return virtual.draw(resize_image(frame, panel), small_labels, probs)
     colours = colorize(small_labels, palette)
     if kind == MASK:
         return colours
@@ -105,9 +123,9 @@ def notes_for(info, panel):
 class FrameSink:
     """Draws, encodes and archives frames on its own thread, in order: the model's next batch runs meanwhile."""
 
-    def __init__(self, folder, stem, segmenter, kind, opacity, fps):
+    def __init__(self, folder, stem, segmenter, kind, opacity, fps, virtual=None):
         self.folder, self.stem, self.segmenter = Path(folder), stem, segmenter
-        self.kind, self.opacity, self.fps = kind, opacity, fps
+        self.kind, self.opacity, self.fps, self.virtual = kind, opacity, fps, virtual
         self.video_path = str(self.folder / f"{stem}_segmented.mp4")
         self.masks_path = str(self.folder / f"{stem}_masks.zip")
         self.archive = zipfile.ZipFile(self.masks_path, "w", zipfile.ZIP_STORED)  # PNGs are compressed already
@@ -120,11 +138,13 @@ class FrameSink:
     def submit(self, frames, predictions, first_index):
         if self.pending is not None:
             self.pending.result()  # at most one batch waits: memory stays bounded
-        self.pending = self.executor.submit(self._write, frames, [p.labels for p in predictions], first_index)
+        probs = [p.probs for p in predictions] if self.kind == VIRTUAL_BACKGROUND else [None] * len(predictions)
+        self.pending = self.executor.submit(self._write, frames, [p.labels for p in predictions], probs,
+                                            first_index)
 
-    def _write(self, frames, labels_list, first_index):
+    def _write(self, frames, labels_list, probs_list, first_index):
         classes = len(self.segmenter.classes)
-        for offset, (frame, labels) in enumerate(zip(frames, labels_list)):
+        for offset, (frame, labels, probs) in enumerate(zip(frames, labels_list, probs_list)):
             started = time.perf_counter()
             if self.writer is None:
                 height, width = frame.shape[:2]
@@ -133,7 +153,8 @@ class FrameSink:
             if frame.shape[:2] != labels.shape:
                 raise InputError("the video's frame size changes part-way; only videos of one frame size are "
                                  "accepted")
-            drawn = draw(frame, labels, self.segmenter.palette, self.kind, self.panel, self.opacity)
+            drawn = draw(frame, labels, self.segmenter.palette, self.kind, self.panel, self.opacity, probs,
+                         self.virtual)
             counts = np.bincount(labels.reshape(-1), minlength=classes)[:classes]
             self.shares.append(counts / max(labels.size, 1))
             encoding = time.perf_counter()
@@ -201,15 +222,18 @@ def prefetched_batches(frames, size, decode_seconds, depth=2):
                 pass
 
 
-def segment_video(path, segmenter, folder, kind=OVERLAY, opacity=0.5, progress=None):
+def segment_video(path, segmenter, folder, kind=OVERLAY, opacity=0.5, progress=None, virtual=None):
     """Segment every frame of the video at `path` with `segmenter`; output files go into `folder`.
     `progress(done, total)` is called after each batch (total from the header: an estimate for some formats).
+    `virtual`: the VirtualBackground the kind "virtual background" draws (None: `default_background`).
     Returns a VideoResult; raises InputError for bad input (checked from the header before decoding)."""
     require_kind(kind)
+    if kind == VIRTUAL_BACKGROUND and virtual is None:
+        virtual = default_background(segmenter)
     started = time.perf_counter()
     info = probe_video(path)
     total = info.frames or max(1, round(info.seconds * float(info.fps)))
-    sink = FrameSink(folder, Path(path).stem[:60] or "video", segmenter, kind, opacity, info.fps)
+    sink = FrameSink(folder, Path(path).stem[:60] or "video", segmenter, kind, opacity, info.fps, virtual)
     decode_seconds, model_seconds, done = [0.0], 0.0, 0
     try:
         for chunk in prefetched_batches(decode_frames(path, info), BATCH_SIZE, decode_seconds):
@@ -224,6 +248,8 @@ def segment_video(path, segmenter, folder, kind=OVERLAY, opacity=0.5, progress=N
         sink.close(info)
     seconds = {"decode": decode_seconds[0], "model": model_seconds, **sink.seconds,
                "total": time.perf_counter() - started}
+    notes = notes_for(info, sink.panel)
+    if kind == VIRTUAL_BACKGROUND:
+        notes.insert(0, describe_background(virtual, segmenter.classes))
     return VideoResult(sink.video_path, sink.masks_path, list(segmenter.classes), np.asarray(sink.shares),
-                       float(info.fps), done, (info.width, info.height), sink.size, kind, seconds,
-                       notes_for(info, sink.panel))
+                       float(info.fps), done, (info.width, info.height), sink.size, kind, seconds, notes)

@@ -7,6 +7,7 @@ import threading
 
 import gradio as gr
 
+from segdemo.app.showcase import page_text
 from segdemo.app.startup import STARTUP, after_first_answer
 from segdemo.config import AppConfig
 from segdemo.models.cards import ModelCard
@@ -21,14 +22,6 @@ from segdemo.ui.live_tab import build_live_tab
 from segdemo.ui.segment_tab import build_segment_tab
 from segdemo.ui.teach import build_correction_panel, build_training_set_panel, wire_teach_loop
 
-TITLE = "segdemo: U-Net semantic segmentation"
-INTRO = ("Pick a model ({models}) and drop an image: the U-Net labels every pixel with a class. Outputs: the "
-         "class mask, the probability map of one class, the uncertainty map and an overlay. **Batch** segments "
-         "many images at once, **Compare** puts two models side by side, **Live** runs a model on your webcam and "
-         "on a video, and in **Fine-tune** you upload a few labelled images of your own and adapt a model to them, "
-         "for this session only. To teach it: correct a "
-         "prediction with the brush (Segment tab), add it to your training set, and Retrain. Your own model: "
-         "the About tab.")
 GRADIO_CACHE_CLEANUP = (3600, 7200)  # every hour, delete Gradio's cached uploads/outputs older than 2 hours
 QUEUE_SIZE = 64  # requests waiting beyond this are refused with a message instead of piling up
 # Callable endpoints kept out of the API page and the MCP tools: a Stop button's event, a download an assistant
@@ -59,13 +52,14 @@ def build_demo(config=None):
     """The whole app as a `gr.Blocks`, queued, built without importing TensorFlow, serving what `config` (an
     `AppConfig`; None: the environment's) says. Requests wait for the default model, which `launch` loads in
     the background once the page is served."""
-    configure(config or AppConfig.from_environment())
+    config = configure(config or AppConfig.from_environment())
     models = served_models()
     STARTUP.expect(default_model_name(models))
     served = {name: ModelCard.load(path) for name, path in models.items()}
     document_handlers(served)
-    with gr.Blocks(title=TITLE, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO.format(models=', '.join(card.display_title for card in served.values()))}")
+    words = page_text(config, served)
+    with gr.Blocks(title=words.title, delete_cache=GRADIO_CACHE_CLEANUP) as demo:
+        gr.Markdown(words.heading, elem_id="page-heading")
         with gr.Tab("Segment"):
             segment_tab = build_segment_tab()
             correction = build_correction_panel()
@@ -79,7 +73,7 @@ def build_demo(config=None):
             finetune_tab = build_finetune_tab(segment_tab.model_choice)
             training_set = build_training_set_panel()  # the teach loop's section, after the result
         with gr.Tab("About"):
-            about_device = build_about_tab(segment_tab.model_choice)
+            about_device = build_about_tab(segment_tab.model_choice, words.about)
         # after the tabs: its API-only endpoint would split them
         wire_teach_loop(demo, segment_tab, correction, finetune_tab, training_set)
         # opening the Fine-tune tab starts the spare worker now (else it waits for the first answer)

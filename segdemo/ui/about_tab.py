@@ -109,16 +109,19 @@ def build_upload_section(model_choice):
                                         info="OP: " + ", ".join(f"{op}{':' + args if args else ''}"
                                                                 for op, (args, _) in OPERATIONS.items()))
         use = gr.Button("Use this model", variant="primary", elem_id="upload-model-button")
-        report = gr.Markdown(elem_id="upload-model-report")
+        report = gr.Markdown(label="What was inferred, stated and checked", elem_id="upload-model-report")
     use.click(upload_model, [model_file, class_names, input_scale, resize, resize_filter, pairs, channel_order,
                              input_mean, input_std, threshold, white, output, replace_layers],
               [report, model_choice], api_name="upload_model", concurrency_limit=1)
 
 
-def build_about_tab(model_choice):
-    """Lay out the tab; `model_choice` is the Segment tab's model dropdown (an uploaded model switches it).
+def build_about_tab(model_choice, about=""):
+    """Lay out the tab; `model_choice` is the Segment tab's model dropdown (an uploaded model switches it);
+    `about`: what the tab says of segdemo first (a user's showcase moves segdemo's introduction here).
     Returns the device line (filled in once the model has loaded)."""
-    device = gr.Markdown(LOADING_MESSAGE)
+    if about:
+        gr.Markdown(about, elem_id="about-segdemo")
+    device = gr.Markdown(LOADING_MESSAGE, label="Device")
     models = served_models()
     for name, path in models.items():
         with gr.Accordion(f"Model card: {name}", open=name == default_model_name(models)):

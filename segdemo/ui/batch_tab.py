@@ -10,6 +10,7 @@ from segdemo.app.sessions import BATCHES, model_menu, request_folder, segmenter_
 from segdemo.app.startup import STARTUP
 from segdemo.limits import MAX_BATCH_IMAGES, MAX_ZIP_BYTES
 from segdemo.models.cards import ModelCard
+from segdemo.serving.annotations import DEFAULT_TOLERANCE, MAX_TOLERANCE, SEGMENTATION_FORMATS
 from segdemo.serving.batch import LEAST_CERTAIN_FIRST, segment_files
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.ui.components import FreeDropdown
@@ -18,9 +19,10 @@ from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 SKIPPED_SHOWN = 50  # problems listed in the summary; the ZIP's skipped.txt has them all
 HOW_TO = (f"Drop up to **{MAX_BATCH_IMAGES} images**, or ZIPs of images (up to {MAX_ZIP_BYTES // 1_000_000} MB "
           "per file). Each image is segmented with the chosen model; the ZIP holds per image the class-index PNG "
-          "(`classes/`, pixel value = class index) and the colour mask (`masks/`), `classes.csv` (size, share "
-          "and mean probability of each class per image) and the model card. Unreadable files are listed and "
-          "skipped.")
+          "(`classes/`, pixel value = class index), the colour mask (`masks/`) and each class's regions as "
+          "polygons (`polygons/`), `classes.csv` (size, share and mean probability of each class per image), "
+          "`coco.json` (the whole batch, for CVAT or Label Studio), optional cut-outs and the model card. "
+          "Unreadable files are listed and skipped.")
 
 
 def progress_reporter(progress, started):
@@ -48,26 +50,34 @@ def summary_markdown(outcome):
 
 @api_doc
 @user_errors
-def segment_batch(files, model_name=DEFAULT_MODEL, request: gr.Request = None, progress=gr.Progress()):
+def segment_batch(files, model_name=DEFAULT_MODEL, segmentation=SEGMENTATION_FORMATS[0], tolerance=DEFAULT_TOLERANCE,
+                  cutout_class="", request: gr.Request = None, progress=gr.Progress()):
     """Segment many images at once with one model (the model runs on batches of images).
     Served models and their classes: {models}.
 
     Args:
         files: Image files ({image_formats}) and/or ZIPs of images, at most {max_batch_images} images in all.
         model_name: A served model ({model_names}) or the session's fine-tuned model ({finetuned}).
+        segmentation: How coco.json holds each region: "polygon" (one polygon per region, holes joined by a cut;
+            CVAT and Label Studio import it) or "rle" (run-length masks, one per class; CVAT and pycocotools).
+        tolerance: How far (pixels) a polygon's outline may move when simplified; 0: the exact pixel outline.
+        cutout_class: A class of the model: the ZIP also holds cutouts/<image>.png, each image with only that
+            class opaque (RGBA, soft edge); empty: no cut-outs.
 
     Returns:
-        a ZIP: classes/<image>.png (pixel = class index), masks/<image>.png (colours), classes.csv, model card
+        a ZIP: classes/<image>.png (pixel = class index), masks/<image>.png (colours), polygons/<image>.json (each
+            class's regions, holes kept), coco.json, cutouts/ when asked for, classes.csv, model card
         classes.csv: per image file, width, height, share_<class> and mean_prob_<class> for every class
         a summary that lists the skipped files and why
+        coco.json: the whole batch in COCO format (categories = the model's classes)
     """
     files = upload_paths(files)
     key = session_key(request)
     outcome = segment_files(files, segmenter_for(model_name, key), request_folder(key),
-                            progress_reporter(progress, time.perf_counter()))
+                            progress_reporter(progress, time.perf_counter()), segmentation, tolerance, cutout_class)
     BATCHES.put(key, outcome)
     STARTUP.first_answer()
-    return outcome.zip_path, outcome.csv_path, summary_markdown(outcome)
+    return outcome.zip_path, outcome.csv_path, summary_markdown(outcome), outcome.coco_path
 
 
 def gallery_items(outcome, order):
@@ -102,6 +112,7 @@ def sort_gallery(order, request: gr.Request = None):
 def build_batch_tab():
     models = served_models()
     model_name = default_model_name(models)
+    card = ModelCard.load(models[model_name])
     gr.Markdown(HOW_TO)
     with gr.Row():
         files = gr.File(label=f"Images or ZIPs of images (at most {MAX_BATCH_IMAGES} images)", file_count="multiple",
@@ -110,16 +121,25 @@ def build_batch_tab():
             model = FreeDropdown(model_menu(), value=model_name, label="Model",
                                  allow_custom_value=True, info="A served model, or this session's fine-tuned one")
             run = gr.Button("Segment all", variant="primary", elem_id="batch-run")
-    summary = gr.Markdown(elem_id="batch-summary")
+    with gr.Accordion("Masks to take elsewhere: polygons, COCO, cut-outs", open=False):
+        with gr.Row():
+            segmentation = gr.Radio(list(SEGMENTATION_FORMATS), value=SEGMENTATION_FORMATS[0],
+                                    label="coco.json regions as", info="polygon: CVAT and Label Studio; rle: CVAT")
+            tolerance = gr.Slider(0, MAX_TOLERANCE, value=DEFAULT_TOLERANCE, step=0.25,
+                                  label="Polygon tolerance (pixels; 0: exact outline)")
+            cutout_class = FreeDropdown(["", *card.classes], value="", allow_custom_value=True,
+                                        label="Cut-outs of class (empty: none)", elem_id="batch-cutout-class")
+    summary = gr.Markdown(label="Summary: images segmented, files skipped and why", elem_id="batch-summary")
     with gr.Row():
         zip_file = gr.File(label="Masks, classes.csv and model card (ZIP)", interactive=False, elem_id="batch-zip")
         csv_file = gr.File(label="classes.csv", interactive=False, elem_id="batch-csv")
-    card = ModelCard.load(models[model_name])
+        coco_file = gr.File(label="coco.json (COCO: CVAT, Label Studio)", interactive=False, elem_id="batch-coco")
     sort_by = gr.Dropdown([*card.classes, LEAST_CERTAIN_FIRST], value=card.shown_class,
                           label="Sort the gallery by the share of a class, or least certain first (to correct)",
                           elem_id="batch-sort")
     gallery = gr.Gallery(label="Overlays", columns=6, height="auto", format="png", elem_id="batch-gallery")
-    run.click(segment_batch, [files, model], [zip_file, csv_file, summary], api_name="segment_batch",
+    run.click(segment_batch, [files, model, segmentation, tolerance, cutout_class],
+              [zip_file, csv_file, summary, coco_file], api_name="segment_batch",
               concurrency_limit=1, concurrency_id="batch").success(
         show_gallery, sort_by, [sort_by, gallery], api_visibility="private")
     sort_by.input(sort_gallery, sort_by, gallery, api_visibility="private")

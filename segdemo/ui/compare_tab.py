@@ -65,7 +65,7 @@ def build_compare_tab():
                                 elem_id="compare-disagreement")
         with gr.Column():
             shares = gr.Label(label="Disagreeing share per class", show_heading=False, elem_id="compare-shares")
-            note = gr.Markdown(elem_id="compare-note")
+            note = gr.Markdown(label="What differs between the two models", elem_id="compare-note")
     run = gr.Button("Compare", variant="primary", elem_id="compare-run")
     inputs, outputs = [image, model_a, model_b], [slider, disagreement, shares, note]
     run.click(compare, inputs, outputs, api_name="compare", concurrency_limit=2)

@@ -209,7 +209,7 @@ def build_finetune_tab(model_choice):
     with gr.Row():
         gallery = gr.Gallery(label="A few pairs, mask over image", columns=THUMBNAILS, height=200,
                              format="png", elem_id="pairs-gallery")
-        report = gr.Markdown(elem_id="pairs-report")
+        report = gr.Markdown(label="Check report: classes found, problems", elem_id="pairs-report")
     gr.Markdown("### 3. Train")
     with gr.Accordion("Training options", open=False):
         with gr.Row():
@@ -230,7 +230,7 @@ def build_finetune_tab(model_choice):
     with gr.Row():
         train = gr.Button("Train", variant="primary", elem_id="train-button")
         stop = gr.Button("Stop", variant="stop", elem_id="stop-button")
-    status = gr.Markdown(elem_id="finetune-status")
+    status = gr.Markdown(label="Training status", elem_id="finetune-status")
     with gr.Row():
         curve = gr.LinePlot(x="step", y="value", color="series", label="Loss and validation curves",
                             elem_id="loss-curve")
@@ -244,13 +244,13 @@ def build_finetune_tab(model_choice):
         downloads = gr.File(label="Fine-tuned model (.keras) and its card", file_count="multiple",
                             interactive=False)
     with gr.Accordion("Metrics JSON", open=False):
-        metrics_json = gr.JSON()
+        metrics_json = gr.JSON(label="Metrics JSON")
     with gr.Accordion("Push the fine-tuned model to the Hugging Face Hub", open=False):
         with gr.Row():
             repo_id = gr.Textbox(label="Model repo id", placeholder="your-name/my-segmenter")
             token = gr.Textbox(label="Token with write access (or set HF_TOKEN)", type="password")
         push = gr.Button("Push to the Hub")
-        push_status = gr.Markdown()
+        push_status = gr.Markdown(label="Push status")
 
     check_inputs = [files, base, class_mode, class_names]
     job_outputs = [status, curve, sample, metrics, metrics_json, downloads]

@@ -23,3 +23,21 @@ def spread_mcp_outputs():
         raise RuntimeError(f"gradio.mcp.GradioMCPServer has no _execute_tool_without_progress (checked against "
                            f"Gradio {CHECKED_GRADIO}): see segdemo/ui/gradio_compat.py")
     mcp.GradioMCPServer._execute_tool_without_progress = _outputs_without_progress
+
+
+def name_api_values(demo, api_name, returns):
+    """Gradio 6.31's `gr.api` labels an endpoint's values by position ('1st', '2nd': `events.api`'s `ordinal`),
+    which is what `view_api()` and the MCP tool show. Label each input after its parameter (as
+    `gradio.utils.get_function_params` lists them, the ones Gradio fills itself left out) and the outputs as
+    `returns` says."""
+    from gradio.utils import get_function_params
+
+    for function in demo.fns.values():
+        if function.api_name != api_name:
+            continue
+        for component, (name, *_) in zip(function.inputs, get_function_params(function.fn), strict=True):
+            component.label = name
+        for component, label in zip(function.outputs, returns, strict=True):
+            component.label = label
+        return
+    raise ValueError(f"no endpoint {api_name!r} to name the values of")

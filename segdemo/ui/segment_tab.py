@@ -9,10 +9,11 @@ import gradio as gr
 from segdemo.app.sessions import RESULTS, model_menu, request_folder, segmenter_for
 from segdemo.app.startup import LOADING_MESSAGE, STARTUP
 from segdemo.config import EXAMPLES_DIR
-from segdemo.models.cards import ModelCard, class_colors
+from segdemo.models.cards import ModelCard, class_colors, example_files
+from segdemo.serving.cutout import EDGES, SOFT
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.serving.runtime import release_freed_memory
-from segdemo.serving.segment import LARGE_IMAGE_PIXELS, STEPS, render, segment_and_render
+from segdemo.serving.segment import LARGE_IMAGE_PIXELS, STEPS, cutout_file, render, segment_and_render
 from segdemo.ui.components import FreeDropdown, ImageUpload
 from segdemo.ui.handlers import api_doc, session_key, user_errors
 
@@ -66,6 +67,27 @@ def segment(image, model_name=DEFAULT_MODEL, probability_class="", opacity=DEFAU
             result.mask_file)
 
 
+@api_doc
+@user_errors
+def cutout(image, model_name=DEFAULT_MODEL, class_name="", edge=SOFT, request: gr.Request = None):
+    """Cut one class out of an image: the image at full size as an RGBA PNG, transparent where the class is not
+    (background removal for a pet or a person model). Served models and their classes: {models}.
+
+    Args:
+        image: The image ({image_formats}, up to {megapixels}).
+        model_name: A served model ({model_names}) or the session's fine-tuned model ({finetuned}).
+        class_name: The class kept, one of the model's classes (default: the model's main class).
+        edge: "soft": the class's probability is the alpha at its edge (smooth, as background removal gives);
+            "sharp": its mask (255 or 0).
+
+    Returns:
+        the cut-out: RGBA PNG at the image's full size, alpha = how much each pixel is the class
+    """
+    key = session_key(request)
+    segmenter = segmenter_for(model_name, key)
+    return cutout_file(image, segmenter, class_name, edge, request_folder(key), RESULTS.get(key))
+
+
 @user_errors
 def rerender(probability_class, opacity, request: gr.Request = None):
     """Redraw the probability map and overlay of the session's last result (no model call)."""
@@ -112,13 +134,6 @@ def examples_model(card, model_names):
     return model_names[0]
 
 
-def example_images(card):
-    """The example files a card lists (under examples/), or every example when it lists none."""
-    listed = card.examples
-    paths = [EXAMPLES_DIR / name for name in listed] if listed else sorted(EXAMPLES_DIR.glob("*.png"))
-    return [[str(path)] for path in paths if path.is_file()]
-
-
 @dataclass
 class SegmentTab:
     """The components other tabs read or update: the model dropdown (switched to the session's fine-tuned
@@ -157,18 +172,30 @@ def build_segment_tab():
         blended = gr.Image(format="png", label="Overlay", interactive=False, elem_id="overlay")
         with gr.Column():
             areas = gr.Label(label="Share of the image per class", show_heading=False, elem_id="class-areas")
-            info = gr.Markdown(LOADING_MESSAGE, elem_id="segment-info")
+            info = gr.Markdown(LOADING_MESSAGE, label="Model, device and timings", elem_id="segment-info")
             mask_file = gr.File(label="Class-index mask (PNG, pixel value = class index)", interactive=False)
+    with gr.Accordion("Cut-out: the class on a transparent background", open=False, elem_id="cutout-panel"):
+        with gr.Row():
+            edge = gr.Radio(list(EDGES), value=SOFT, label="Edge", elem_id="cutout-edge",
+                            info="soft: the class's probability as alpha; sharp: its mask")
+            cut = gr.Button("Cut out the class of the probability map", elem_id="cutout-button")
+        cut_image = gr.Image(type="filepath", format="png", label="Cut-out (RGBA PNG, full size)", interactive=False,
+                             elem_id="cutout")
     example_groups = []
     for name, path in models.items():  # one group per model; the selected model's is visible
         with gr.Column(visible=name == model_name) as group:
-            gr.Examples(example_images(ModelCard.load(path)), inputs=[image],
-                        label=f"Examples for {name} (free to redistribute, see examples/SOURCES.md)")
+            examples = example_files(ModelCard.load(path), path)
+            bundled = " (free to redistribute, see examples/SOURCES.md)" if all(
+                example.parent == EXAMPLES_DIR for example in examples) else ""
+            if examples:
+                gr.Examples([[str(example)] for example in examples], inputs=[image],
+                            label=f"Examples for {name}{bundled}")
         example_groups.append(group)
 
     outputs = [color_mask, prob, unsure, blended, areas, info, mask_file]
     image.change(segment, [image, model_choice, class_choice, opacity], outputs, api_name="segment",
                  concurrency_limit=4)
+    cut.click(cutout, [image, model_choice, class_choice, edge], cut_image, api_name="cutout", concurrency_limit=4)
     for control in (class_choice, opacity):
         control.change(rerender, [class_choice, opacity], [prob, blended], api_visibility="undocumented",
                        concurrency_limit=4)

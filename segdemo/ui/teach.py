@@ -26,6 +26,7 @@ from segdemo.models.cards import class_colors
 from segdemo.serving.drawing import palette_lut, thumbnail
 from segdemo.serving.mask_editor import brush_colors, editor_value
 from segdemo.ui.finetune_tab import THUMBNAIL_SIDE, FinetuneTab
+from segdemo.ui.gradio_compat import name_api_values
 from segdemo.ui.handlers import api_doc, session_key, upload_paths, user_errors
 from segdemo.ui.job_view import stream_job
 from segdemo.ui.segment_tab import SegmentTab, segment
@@ -198,7 +199,7 @@ def build_correction_panel():
                                 layers=gr.LayerOptions(allow_additional_layers=False), canvas_size=(1024, 1024),
                                 eraser=gr.Eraser(), label="Paint the correct classes",
                                 elem_id="mask-editor")
-        status = gr.Markdown(elem_id="correct-status")
+        status = gr.Markdown(label="Correction status", elem_id="correct-status")
     correct.click(open_editor, None, editor, api_visibility="private")
     return CorrectionPanel(add, editor, status)
 
@@ -209,7 +210,8 @@ def build_training_set_panel():
     `add_training_pair` endpoint) and Retrain."""
     gr.Markdown("### Teach loop: your training set and Retrain\nCorrected pairs (Segment tab) and the last "
                 "upload's pairs collect here; Retrain continues from your current model.")
-    summary = gr.Markdown("**0 pairs** in your training set", elem_id="set-summary")
+    summary = gr.Markdown("**0 pairs** in your training set", label="Training set summary",
+                          elem_id="set-summary")
     gallery = gr.Gallery(label="Pairs, mask over image (numbered)", columns=8, height=200, format="png",
                          elem_id="set-gallery")
     with gr.Row():
@@ -259,4 +261,5 @@ def wire_teach_loop(demo, segment_tab: SegmentTab, correction: CorrectionPanel, 
         show_retrained, [segment_tab.image, segment_tab.class_choice, segment_tab.opacity],
         [segment_tab.model_choice, finetune_tab.use, *segment_tab.outputs], api_visibility="private")
     gr.api(retrain, api_name="retrain", concurrency_limit=1, concurrency_id="finetune")
+    name_api_values(demo, "retrain", ["status while training, then the metrics (JSON)"])
     demo.unload(end_session)
