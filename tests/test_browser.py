@@ -2,6 +2,7 @@
 
 Set SEGDEMO_SCREENSHOT=path to also save a screenshot of the page (README's screenshot is made this way)."""
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -24,16 +25,23 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 )]
 
 
-@pytest.fixture(scope="module")
-def page(app_url):
+@contextlib.contextmanager
+def browser_page(url, height=1200):
+    """A page of headless Debian chromium (Playwright, no browser download) opened at `url`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1200})
-        page.goto(app_url)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page.goto(url)
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with browser_page(app_url) as page:
+        yield page
 
 
 def test_upload_renders_mask_probability_and_overlay(page):

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from segdemo.card import cli as card_command
 from tests.helpers import start_app, stop_app
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, pytestmark  # noqa: F401 - slow, and skipped without chromium
+from tests.test_browser import browser_page, pytestmark  # noqa: F401 - slow, and skipped without chromium
 
 TITLE = "Road cracks"
 COLORS = [(40, 40, 40), (255, 140, 0)]
@@ -55,14 +55,8 @@ def showcase_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(showcase_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(showcase_url)
+    with browser_page(showcase_url, height=1100) as page:
         yield page
-        browser.close()
 
 
 def test_the_page_is_about_the_users_model(page):

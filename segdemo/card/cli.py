@@ -185,26 +185,31 @@ def replaced_model(args, stated, size):
     return model, path
 
 
-def showcase_fields(args, classes):
-    """The card fields the showcase options state (checked, nothing copied yet)."""
+def stated_showcase(args):
+    """The title, description and colours the options state, checked before the model is loaded."""
     fields = {"title": check_title(args.title) if args.title is not None else None,
               "description": read_description(args.description) if args.description is not None else None,
-              "default_class": args.main_class, "colors": parse_colors(args.colors, classes) if args.colors else None}
+              "colors": parse_colors(args.colors, args.classes) if args.colors else None}
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def showcase_fields(args, showcase, classes):
+    """`stated_showcase`'s fields and the main class, checked against the card's classes (inferred or given)."""
+    if "colors" in showcase and len(showcase["colors"]) != len(classes):
+        parse_colors(args.colors, classes)  # raises with the count and the classes
     if args.main_class is not None and args.main_class not in classes:
         raise InputError(f"--main-class {args.main_class!r} is not one of the classes ({', '.join(classes)})")
-    return {key: value for key, value in fields.items() if value is not None}
+    return {**showcase, **({"default_class": args.main_class} if args.main_class is not None else {})}
 
 
 def main(argv=None):
     args = parse_args(argv)
     size = None if args.input_size is None else (args.input_size * 2)[:2]
     try:
-        colors = parse_colors(args.colors, args.classes) if args.colors else None
-        if args.title is not None:
-            check_title(args.title)
+        showcase = stated_showcase(args)
         stated = stated_options(args)
         model, model_path = replaced_model(args, stated, size)
-        inferred = infer_card(model, model_path, args.classes, stated, colors, args.title, args.name or (
+        inferred = infer_card(model, model_path, args.classes, stated, None, None, args.name or (
             Path(str(args.model)).stem if str(model_path) != str(args.model) else None), size)
         card = inferred.card
         notes = file_notes(args.model)
@@ -220,7 +225,7 @@ def main(argv=None):
             inferred.warnings = [w for w in inferred.warnings if "not stated" not in w] + warnings
         for warning in inferred.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        card = card.replace(**showcase_fields(args, card.classes)).validate()
+        card = card.replace(**showcase_fields(args, showcase, card.classes)).validate()
         examples, clip = copy_showcase_files(model_path, args.examples, args.clip)
         card = card.replace(examples=examples, clip=clip)
         path = cards.card_path(str(model_path).rstrip("/"))
