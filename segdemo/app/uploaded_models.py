@@ -8,9 +8,8 @@ import shutil
 from dataclasses import dataclass
 
 from segdemo.app.sessions import UPLOADED_CHOICE, UPLOADED_MODELS, SessionModel, session_folder
-from segdemo.card.check import check_report, score_choices
+from segdemo.card.check import check_card
 from segdemo.card.infer import infer_card, parse_statistics
-from segdemo.card.lambdas import OPERATIONS
 from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES, MAX_UPLOADED_MODEL_MEMORY
 from segdemo.models.cards import parse_class_names
@@ -55,7 +54,7 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
     import tempfile
     from pathlib import Path
 
-    from segdemo.card.lambdas import code_layers
+    from segdemo.card.lambdas import code_layers, code_layers_refused
     from segdemo.card.lambdas import replace_layers as swap_layers
     from segdemo.data.uploads import read_upload
     from segdemo.models.files import load_model_file
@@ -65,10 +64,7 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
     items = [item.strip() for item in str(replace_layers or "").replace(";", ",").split(",") if item.strip()]
     unreplaced = [facts for facts in code_layers(source) if facts.name not in {i.partition("=")[0] for i in items}]
     if unreplaced:
-        listed = "; ".join(f"{facts.name} ({facts.position}, suggested: {facts.name}={facts.suggestion or 'OP'})"
-                           for facts in unreplaced)
-        raise InputError(f"{source.name} has layers that hold code, which segdemo never runs: {listed}. Write "
-                         "NAME=OP in 'Replace layers' (OP: " + ", ".join(OPERATIONS) + ")")
+        raise InputError(code_layers_refused(source.name, unreplaced, in_app=True))
     with tempfile.TemporaryDirectory(prefix="segdemo_upload_model_") as scratch:  # a replaced file, until stored
         if items:
             model, source = swap_layers(source, items, Path(scratch) / f"{source.stem}.keras")
@@ -94,11 +90,9 @@ def upload_model(key, model_path, class_names="", input_scale=CHECK, resize=CHEC
             if not loaded:
                 raise InputError("None of the uploaded pairs could be read for these classes: see the Fine-tune tab's "
                                  "Check pairs for the accepted layouts")
-            table, best, check_warnings = check_report(
-                score_choices(model, card, [(image, mask) for _, image, mask in loaded], fixed))
-            card = card.replace(**best)
-            lines += [f"checked on {len(loaded)} pairs:", *table]
-            warnings = [line for line in warnings if "not stated" not in line] + check_warnings
+            checked = check_card(model, card, [(image, mask) for _, image, mask in loaded], fixed, warnings)
+            card, warnings = checked.card, checked.warnings
+            lines += [f"checked on {len(loaded)} pairs:", *checked.lines]
         elif "input_scale" in open_options:
             scales = ", ".join(OPEN_OPTIONS["input_scale"][0])
             raise InputError(f"Say how the model's input pixels were scaled ({scales}, or the dataset's mean and std), "

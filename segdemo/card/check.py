@@ -1,6 +1,7 @@
 """`segdemo.card --check`: score every open preprocessing choice of a card on labelled pairs and keep the best."""
 
 import itertools
+from typing import NamedTuple
 
 from segdemo.errors import InputError
 from segdemo.models import cards
@@ -83,3 +84,20 @@ def check_report(rows):
                             f"{min(others) - best_nll:.4f} nats, < {CHECK_MARGIN}): state what the model was trained "
                             f"with (--{option.replace('_', '-')}) or check on more pairs")
     return lines, best, warnings
+
+
+class CheckedCard(NamedTuple):
+    """What `check_card` decided: the table's lines, the chosen preprocessing, the card with it, the warnings."""
+
+    lines: list
+    best: dict
+    card: object  # cards.ModelCard
+    warnings: list
+
+
+def check_card(model, card, pairs, fixed, warnings):
+    """Score `card`'s open choices (`fixed`: what was stated or inferred) on `pairs` and keep the best: the
+    check's warnings replace `warnings`' "not stated" ones, which the check has now decided."""
+    lines, best, check_warnings = check_report(score_choices(model, card, pairs, fixed))
+    return CheckedCard(lines, best, card.replace(**best),
+                       [warning for warning in warnings if "not stated" not in warning] + check_warnings)

@@ -25,12 +25,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from segdemo.card.check import CHECK_MARGIN, check_pairs, check_report, score_choices
+from segdemo.card.check import CHECK_MARGIN, check_card, check_pairs
 from segdemo.card.infer import STATS_UNITS, infer_card, parse_statistics
-from segdemo.card.lambdas import OPERATIONS, code_layers
+from segdemo.card.lambdas import code_layers, code_layers_refused
 from segdemo.card.showcase import check_title, copy_showcase_files, parse_colors, read_description
 from segdemo.errors import InputError
 from segdemo.models import cards
+from segdemo.models.layer_operations import OPERATIONS_HELP
 from segdemo.models.preprocessing import CHANNEL_ORDERS, INPUT_SCALES, MEAN_STD, RESIZE_FILTERS, RESIZES
 
 
@@ -81,7 +82,7 @@ def parse_args(argv=None):
                         help="the class white marks in black/white masks (default: a one-channel model's class)")
     parser.add_argument("--output", default=None, metavar="NAME|INDEX", help="the output served, of several")
     parser.add_argument("--replace-layer", action="append", default=[], metavar="NAME=OP",
-                        help=f"swap a Lambda layer for built-in ones (OP: {', '.join(OPERATIONS)}); repeatable")
+                        help=f"swap a Lambda layer for built-in ones (OP: {OPERATIONS_HELP}); repeatable")
     parser.add_argument("--resize", choices=RESIZES, default=None)
     parser.add_argument("--resize-filter", choices=RESIZE_FILTERS, default=None,
                         help="antialias: PIL's bilinear (= tf.image.resize(..., antialias=True)); "
@@ -172,12 +173,7 @@ def replaced_model(args, stated, size):
             print(*lines, sep="\n")
             items.append(f"{open_layers[0].name}={operation}")
         else:
-            suggested = " ".join(f"--replace-layer {facts.name}={facts.suggestion or 'OP'}" for facts in open_layers)
-            listed = ", ".join(facts.name for facts in open_layers)
-            raise InputError(f"{args.model} has {len(open_layers)} layer(s) that hold code ({listed}), which segdemo "
-                             "never runs: "
-                             f"swap each for built-in layers with python -m segdemo.card {args.model} {suggested} "
-                             f"(OP: {', '.join(OPERATIONS)}; a first-layer one can also be scored with --check DIR)")
+            raise InputError(code_layers_refused(args.model, open_layers))
     if not items:
         return load_model_file(args.model), args.model
     model, path = replace_layers(args.model, items)
@@ -217,12 +213,10 @@ def main(argv=None):
         for line in [*inferred.lines, *notes]:
             print(line)
         if args.check:
-            lines, best, warnings = check_report(score_choices(model, card, check_pairs(args.check, card),
-                                                               inferred.known))
-            print(f"--check on {args.check}:", *lines, sep="\n")
-            card = card.replace(**best)
-            print("chose " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in best.items()))
-            inferred.warnings = [w for w in inferred.warnings if "not stated" not in w] + warnings
+            checked = check_card(model, card, check_pairs(args.check, card), inferred.known, inferred.warnings)
+            print(f"--check on {args.check}:", *checked.lines, sep="\n")
+            card, inferred.warnings = checked.card, checked.warnings
+            print("chose " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in checked.best.items()))
         for warning in inferred.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         card = card.replace(**showcase_fields(args, showcase, card.classes)).validate()

@@ -17,15 +17,8 @@ from pathlib import Path
 
 from segdemo.card.bytecode import scan_marshal, stored_code_bytes
 from segdemo.errors import InputError
+from segdemo.models.layer_operations import OPERATIONS, OPERATIONS_HELP, code_layers_refusal
 
-OPERATIONS = {  # the vocabulary of --replace-layer: name -> (arguments, what it does)
-    "identity": ("", "passes its input through"),
-    "scale": ("MUL[:ADD]", "x * MUL + ADD (e.g. scale:0.00392156862745098 for x / 255)"),
-    "resize": ("H:W[:bilinear|nearest]", "resizes to H x W"),
-    "channels": ("START[:STOP]", "keeps channels START..STOP-1 (e.g. channels:0:1 for the first)"),
-    "softmax": ("", "softmax over the channels"),
-    "sigmoid": ("", "sigmoid"),
-}
 RESIZE_INTERPOLATIONS = ("bilinear", "nearest")
 SCALE_CANDIDATES = {"identity": "identity", "x / 255": f"scale:{1 / 255!r}",
                     "x / 127.5 - 1": f"scale:{1 / 127.5!r}:-1"}  # what --check tries for a first-layer Lambda
@@ -60,7 +53,7 @@ class LambdaFacts:
         if self.arguments:
             said.append(f"  arguments: {json.dumps(self.arguments)}")
         said.append(f"  suggested: --replace-layer {self.name}={self.suggestion}" if self.suggestion else
-                    f"  replace it with --replace-layer {self.name}=OP (OP: {', '.join(OPERATIONS)})")
+                    f"  replace it with --replace-layer {self.name}=OP (OP: {OPERATIONS_HELP})")
         return said
 
 
@@ -167,8 +160,7 @@ def parse_replacements(items):
         name, _, operation = str(item).partition("=")
         operation, *arguments = operation.split(":")
         if not name or operation not in OPERATIONS:
-            raise InputError(f"--replace-layer {item!r}: give NAME=OP with OP one of "
-                             + ", ".join(f"{op}{':' + args if args else ''}" for op, (args, _) in OPERATIONS.items()))
+            raise InputError(f"--replace-layer {item!r}: give NAME=OP with OP one of {OPERATIONS_HELP}")
         replacements[name] = (operation, arguments)
     return replacements
 
@@ -342,6 +334,14 @@ def replacement_candidates(facts):
     if facts.suggestion and facts.suggestion not in candidates.values():
         candidates[f"suggested {facts.suggestion}"] = facts.suggestion
     return candidates
+
+
+def code_layers_refused(model, layers, in_app=False):
+    """The refusal (`code_layers_refusal`) of `model` for its unreplaced [LambdaFacts], each with its place in the
+    graph and the suggested swap."""
+    listed = "; ".join(f"{facts.name}, {facts.position}" for facts in layers)
+    return code_layers_refusal(model, f"has {len(layers)} layer(s) that hold code ({listed})",
+                               [f"{facts.name}={facts.suggestion or 'OP'}" for facts in layers], in_app)
 
 
 def code_layers(path):

@@ -39,6 +39,7 @@ from segdemo.compat import all_layers
 from segdemo.errors import InputError
 from segdemo.limits import MAX_MODEL_BYTES  # a bigger file (or SavedModel folder) is refused unread
 from segdemo.models.hub import is_hub_uri
+from segdemo.models.layer_operations import code_layers_refusal
 from segdemo.models.legacy import upgrade_config, upgraded_copy
 
 MAX_CONFIG_BYTES = 20_000_000  # config.json inside a .keras archive (a real U-Net's is well under 1 MB)
@@ -52,14 +53,6 @@ SAVE_HOW = ("segdemo reads .keras archives, whole-model HDF5 files (.h5) saved b
             "TensorFlow SavedModel folders")
 WEIGHTS_ONLY = ("holds weights only (what model.save_weights writes): segdemo needs the whole model, its "
                 "architecture and weights, in the one file model.save writes (.h5 or .keras)")
-OPERATIONS_HELP = "identity, scale:MUL[:ADD], resize:H:W, channels:START[:STOP], softmax, sigmoid"
-
-
-def replace_advice(name, layer_name):
-    """What to do about a layer segdemo will not run: replace it (segdemo.card lists what the file says of it)."""
-    return (f"segdemo runs no code from a model file; see what the file says of it and swap it for built-in layers "
-            f"with python -m segdemo.card {name} --replace-layer {layer_name or 'NAME'}=OP (OP: {OPERATIONS_HELP}; "
-            f"python -m segdemo.card {name} alone lists each such layer with a suggestion)")
 # Config entries that are references, not classes (Keras 3's serialisation of tensors and arrays).
 REFERENCE_CLASS_NAMES = {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__", "__ellipsis__",
                          "__slice__"}
@@ -239,13 +232,14 @@ def check_model_config(config, name="the model"):
         class_name = item["class_name"]
         layer_name = (item.get("config") or {}).get("name") if isinstance(item.get("config"), dict) else None
         where = f" (layer {layer_name!r})" if layer_name else ""
+        swap = [f"{layer_name or 'NAME'}=OP"]  # what to replace it with, when it is refused
         if class_name == "Lambda" or class_name == "__lambda__":
-            raise InputError(f"{name} contains a Lambda layer{where}: {replace_advice(name, layer_name)}")
+            raise InputError(code_layers_refusal(name, f"contains a Lambda layer{where}", swap))
         if class_name in REFERENCE_CLASS_NAMES:
             continue
         if class_name in TF_OP_LAYERS:
-            raise InputError(f"{name} uses a TensorFlow call as a layer ({class_name}{where}), which Keras 3 cannot "
-                             f"load: {replace_advice(name, layer_name)}")
+            raise InputError(code_layers_refusal(name, f"uses a TensorFlow call as a layer ({class_name}{where}), "
+                                                 "which Keras 3 cannot load", swap))
         if class_name in REFUSED_BUILTINS:
             raise InputError(f"{name} wraps a TensorFlow SavedModel ({class_name}{where}), which segdemo does not "
                              "load from inside a model; give segdemo the SavedModel folder itself")
@@ -262,10 +256,11 @@ def check_model_config(config, name="the model"):
             what = registered if isinstance(registered, str) and registered not in ("function",) else class_name
             if class_name == "function" and isinstance(item.get("config"), str):
                 what = f"function {item['config']!r}"
-            raise InputError(f"{name} contains a custom {'object' if class_name == 'function' else 'class'} "
-                             f"{what}{where} that is not built into Keras and is not run. If it has no weights and "
-                             f"does one of segdemo's operations, {replace_advice(name, layer_name)}; otherwise "
-                             "this model cannot be served")
+            found = (f"contains a custom {'object' if class_name == 'function' else 'class'} {what}{where} that is "
+                     "not built into Keras")
+            raise InputError(code_layers_refusal(name, found, swap) + ". Only one without "
+                             "weights that does one of these operations can be swapped; otherwise this model cannot "
+                             "be served")
 
 
 def folder_bytes(path):

@@ -8,10 +8,10 @@ from segdemo.app import uploaded_models
 from segdemo.app.sessions import UPLOADED_CHOICE, model_menu, segmenter_for, session_folder
 from segdemo.app.startup import LOADING_MESSAGE
 from segdemo.app.uploaded_models import CHECK
-from segdemo.card.lambdas import OPERATIONS
 from segdemo.errors import InputError
 from segdemo.limits import MAX_UPLOADED_MODEL_BYTES
 from segdemo.models.cards import ModelCard
+from segdemo.models.layer_operations import OPERATIONS_HELP
 from segdemo.models.preprocessing import CHANNEL_ORDERS, OPEN_OPTIONS, RESIZE_FILTERS, RESIZES
 from segdemo.serving.registry import DEFAULT_MODEL, default_model_name, served_models
 from segdemo.ui.components import FreeDropdown
@@ -106,8 +106,7 @@ def build_upload_section(model_choice):
                 output = gr.Textbox(label="Output served (name or index), for a model with several")
             replace_layers = gr.Textbox(label="Replace layers (Lambda layers: NAME=OP, comma-separated)",
                                         placeholder="lambda_1=scale:0.00392156862745098",
-                                        info="OP: " + ", ".join(f"{op}{':' + args if args else ''}"
-                                                                for op, (args, _) in OPERATIONS.items()))
+                                        info=f"OP: {OPERATIONS_HELP}")
         use = gr.Button("Use this model", variant="primary", elem_id="upload-model-button")
         report = gr.Markdown(label="What was inferred, stated and checked", elem_id="upload-model-report")
     use.click(upload_model, [model_file, class_names, input_scale, resize, resize_filter, pairs, channel_order,
