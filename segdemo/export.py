@@ -17,8 +17,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from segdemo.compat import LazyModule
 from segdemo.errors import InputError
 from segdemo.models import cards
@@ -107,33 +105,6 @@ def export_onnx(model, input_size, path, channels=3):
         model.export(str(path), format="onnx", input_signature=signature, verbose=False)
     rename_onnx_output(path, ONNX_OUTPUT)
     return path
-
-
-def onnx_predict(path, images):
-    """Run an ONNX export on a (n, h, w, 3) batch in 0..255 with ONNX Runtime; returns (n, h, w, C) logits."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([ONNX_OUTPUT], {ONNX_INPUT: np.asarray(images, np.float32)})[0]
-
-
-def lite_interpreter(path):
-    """A TFLite interpreter for `path`: LiteRT's (`ai-edge-litert`, the runtime a phone app links) when it is
-    installed, else TensorFlow's deprecated `tf.lite.Interpreter`."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        Interpreter = tf.lite.Interpreter  # noqa: N806 - deprecated since TF 2.20, the fallback only
-    return Interpreter(model_path=str(path))
-
-
-def tflite_predict(path, image):
-    """Run a TFLite model on one (h, w, 3) image in 0..255 at its input size; returns (h, w, C) logits."""
-    interpreter = lite_interpreter(path)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
 
 
 def export_model(segmenter, path):

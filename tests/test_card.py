@@ -11,6 +11,7 @@ from PIL import Image
 from segdemo.card import cli as card_command
 from segdemo.errors import InputError
 from segdemo.models.cards import ModelCard
+from tests.export_helpers import onnx_predict
 from tests.own_models import OWN_MODELS, square_data
 
 CLASSES = {3: ["background", "bright", "red"], 2: ["background", "square"]}
@@ -150,7 +151,7 @@ def test_your_own_model_exports_to_onnx_as_its_card_says(tmp_path):
                            "output": "'logits': N x 32 x 48 x 3 float32 logits"}
     images, _ = square_data(4, (48, 32), seed=3)
     batch = scale_pixels(images.astype(np.float32), "-1..1")
-    agree = (export.onnx_predict(tmp_path / "exported.onnx", batch).argmax(-1) == model.predict(batch, verbose=0)
+    agree = (onnx_predict(tmp_path / "exported.onnx", batch).argmax(-1) == model.predict(batch, verbose=0)
              .argmax(-1)).mean()
     assert agree >= 0.99
 

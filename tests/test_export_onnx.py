@@ -11,6 +11,7 @@ import pytest
 
 from segdemo import export
 from segdemo.models.cards import ModelCard
+from tests.export_helpers import onnx_predict
 from tests.helpers import blocky_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def test_onnx_export_matches_keras(tmp_path, rng, capsys):
     images = [blocky_image(rng, height, width, block) for block in (8, 32)]
     images.append(resize_image(load_image(ROOT / "examples" / "synthetic_membranes.png"), segmenter.size))
     batch = np.stack(images).astype(np.float32)  # as the Segmenter feeds the model: float RGB in 0..255
-    onnx_labels = export.onnx_predict(tmp_path / "m.onnx", batch).argmax(-1)  # one call: the batch is dynamic
+    onnx_labels = onnx_predict(tmp_path / "m.onnx", batch).argmax(-1)  # one call: the batch is dynamic
     keras_labels = np.asarray(segmenter.model(batch, training=False)).argmax(-1)
     agreement = (onnx_labels == keras_labels).mean(axis=(1, 2))
     print(f"ONNX export {seconds:.1f} s; argmax agreement per image {np.round(agreement, 5).tolist()}")

@@ -145,7 +145,8 @@ def test_push_handler_keeps_the_token_out_of_messages(tiny_model, caplog):
 @pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_tflite_float16_matches_keras(tmp_path):
     pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) has no wheel for this platform")
-    from segdemo.export import export_model, lite_interpreter, tflite_predict
+    from segdemo.export import export_model
+    from tests.export_helpers import lite_interpreter, tflite_predict
 
     segmenter = registry.get_segmenter("pets")
     path = export_model(segmenter, tmp_path / "pets.tflite")

@@ -7,7 +7,7 @@ from PIL import Image
 
 from segdemo.data.images import resize_image
 from segdemo.models.preprocessing import INPUT_SCALES, output_probabilities, scale_pixels, to_grayscale
-from segdemo.models.resizing import LETTERBOX_FILL, crop_box, letterbox_box, resize_for_model
+from segdemo.models.resizing import LETTERBOX_FILL, grid_box, letterbox_box, resize_for_model
 
 AFFINE_SCALES = ("0..255", "0..1", "-1..1", "imagenet")  # the fixed ranges (per-image and mean-std: their tests)
 
@@ -54,12 +54,11 @@ def test_letterbox_pads_with_grey_and_keeps_the_image_inside_the_box():
     assert box == (16, 0, 48, 64) and (portrait[:, :16] == LETTERBOX_FILL).all()
 
 
-def test_crop_box_maps_the_box_to_the_output_grid():
-    probs = np.arange(64 * 64 * 2, dtype=np.float32).reshape(1, 64, 64, 2)
-    assert crop_box(probs, (0, 16, 64, 48)).shape == (1, 32, 64, 2)
-    np.testing.assert_array_equal(crop_box(probs[0], (16, 0, 48, 64)), probs[0, :, 16:48])
-    half = probs[:, ::2, ::2]  # a model whose output is at half the input resolution
-    assert crop_box(half, (19, 0, 29, 32), input_wh=(64, 64)).shape == (1, 16, 6, 2)  # 9.5..14.5 -> 9..15
+def test_grid_box_maps_the_letterbox_box_to_the_output_grid():
+    assert grid_box((0, 16, 64, 48), (64, 64), (64, 64)) == (0, 16, 64, 48)  # output at the input's size
+    # a model whose output is at half the input resolution: scaled outwards, 9.5..14.5 -> 9..15
+    assert grid_box((19, 0, 29, 32), (64, 64), (32, 32)) == (9, 0, 15, 16)
+    assert grid_box((32, 32, 32, 32), (64, 64), (8, 8)) == (4, 4, 5, 5)  # an empty box: still one cell
 
 
 def test_scale_pixels_on_numpy_and_tensorflow():

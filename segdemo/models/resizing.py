@@ -92,12 +92,3 @@ def grid_box(box, input_wh, grid_wh):
         top, bottom = int(np.floor(top * scale_y)), int(np.ceil(bottom * scale_y))
     left, top = max(0, left), max(0, top)
     return left, top, min(grid_w, max(right, left + 1)), min(grid_h, max(bottom, top + 1))
-
-
-def crop_box(probs, box, input_wh=None):
-    """The probabilities (..., h, w, C) inside a letterbox `box` (left, top, right, bottom, in model-input
-    pixels), ready to be resized back to the original image. `input_wh` (width, height): the model input's
-    size when the output grid is smaller or larger (the box is scaled to the grid, outwards)."""
-    grid_wh = (probs.shape[-2], probs.shape[-3])
-    left, top, right, bottom = grid_box(box, input_wh or grid_wh, grid_wh)
-    return probs[..., top:bottom, left:right, :]

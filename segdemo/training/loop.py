@@ -23,10 +23,6 @@ def drops_remainder(count, batch_size):
     return count >= 2 * batch_size
 
 
-def steps_per_epoch(count, batch_size):
-    return count // batch_size if drops_remainder(count, batch_size) else math.ceil(count / batch_size)
-
-
 def train_dataset(images, masks, batch_size, augment=True, seed=0, crop=None, elastic=False, parallel=True):
     """Shuffled, augmented batches of (float32 images in [0, 255], uint8 masks). `crop` (width, height)
     trains on random windows of the arrays: full-resolution detail at a fraction of the cost per step.

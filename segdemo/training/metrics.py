@@ -45,17 +45,3 @@ def metrics_from_confusion(matrix, class_names=None):
         "per_class_iou": per_class(iou),
         "per_class_dice": per_class(dice),
     }
-
-
-def jaccard(a, b):
-    """IoU of two boolean masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def dice(a, b):
-    """Dice coefficient 2|A∩B| / (|A|+|B|) of two boolean masks (1.0 when both are empty)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / total) if total else 1.0
