@@ -49,12 +49,21 @@ def test_every_batchnorm_is_frozen_so_training_and_serving_agree(tiny_base, squa
 
 @pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not
 def test_non_square_base_model_keeps_its_input_size(tmp_path, squares):
+    from segdemo.serving.segmenter import Segmenter
+
     path = tmp_path / "wide.keras"
     build_unet(2, depth=2, base_filters=4).save(path)
     ModelCard.from_dict({"name": "wide", "classes": ["background", "square"], "input_size": [64, 32],
                          "architecture": "unet"}).save(path)
-    _, summary = run_finetune(squares, FinetuneOptions(base=str(path), steps=2, val_share=0.25))
+    model, summary = run_finetune(squares, FinetuneOptions(base=str(path), steps=2, val_share=0.25))
     assert summary.card.input_size == [64, 32] and summary.before is not None
+    assert model(np.zeros((1, 32, 64, 3), np.float32)).shape == (1, 32, 64, 2)  # height 32, width 64
+    served = Segmenter(model, summary.card, freeze=False)
+    wide = np.concatenate([squares[0][1], squares[1][1]], axis=1)  # 32 x 64, the card's aspect
+    for image in (wide, squares[0][1]):  # served at the card's 64 x 32 and back to each image's own size
+        prediction = served.predict(image)
+        assert served.size == (64, 32) and prediction.labels.shape == image.shape[:2]
+        assert prediction.probs.shape == (32, 64, 2) and set(np.unique(prediction.labels)) <= {0, 1}
 
 
 @pytest.mark.slow  # over 7 s: the full suite runs it, the fast loop does not

@@ -112,7 +112,9 @@ def test_custom_classes_and_functions_are_refused_from_the_config():
 
 
 def test_the_served_models_pass_the_config_check():
-    for path in sorted(model_files.Path(__file__).resolve().parent.parent.joinpath("weights").glob("*.keras")):
+    paths = sorted(model_files.Path(__file__).resolve().parent.parent.joinpath("weights").glob("*.keras"))
+    assert paths, "no bundled model in weights/: the check would pass on nothing"
+    for path in paths:
         check_model_config(model_files.keras_archive_config(path), path.name)
 
 
