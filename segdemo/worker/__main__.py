@@ -24,13 +24,15 @@ POLL_MAX_DELAY_S = 0.5  # the SQLite queue is polled (Redis blocks): at most thi
 log = logging.getLogger("segdemo.worker")
 
 
-def prepare(huey):
-    """Import TensorFlow, load the bundled bases and trace the default base's usual jobs, stopping early when a
-    job waits (it waits for one step of this at most)."""
+def prepare(huey, preload=True):
+    """Import TensorFlow, load the bundled bases and trace the default base's usual jobs (`preload`), stopping
+    early when a job waits (it waits for one step of this at most)."""
     from segdemo.training.loop import limit_threads
 
     limit_threads(WORKER_THREADS)
     import segdemo.serving.segmenter  # noqa: F401 - the heavy imports happen before a job arrives
+    if not preload:
+        return
     from segdemo.finetune.options import BINARY_CLASSES
     from segdemo.finetune.recipe import preload_bases, prepare_training_model
     from segdemo.serving.registry import DEFAULT_MODEL, MODEL_SUFFIX, current_config
@@ -49,7 +51,10 @@ def prepare(huey):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args(argv)
+    parser.add_argument("--no-preload", action="store_true",
+                        help="take jobs once TensorFlow is imported; a base model loads when a job first needs it "
+                             "(less memory and start-up work where few jobs come, slower first figures)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AppConfig.from_environment()
     if not config.queue_url:
@@ -61,7 +66,7 @@ def main(argv=None):
         check_reachable(huey, config.queue_url)
     except InputError as error:
         parser.exit(2, f"segdemo.worker: {error}\n")
-    prepare(huey)
+    prepare(huey, preload=not args.no_preload)
     worker, device = worker_identity()
     log.info("fine-tune worker %s (process %s, %s) takes jobs from %s", worker["host"], worker["pid"], device,
              shown_url(config.queue_url))
