@@ -124,11 +124,11 @@ def test_two_sessions_fine_tune_at_once_on_two_workers_and_segment_with_their_ow
 
 def test_stop_reaches_a_job_on_another_worker(cluster, pairs_zip):
     client = Client(cluster.url, verbose=False)
-    job = finetune(client, pairs_zip, steps=2000)
+    job = finetune(client, pairs_zip, steps=200)  # a round every 20 steps
     wait_for_status(job, r"^Round")
     assert client.predict(api_name="/stop_finetune") == "Stopping after the current step…"
     status, *_, summary, files = job.result(timeout=120)
-    assert summary["stopped_by_user"] and summary["steps_run"] < 2000 and summary["worker"]["pid"] in worker_pids(
+    assert summary["stopped_by_user"] and summary["steps_run"] < 200 and summary["worker"]["pid"] in worker_pids(
         cluster)
     assert "stopped by you" in status and any(path.endswith(".keras") for path in files)
 
@@ -138,17 +138,16 @@ def test_a_worker_killed_mid_job_the_session_is_told_and_trains_again(cluster, p
     job = finetune(client, pairs_zip, steps=2000)
     pid = int(wait_for_status(job, r"process (\d+)").group(1))
     assert pid in worker_pids(cluster)
-    wait_for_status(job, r"^Round")
+    time.sleep(2)  # into the job: reading its inputs, loading the base, training
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     with pytest.raises(Exception, match="stopped answering .* press Train to start again") as raised:
         job.result(timeout=WORKER_LOST_S + 30)
     assert time.monotonic() - killed < WORKER_LOST_S, raised.value
     cluster.workers = [worker for worker in cluster.workers if worker.pid != pid]
-    cluster.start_worker()
-    # the same session starts again; its training set and models were left as they were
+    # the same session starts again, on the worker left; its training set and models were left as they were
     status, *_, summary, _ = finetune(client, pairs_zip).result(timeout=300)
-    assert "Done" in status and summary["worker"]["pid"] != pid
+    assert "Done" in status and summary["worker"]["pid"] == cluster.workers[0].pid
 
 
 def test_a_browser_through_the_balancer_trains_and_uses_its_model(cluster, tmp_path):

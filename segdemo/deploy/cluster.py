@@ -69,6 +69,7 @@ class Cluster:
         self.replica_count, self.worker_count = replicas, workers
         self.port = port or free_port()
         self.folder = Path(folder or tempfile.mkdtemp(prefix="segdemo_cluster_"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.environment, self.worker_args = dict(environment or {}), list(worker_args)
         self.redis_port = free_port()
         self.queue_url = f"redis://127.0.0.1:{self.redis_port}/0"

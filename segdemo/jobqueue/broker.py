@@ -5,6 +5,7 @@ reach too. Nothing of our own queues, orders or hands out jobs: Huey does."""
 import sqlite3
 from urllib.parse import urlsplit, urlunsplit
 
+from redis import ConnectionPool
 from redis.exceptions import RedisError
 
 from segdemo.config import QUEUE_ENV
@@ -38,8 +39,9 @@ def open_queue(url):
     if scheme == "sqlite":
         return SqliteHuey(QUEUE_NAME, filename=url[len("sqlite:///"):], results=False, timeout=30)
     if scheme in REDIS_SCHEMES:
-        return RedisHuey(QUEUE_NAME, url=url, results=False, blocking=True, read_timeout=1,
-                         socket_timeout=REDIS_TIMEOUT_S + 2, socket_connect_timeout=REDIS_TIMEOUT_S)
+        pool = ConnectionPool.from_url(url, socket_timeout=REDIS_TIMEOUT_S + 2,  # over the 1 s blocking read
+                                       socket_connect_timeout=REDIS_TIMEOUT_S)
+        return RedisHuey(QUEUE_NAME, connection_pool=pool, results=False, blocking=True, read_timeout=1)
     raise InputError(f"{QUEUE_ENV} must be redis://HOST:PORT/DB (or unset: fine-tunes run on this machine); "
                      f"got {shown_url(url)!r}")
 
