@@ -22,6 +22,7 @@ from segdemo.app.startup import STARTUP  # noqa: E402
 from segdemo.card.cli import local_model_path  # noqa: E402
 from segdemo.card.showcase import check_title, read_description  # noqa: E402
 from segdemo.config import AppConfig  # noqa: E402
+from segdemo.jobqueue.broker import check_queue  # noqa: E402
 from segdemo.serving.registry import check_listed_models  # noqa: E402
 
 
@@ -44,6 +45,7 @@ def app_config(argv=None):
         description = read_description(description, "--description (SEGDEMO_DESCRIPTION)")
         listed = [local_model_path(item) for item in listed]
         check_listed_models(listed)
+        check_queue(config.queue_url)  # SEGDEMO_QUEUE: the Redis the fine-tunes go through answers
     except Exception as error:  # noqa: BLE001 - a model that cannot be served: say why and stop
         parser.exit(2, f"app.py: {error}\n")
     if (args.only or config.only) and not listed:

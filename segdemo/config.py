@@ -25,6 +25,7 @@ MODEL_PROCESS_ENV = "SEGDEMO_MODEL_PROCESS"  # "off": app.py does not start the 
 TITLE_ENV = "SEGDEMO_TITLE"  # the page's heading and browser title (app.py --title)
 DESCRIPTION_ENV = "SEGDEMO_DESCRIPTION"  # the Markdown under it, or a file holding it (app.py --description)
 TOKEN_ENV = "HF_TOKEN"  # the Hub token a push falls back to
+QUEUE_ENV = "SEGDEMO_QUEUE"  # the fine-tune job queue: unset, embedded (this machine); redis://HOST:PORT/DB
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class AppConfig:
     model_process: bool = True  # app.py loads the default model in a second process while it starts (startup)
     title: str = ""  # the page's heading; "": the showcased model's title, else segdemo's (app.showcase)
     description: str = ""  # the Markdown under it (the text, not a file: app.py reads a file given)
+    queue_url: str = ""  # "": fine-tunes run on this machine (embedded queue); else the Redis workers read
     hub_token: str = dataclasses.field(default="", repr=False)
 
     @classmethod
@@ -58,7 +60,7 @@ class AppConfig:
             graph_cache_dir=graph_cache_dir(environ.get(GRAPH_CACHE_ENV, "")),
             model_process=environ.get(MODEL_PROCESS_ENV, "").strip().lower() != "off",
             title=environ.get(TITLE_ENV, "").strip(), description=environ.get(DESCRIPTION_ENV, "").strip(),
-            hub_token=environ.get(TOKEN_ENV, ""))
+            queue_url=environ.get(QUEUE_ENV, "").strip(), hub_token=environ.get(TOKEN_ENV, ""))
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -70,7 +72,7 @@ class AppConfig:
                 MAX_UPLOAD_ENV: str(self.max_upload_mb), CACHE_ENV: str(self.cache_dir),
                 GRAPH_CACHE_ENV: str(self.graph_cache_dir) if self.graph_cache_dir else "off",
                 MODEL_PROCESS_ENV: "" if self.model_process else "off", TITLE_ENV: self.title,
-                DESCRIPTION_ENV: self.description}
+                DESCRIPTION_ENV: self.description, QUEUE_ENV: self.queue_url}
 
 
 def graph_cache_dir(value):

@@ -1,10 +1,12 @@
 """The fine-tune job boundary in-process: the events a job yields, their wire format, Stop, failures."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from segdemo.finetune import worker as finetune_worker
-from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, StepDone
+from segdemo.finetune.events import Failed, FinetuneSummary, Finished, RoundDone, Started, StepDone
 from segdemo.finetune.options import FinetuneOptions
 from segdemo.models.cards import ModelCard
 
@@ -49,7 +51,8 @@ def test_events_round_trip_the_wire_format():
                               history=[{"loss": 1.0}], seconds=3.5, stopped_by_user=True, held_out=["a"], steps_run=7,
                               before_note="x → y", model_path="/tmp/m.keras")
     in_process_only = np.zeros((4, 4), np.uint8)  # a RoundDone's prediction is not sent
-    for event in (StepDone(3, 10), RoundDone(1, 8, 5, 40, {"loss": 0.5, "val_miou": None}, "s.png", in_process_only),
+    for event in (Started({"host": "gpu-1", "pid": 42}, "GPU: H100"),
+                  StepDone(3, 10), RoundDone(1, 8, 5, 40, {"loss": 0.5, "val_miou": None}, "s.png", in_process_only),
                   Finished(summary), Failed("bad pairs"), Failed("boom", input_error=False, details="trace")):
         assert finetune_worker.decode_event(finetune_worker.encode_event(event)) == event
     assert "prediction" not in finetune_worker.encode_event(RoundDone(1, 8, 5, 40, {}, "", in_process_only))
@@ -78,10 +81,23 @@ def test_bad_input_ends_as_a_failed_event_with_the_message(tiny_base, squares, t
 
 
 @pytest.mark.slow
-def test_a_worker_process_runs_a_job(tiny_base, squares, tmp_path):  # noqa: F811
+def test_the_embedded_queue_runs_a_job_in_its_own_worker_process(tiny_base, squares, tmp_path):  # noqa: F811
+    """SEGDEMO_QUEUE unset: the job goes through this process's SQLite queue to the worker process it starts
+    (lowest priority); the base model (a file, not a bundled one) travels as bytes, the model comes back."""
+    import os
+
     job = finetune_worker.start(tmp_path, squares, FinetuneOptions(base=tiny_base, steps=4), palette())
-    events = collect(job)
+    try:
+        events = collect(job)
+    finally:
+        worker = finetune_worker.LOCAL_WORKER.process
+        finetune_worker.LOCAL_WORKER.close()
+    assert isinstance(events[0], Started) and events[0].worker == {"host": os.uname().nodename, "pid": worker.pid}
+    assert events[0].device.startswith(("CPU", "GPU"))
     assert isinstance(events[-1], Finished), events[-1]
     assert sum(isinstance(e, StepDone) for e in events) == 4
-    assert job.process.wait(timeout=30) == 0
-    finetune_worker.SPARE_WORKERS.close()
+    rounds = [e for e in events if isinstance(e, RoundDone)]
+    assert rounds and all(Path(e.sample).parent == tmp_path and Path(e.sample).stat().st_size > 0 for e in rounds)
+    model_path = Path(events[-1].summary.model_path)
+    assert model_path.parent == tmp_path and model_path.stat().st_size > 0
+    assert model_path.with_suffix(".json").is_file() and model_path.with_suffix(".md").is_file()

@@ -22,10 +22,10 @@ LAYERS = {
     "data": ["segdemo.data"],
     "serving": ["segdemo.serving"],
     "training": ["segdemo.training"],
-    "adapting": ["segdemo.card", "segdemo.finetune"],
+    "adapting": ["segdemo.card", "segdemo.finetune", "segdemo.jobqueue"],
     "app": ["segdemo.app"],
     "commands": ["segdemo.train", "segdemo.evaluate", "segdemo.export", "segdemo.deploy", "segdemo.card.cli",
-                 "segdemo.card.__main__", "segdemo.finetune.__main__"],
+                 "segdemo.card.__main__", "segdemo.finetune.__main__", "segdemo.worker"],
     "ui": ["segdemo.ui"],
 }
 MAX_TOP_LEVEL_MODULES = 8

@@ -23,12 +23,14 @@ from segdemo.app.sessions import (
 )
 from segdemo.errors import InputError
 from segdemo.finetune import worker as finetune_worker
-from segdemo.finetune.events import Failed, FinetuneSummary, RoundDone, StepDone
+from segdemo.finetune.events import Failed, FinetuneSummary, RoundDone, Started, StepDone
 from segdemo.finetune.options import FinetuneOptions, check_pair_count
 from segdemo.limits import RETRAIN_STEPS
 from segdemo.models.cards import class_colors
+from segdemo.serving.registry import current_config
 
 CURVES = ("loss", "val_loss", "val_miou", "val_mdice")  # the validation rounds' figures a curve shows
+QUEUED_STREAMS = 16  # with SEGDEMO_QUEUE: jobs one app follows at once (each waits in the queue for a worker)
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +46,16 @@ class JobResult:
     curves: list = field(default_factory=list)  # [(step, {curve: value})] per validation round
     skipped_pairs: list = field(default_factory=list)  # names of uploaded pairs that could not be read
     model_name: str = FINETUNED_CHOICE
+    worker: dict = None  # where it ran: {"host", "pid"} of the worker process (None: on a thread here, tests)
+    device: str = ""
 
     def status(self):
         """The result in one line of plain words."""
         summary = self.summary
         how = "stopped by you; the weights so far are kept" if summary.stopped_by_user else "finished"
         note = f" ({summary.before_note})" if summary.before_note else ""
-        return (f"Done ({how}) in {self.wall_seconds:.0f}s, {summary.steps_run} steps. Mean IoU on the "
+        where = f" on {describe_worker(self.worker, self.device)}" if self.worker else ""
+        return (f"Done ({how}) in {self.wall_seconds:.0f}s{where}, {summary.steps_run} steps. Mean IoU on the "
                 f"{len(summary.held_out)} held-out pairs: {summary.before['miou']:.3f} before → "
                 f"{summary.after['miou']:.3f} after{note}")
 
@@ -62,7 +67,7 @@ class JobResult:
                 "steps_run": summary.steps_run, "stopped_by_user": summary.stopped_by_user,
                 "held_out": summary.held_out, "pairs": self.pairs, "model_name": self.model_name,
                 "curves": [{"step": step, **values} for step, values in self.curves],
-                "skipped_pairs": list(self.skipped_pairs)}
+                "skipped_pairs": list(self.skipped_pairs), "worker": self.worker, "device": self.device}
 
 
 class Job:
@@ -73,13 +78,15 @@ class Job:
         self.skipped_pairs = list(skipped_pairs)
         self.started = time.perf_counter()
         self.curves = []
+        self.worker, self.device = None, ""  # from the worker's Started event
 
     @property
     def elapsed(self):
         return time.perf_counter() - self.started
 
     def events(self):
-        """StepDone and RoundDone events while it trains, then the JobResult (the model is served by then).
+        """Started once a worker takes it, StepDone and RoundDone events while it trains, then the JobResult (the
+        model is served by then).
         A failure raises: InputError for what the user can fix, RuntimeError for a bug (logged by the caller).
         Closing the iterator early (the client left) stops the job."""
         outcome = None
@@ -88,7 +95,9 @@ class Job:
                 if isinstance(event, RoundDone):
                     self.curves.append((event.step, {name: value for name, value in event.logs.items()
                                                      if name in CURVES and value is not None}))
-                if isinstance(event, (StepDone, RoundDone)):
+                if isinstance(event, Started):
+                    self.worker, self.device = event.worker, event.device
+                if isinstance(event, (Started, StepDone, RoundDone)):
                     yield event
                 else:
                     outcome = event
@@ -107,10 +116,22 @@ class Job:
         model_path = Path(summary.model_path)
         files = [str(model_path), str(model_path.with_suffix(".json")), str(model_path.with_suffix(".md"))]
         FINETUNED_MODELS.put(self.key, SessionModel(model_path, summary.card, files))
-        return JobResult(summary, files, self.elapsed, self.pair_count, list(self.curves), self.skipped_pairs)
+        return JobResult(summary, files, self.elapsed, self.pair_count, list(self.curves), self.skipped_pairs,
+                         worker=self.worker, device=self.device)
 
     def stop(self):
         self._worker_job.stop()
+
+
+def describe_worker(worker, device):
+    """Where a job runs, in a few words: 'HOST (process PID, DEVICE)'."""
+    return f"{worker['host']} (process {worker['pid']}, {device})"
+
+
+def concurrent_jobs():
+    """How many of this app's sessions may fine-tune at once: one on the embedded queue (one worker, this
+    machine's cores); with SEGDEMO_QUEUE, as many as wait for the workers (the queue runs them in order)."""
+    return QUEUED_STREAMS if current_config().queue_url else 1
 
 
 def describe_round(event, elapsed):

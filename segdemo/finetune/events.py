@@ -56,3 +56,26 @@ class Failed:
     message: str
     input_error: bool = True  # False: a bug; `details` holds the traceback for the log
     details: str = ""
+
+
+@dataclass
+class Started:
+    """A worker took the job from the queue: where it runs ({"host", "pid"}) and on what device."""
+
+    worker: dict
+    device: str
+
+
+@dataclass
+class JobInputs:
+    """Everything a fine-tune job needs, sent whole to a worker that shares no folder with the app: the decoded
+    pairs [(name, image, class-index mask)], the options (a `finetune.options.FinetuneOptions`), the palette the
+    sample predictions are drawn in, and the base model's `.keras` bytes and card (a dict) when the worker cannot
+    load it by name (a session's own model; empty for a bundled one, which every worker has)."""
+
+    pairs: list
+    options: object
+    palette: list
+    base_file: bytes = b""
+    base_name: str = ""  # the base file's name (its suffix says its format: .keras, .h5)
+    base_card: dict = None

@@ -106,9 +106,9 @@ def prestart_finetune_worker():
     model's load and first request would delay the first answered segment."""
 
     def prestart():
-        from segdemo.finetune.worker import SPARE_WORKERS
+        from segdemo.finetune.worker import keep_local_worker
 
-        SPARE_WORKERS.prestart()
-        log.info("spare fine-tune worker started")
+        if keep_local_worker():  # on the embedded queue (SEGDEMO_QUEUE unset); with Redis they run elsewhere
+            log.info("fine-tune worker started (embedded queue)")
 
     after_first_answer(STARTUP, prestart)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from segdemo.app.finetune_requests import KEEP_CLASSES, NEW_CLASSES, read_pairs, start_upload_finetune
 from segdemo.app.finetune_requests import push_finetuned as push_session_model
-from segdemo.app.jobs import stop_job
+from segdemo.app.jobs import concurrent_jobs, stop_job
 from segdemo.app.sessions import FINETUNED_CHOICE, FINETUNED_MODELS, model_menu
 from segdemo.data.pairs import MASK_STEM_WORDS
 from segdemo.data.uploads import looks_inverted
@@ -258,8 +258,8 @@ def build_finetune_tab(model_choice):
         check.click(check_pairs, check_inputs, [table, gallery, report], api_name="check_pairs"),
         files.upload(check_pairs, check_inputs, [table, gallery, report], api_visibility="undocumented"),
         train.click(finetune, [*check_inputs, steps, learning_rate, batch_size, input_size, val_share, augment,
-                               loss, freeze, flip_tta], job_outputs, api_name="finetune", concurrency_limit=1,
-                    concurrency_id="finetune", trigger_mode="once"),
+                               loss, freeze, flip_tta], job_outputs, api_name="finetune",
+                    concurrency_limit=concurrent_jobs(), concurrency_id="finetune", trigger_mode="once"),
     ]
     stop.click(stop_training, None, status, api_name="stop_finetune", concurrency_limit=None)
     use.change(use_finetuned, use, model_choice, api_visibility="private")

@@ -5,11 +5,11 @@ loop's Retrain stream through `stream_job`."""
 import gradio as gr
 import pandas as pd
 
-from segdemo.app.jobs import JobResult, describe_round
-from segdemo.finetune.events import RoundDone, StepDone
+from segdemo.app.jobs import JobResult, describe_round, describe_worker
+from segdemo.finetune.events import RoundDone, Started, StepDone
 
 STEP_UPDATE_SECONDS = 1.0  # between two yields while steps run (Gradio cancels a generator at a yield)
-STARTING = "Training on the good pairs (starting the worker, a few seconds)…"
+STARTING = "Training on the good pairs (waiting for a fine-tune worker to take the job)…"
 
 
 def curve_frame(curves):
@@ -39,7 +39,9 @@ def stream_job(job, progress):
     last_yield = 0.0
     yield STARTING, None, None, None, None, None
     for event in job.events():
-        if isinstance(event, StepDone):
+        if isinstance(event, Started):
+            yield f"Training on {describe_worker(event.worker, event.device)}…", skip, skip, skip, skip, skip
+        elif isinstance(event, StepDone):
             done = event.step / event.steps
             progress(done, desc=f"step {event.step}/{event.steps}, "
                                 f"ETA {job.elapsed / max(done, 1e-6) * (1 - done):.0f}s")

@@ -9,7 +9,7 @@ import gradio as gr
 
 from segdemo.app.finetune_requests import add_correction as add_correction_to_set
 from segdemo.app.finetune_requests import add_pair_files, training_set_zip
-from segdemo.app.jobs import JobResult, describe_round, start_retrain
+from segdemo.app.jobs import JobResult, concurrent_jobs, describe_round, start_retrain
 from segdemo.app.sessions import (
     EDITING,
     FINETUNED_CHOICE,
@@ -256,10 +256,10 @@ def wire_teach_loop(demo, segment_tab: SegmentTab, correction: CorrectionPanel, 
     training_set.retrain.click(
         retrain_from_ui, [segment_tab.model_choice, training_set.retrain_steps, finetune_tab.learning_rate,
                           finetune_tab.batch_size],
-        finetune_tab.job_outputs, api_visibility="private", concurrency_limit=1, concurrency_id="finetune",
-        trigger_mode="once").success(
+        finetune_tab.job_outputs, api_visibility="private", concurrency_limit=concurrent_jobs(),
+        concurrency_id="finetune", trigger_mode="once").success(
         show_retrained, [segment_tab.image, segment_tab.class_choice, segment_tab.opacity],
         [segment_tab.model_choice, finetune_tab.use, *segment_tab.outputs], api_visibility="private")
-    gr.api(retrain, api_name="retrain", concurrency_limit=1, concurrency_id="finetune")
+    gr.api(retrain, api_name="retrain", concurrency_limit=concurrent_jobs(), concurrency_id="finetune")
     name_api_values(demo, "retrain", ["status while training, then the metrics (JSON)"])
     demo.unload(end_session)
