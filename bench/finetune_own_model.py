@@ -119,8 +119,9 @@ def pets_model(shared, epochs):
 
 
 def run_ours(folder, base_path, seed, freeze_encoder=True):
+    from segdemo.finetune.data import load_training_pairs
     from segdemo.finetune.options import FinetuneOptions
-    from segdemo.finetune.recipe import load_training_pairs, run_finetune
+    from segdemo.finetune.recipe import run_finetune
     from segdemo.models import cards
     from segdemo.serving.segmenter import Segmenter
 
@@ -138,7 +139,7 @@ def run_baseline(folder, base_path, seed):
     import keras
 
     from segdemo.data.pairs import split_pairs
-    from segdemo.finetune.recipe import load_training_pairs
+    from segdemo.finetune.data import load_training_pairs
     from segdemo.models import cards
     from segdemo.models.files import load_model_file
     from segdemo.serving.segmenter import Segmenter

@@ -1,22 +1,22 @@
-"""Does a fine-tune on 20 pairs of a new domain give the same, good result for any seed? Against the TF
-segmentation tutorial's recipe, on the same pairs, in the same run.
+"""Does a fine-tune on 5, 10 or 20 pairs of a new domain give the same, good result for any seed, and how long
+does it take? The tab's recipe against the one before it (every step through the whole network, 200 steps:
+`--option recipe=full steps=200`), on the same pairs, in the same run, alternating.
 
-    python bench/finetune_robustness.py [--shared ../shared] [--seeds 0 1 2 3 4] [--domains ...]
+    python bench/finetune_robustness.py [--shared ../shared] [--seeds 0 1 2] [--pairs 5 10 20] [--domains ...]
 
 Domains, made from ../shared as a user would bring them (black/white masks, white = the object), cached in
-.cache/finetune_domains/: 20 pairs to fine-tune on (the app holds 4 of them out for its curves) and other
-images of the domain scored at their original resolution:
+.cache/finetune_domains/: 20 pairs to fine-tune on (the first 5 or 10 by name for fewer; the app holds a fifth
+out for its curves, at least one) and other images of the domain scored at their original resolution:
 - pets-from-street: Oxford pets, pet (with its border) vs the rest, from the street base (new classes)
 - cars-from-pets: CamVid, car vs the rest, from the pets base (new classes)
 - membranes-from-pets: ISBI 2012, cell interior (white) vs membrane, from the pets base (new classes;
   only 10 other slices exist to score on)
 - pets-binary-from-pets: Oxford pets binary on the pets base with the tab's defaults (keep its classes:
   white -> pet, black -> background)
-Each seed runs `run_finetune` at the tab's defaults; the baseline is the tutorial's frozen ImageNet
-MobileNetV2 + pix2pix decoder at 128x128, Adam 1e-3, flips, 40 epochs, batch 4, on the same 16 training
-pairs. Prints per domain min / median / max foreground IoU as each is served (ours: as its card says, flip TTA
-by default; the baseline plainly, as the tutorial does) and seconds, then every model scored both ways, then
-one JSON line.
+Prints per domain and pair count min / median / max foreground IoU as each model is served (its card: flip
+TTA by default) and the median seconds of `run_finetune` (load, train, score: the command's time without
+Python's and TensorFlow's start), then one JSON line. `--tutorial` adds the TF segmentation tutorial's recipe
+(frozen ImageNet MobileNetV2 + pix2pix decoder at 128x128, Adam 1e-3, flips, 40 epochs, batch 4) at 20 pairs.
 """
 
 import argparse
@@ -36,6 +36,8 @@ from segdemo.models.cards import ModelCard, binary_mask_classes  # noqa: E402
 
 DOMAINS_DIR = ROOT / ".cache" / "finetune_domains"
 TRAIN_PAIRS = 20
+PAIR_COUNTS = (5, 10, 20)  # the first N of the domain's 20 pairs (by name) are fine-tuned on
+BASELINE_OPTIONS = {"recipe": "full", "steps": 200}  # the recipe before the cached one: every step through all
 SCORE_PAIRS = 60
 NEW_CLASSES = ["background", "object"]
 # domain -> (base model, classes for the fine-tune: None = keep the base's)
@@ -124,17 +126,18 @@ def served_both_ways(model, card, items):
 # --- runs ----------------------------------------------------------------------------------------------------
 
 
-def run_ours(folder, base, classes, seed, overrides=None):
+def run_ours(folder, base, classes, seed, overrides=None, pairs=TRAIN_PAIRS):
+    from segdemo.finetune.data import load_training_pairs
     from segdemo.finetune.options import FinetuneOptions
-    from segdemo.finetune.recipe import load_training_pairs, run_finetune
+    from segdemo.finetune.recipe import run_finetune
     from segdemo.models import cards
     from segdemo.serving.registry import resolve_model_path
     from segdemo.serving.segmenter import Segmenter
 
     base_card = cards.ModelCard.load(resolve_model_path(base))
-    pairs, _ = load_training_pairs(folder / "train", base_card, classes)
+    loaded, _ = load_training_pairs(folder / "train", base_card, classes, limit=pairs)
     started = time.perf_counter()
-    model, summary = run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=seed, **(overrides or {})))
+    model, summary = run_finetune(loaded, FinetuneOptions(base=base, classes=classes, seed=seed, **(overrides or {})))
     seconds = time.perf_counter() - started
     segmenter = Segmenter(model, summary.card, freeze=False)  # served as the card says (flip_tta)
     white = segmenter.classes[binary_mask_classes(summary.card)[1]]
@@ -237,10 +240,10 @@ def recipe_key(overrides=None):
     overrides)."""
     from dataclasses import asdict
 
-    from segdemo.finetune import probe, recipe
+    from segdemo.finetune import features, network, probe, training
     from segdemo.finetune.options import FinetuneOptions
 
-    constants = {k: getattr(module, k) for module in (recipe, probe) for k in dir(module)
+    constants = {k: getattr(module, k) for module in (network, training, features, probe) for k in dir(module)
                  if k.isupper() and isinstance(getattr(module, k), (int, float))}
     return str(sorted({**asdict(FinetuneOptions(**(overrides or {}))), **constants}.items()))
 
@@ -253,10 +256,11 @@ def summarise(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pairs", type=int, nargs="+", default=list(PAIR_COUNTS), choices=list(PAIR_COUNTS))
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=list(DOMAINS))
-    parser.add_argument("--no-baseline", action="store_true")
-    parser.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--no-baseline", action="store_true", help="ours only (not today's full-network recipe)")
+    parser.add_argument("--tutorial", action="store_true", help="also the TF tutorial's recipe (20 pairs only)")
     parser.add_argument("--option", nargs="+", default=[], metavar="NAME=VALUE",
                         help="fine-tune options other than the tab's defaults, e.g. steps=300 (to measure a change)")
     args = parser.parse_args()
@@ -264,38 +268,38 @@ def main():
     from segdemo.training.loop import limit_threads
 
     limit_threads(2)
-    report = {}
+    recipes = {"ours": overrides, **({} if args.no_baseline else {"full": BASELINE_OPTIONS})}
+    report = []
     for domain in args.domains:
         folder = build_domain(domain, args.shared)
         base, classes = DOMAINS[domain]
-        runs = {"ours": [], "baseline": []}
-        for seed in args.seeds:
-            runs["ours"].append(cached_run(f"{domain}|ours|{seed}|{recipe_key(overrides)}",
-                                           lambda: run_ours(folder, base, classes, seed, overrides)))  # noqa: B023 - called now
-            print(domain, "seed", seed, "ours", {k: round(v, 3) for k, v in runs["ours"][-1].items()}, flush=True)
-            if not args.no_baseline and seed in args.baseline_seeds:
-                runs["baseline"].append(cached_run(f"{domain}|baseline|{seed}|plain+flip",
-                                                   lambda: run_baseline(folder, args.shared, seed)))  # noqa: B023
-                print(domain, "seed", seed, "baseline", {k: round(v, 3) for k, v in runs["baseline"][-1].items()},
-                      flush=True)
-        scored = len(find_pairs(folder / "score").pairs)
-        report[domain] = {"base": base, "classes": classes or "the base's", "scored_images": scored,
-                          "options": overrides or "the tab's defaults",
-                          **{name: {"iou": summarise([r["iou"] for r in results]),
-                                    **{key: summarise([r[key] for r in results]) for key in SERVINGS},
-                                    "seconds": summarise([r["seconds"] for r in results])}
-                             for name, results in runs.items() if results},
-                          "seeds": args.seeds, "baseline_seeds": [s for s in args.seeds if s in args.baseline_seeds]}
-    print(f"\n{'domain':24} {'recipe':9} {'fg IoU min / median / max':28} {'seconds median':>14}   "
-          f"{'served plainly':22}   {'with flip TTA':22}")
-    for domain, result in report.items():
-        for name in ("ours", "baseline"):
+        for pairs in args.pairs:
+            runs = {name: [] for name in recipes}
+            for seed in args.seeds:
+                for name, options in recipes.items():  # alternating, so a slower stretch of the machine hits both
+                    key = f"{domain}|{pairs}|{name}|{seed}|{recipe_key(options)}"
+                    runs[name].append(cached_run(key, lambda: run_ours(folder, base, classes, seed, options, pairs)))  # noqa: B023 - called now
+                    print(domain, pairs, "pairs, seed", seed, name,
+                          {k: round(v, 3) for k, v in runs[name][-1].items()}, flush=True)
+                if args.tutorial and pairs == TRAIN_PAIRS:
+                    runs.setdefault("tutorial", []).append(cached_run(f"{domain}|baseline|{seed}|plain+flip",
+                                                           lambda: run_baseline(folder, args.shared, seed)))  # noqa: B023
+            report.append({"domain": domain, "pairs": pairs, "base": base, "classes": classes or "the base's",
+                           "scored_images": len(find_pairs(folder / "score").pairs), "seeds": args.seeds,
+                           "options": {name: options or "the tab's defaults" for name, options in recipes.items()},
+                           **{name: {"iou": summarise([r["iou"] for r in results]),
+                                     **{key: summarise([r[key] for r in results]) for key in SERVINGS},
+                                     "seconds": summarise([r["seconds"] for r in results])}
+                              for name, results in runs.items() if results}})
+    print(f"\n{'domain':24} {'pairs':>5} {'recipe':9} {'fg IoU min / median / max':26} {'seconds median':>14} "
+          f"{'x ours':>7}")
+    for result in report:
+        for name in ("ours", "full", "tutorial"):
             if name in result:
                 iou, secs = result[name]["iou"], result[name]["seconds"]
-                print(f"{domain:24} {name:9} {iou['min']:.3f} / {iou['median']:.3f} / {iou['max']:.3f}"
-                      f"{'':7} {secs['median']:14.1f}   "
-                      + "   ".join(f"{result[name][key]['min']:.3f} / {result[name][key]['median']:.3f} / "
-                                   f"{result[name][key]['max']:.3f}" for key in SERVINGS))
+                ratio = secs["median"] / result["ours"]["seconds"]["median"]
+                print(f"{result['domain']:24} {result['pairs']:5} {name:9} {iou['min']:.3f} / {iou['median']:.3f} / "
+                      f"{iou['max']:.3f}{'':5} {secs['median']:14.1f} {ratio:7.2f}")
     print_json(report)
 
 

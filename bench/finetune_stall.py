@@ -30,9 +30,10 @@ def one_run(domain, pipeline):
     sys.path.insert(0, str(ROOT))
     from finetune_robustness import DOMAINS, build_domain
 
+    from segdemo.finetune.data import load_training_pairs
     from segdemo.finetune.events import RoundDone
     from segdemo.finetune.options import FinetuneOptions
-    from segdemo.finetune.recipe import load_training_pairs, run_finetune
+    from segdemo.finetune.recipe import run_finetune
     from segdemo.models import cards
     from segdemo.serving.registry import resolve_model_path
     from segdemo.training.loop import limit_threads
@@ -63,7 +64,7 @@ def one_run(domain, pipeline):
         fixed = training.train_dataset
         training.train_dataset = lambda *args, **kwargs: fixed(*args, **{**kwargs, "parallel": True})
     started = time.perf_counter()
-    run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=0), on_event=on_event)
+    run_finetune(pairs, FinetuneOptions(base=base, classes=classes, seed=0, recipe="full"), on_event=on_event)
     print(json.dumps({"gap": fit_returned["at"] - last_round["at"], "total": time.perf_counter() - started}))
 
 

@@ -121,7 +121,7 @@ def score_segmenter(model, card, items):
 
 def round0_iou(base, pool_pairs, score_items, classes):
     """The base model scored on the new classes, its classes mapped by overlap on the pool (as `before`)."""
-    from segdemo.finetune.recipe import resize_pairs
+    from segdemo.finetune.data import resize_pairs
     from segdemo.finetune.scoring import base_class_mapping
     from segdemo.models import cards
     from segdemo.models.files import load_model_file
@@ -161,7 +161,8 @@ def select_uncertain(model_path, pool_pairs, chosen, count):
 
 def finetune_round(pool_by_name, names, base, classes, steps, seed, out_path, score_items):
     from segdemo.finetune.options import FinetuneOptions
-    from segdemo.finetune.recipe import run_finetune, save_result
+    from segdemo.finetune.recipe import run_finetune
+    from segdemo.finetune.result import save_result
 
     pairs = [pool_by_name[name] for name in names]
     started = time.perf_counter()
@@ -274,8 +275,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default=str(PLOT))
     args = parser.parse_args()
+    from segdemo.finetune.data import load_training_pairs
     from segdemo.finetune.options import target_card
-    from segdemo.finetune.recipe import load_training_pairs
     from segdemo.models import cards
     from segdemo.serving.registry import resolve_model_path
     from segdemo.training.loop import limit_threads

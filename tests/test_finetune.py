@@ -10,11 +10,12 @@ from PIL import Image
 from segdemo import limits
 from segdemo.data.pairs import split_pairs
 from segdemo.errors import InputError
-from segdemo.finetune import probe, recipe
+from segdemo.finetune import network, probe, training
 from segdemo.finetune.__main__ import main as finetune_main
 from segdemo.finetune.events import RoundDone, StepDone
 from segdemo.finetune.options import FinetuneOptions
-from segdemo.finetune.recipe import run_finetune, save_result
+from segdemo.finetune.recipe import run_finetune
+from segdemo.finetune.result import save_result
 from segdemo.models.architectures import build_unet
 from segdemo.models.cards import ModelCard
 from tests.helpers import square_pairs, write_dataset
@@ -30,7 +31,7 @@ def test_same_classes_has_before_and_after_and_learns(tiny_base, squares):
     assert summary.history[-1]["loss"] < summary.history[0]["loss"]
     rounds = [e for e in events if isinstance(e, RoundDone)]
     assert [e.round for e in rounds] == list(range(1, len(rounds) + 1)) == [r + 1 for r in range(len(summary.history))]
-    assert 1 < len(rounds) <= recipe.ROUNDS and rounds[-1].step == 16
+    assert 1 < len(rounds) <= training.ROUNDS and rounds[-1].step == 16
     assert {"loss", "val_loss", "val_miou", "val_pixel_acc"} <= set(rounds[0].logs)
     assert [e.step for e in events if isinstance(e, StepDone)] == list(range(1, 17)) and summary.steps_run == 16
     assert summary.card.base_model == "squares" and summary.card.classes == ["background", "square"]
@@ -103,7 +104,7 @@ def test_stop_event_ends_training_early(tiny_base, squares):
 
     _, summary = run_finetune(squares, FinetuneOptions(base=tiny_base, steps=400),
                               on_event=stop_after_first_round, stop_event=stop)
-    assert summary.stopped_by_user and summary.steps_run <= 2 * 400 // recipe.ROUNDS
+    assert summary.stopped_by_user and summary.steps_run <= 2 * 400 // training.ROUNDS
     assert summary.card.training["stopped_by_user"] and summary.after is not None
 
 
@@ -187,13 +188,13 @@ def test_a_new_foreground_is_learned_for_any_seed(tiny_base, seed):
 
 
 def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base, monkeypatch):
-    monkeypatch.setattr(recipe, "PRELOADED_BASES", {})
-    recipe.preload_bases([tiny_base], job_waiting=lambda: True)
-    assert recipe.PRELOADED_BASES == {}  # a job was waiting: nothing loaded
-    recipe.preload_bases([tiny_base])
-    preloaded = next(iter(recipe.PRELOADED_BASES.values()))
-    assert recipe.load_base_model(tiny_base) is preloaded and recipe.PRELOADED_BASES == {}
-    fresh = recipe.load_base_model(tiny_base)  # the preloaded one was handed out: loaded again
+    monkeypatch.setattr(network, "PRELOADED_BASES", {})
+    network.preload_bases([tiny_base], job_waiting=lambda: True)
+    assert network.PRELOADED_BASES == {}  # a job was waiting: nothing loaded
+    network.preload_bases([tiny_base])
+    preloaded = next(iter(network.PRELOADED_BASES.values()))
+    assert network.load_base_model(tiny_base) is preloaded and network.PRELOADED_BASES == {}
+    fresh = network.load_base_model(tiny_base)  # the preloaded one was handed out: loaded again
     assert fresh is not preloaded and fresh.count_params() == preloaded.count_params()
 
 
@@ -202,21 +203,21 @@ def test_a_preloaded_base_is_used_once_and_preloading_stops_for_a_job(tiny_base,
 def test_a_prepared_model_trains_as_a_fresh_one_and_is_used_once(tiny_base, squares, monkeypatch, classes):
     """The worker traces a job's model ahead (one step on blank images, then weights and optimizer reset):
     the job that takes it follows the same losses as one that builds its model."""
-    monkeypatch.setattr(recipe, "PREPARED_MODELS", {})
+    monkeypatch.setattr(network, "PREPARED_MODELS", {})
     options = FinetuneOptions(base=tiny_base, steps=6, learning_rate=3e-3, val_share=0.25, augment=False,
                               classes=classes)
     fresh_model, fresh = run_finetune(squares, options)
-    recipe.prepare_training_model(tiny_base, classes, options)
-    (prepared_model, _), = recipe.PREPARED_MODELS.values()
+    network.prepare_training_model(tiny_base, classes, options)
+    prepared_model = next(iter(network.PREPARED_MODELS.values())).model
     taken_model, taken = run_finetune(squares, options)
-    assert taken_model is prepared_model and recipe.PREPARED_MODELS == {}
+    assert taken_model is prepared_model and network.PREPARED_MODELS == {}
     assert [round(r["loss"], 5) for r in taken.history] == [round(r["loss"], 5) for r in fresh.history]
     assert taken.after == {**fresh.after, "seconds": taken.after["seconds"]}
-    recipe.prepare_training_model(tiny_base, classes, options)
+    network.prepare_training_model(tiny_base, classes, options)
     other = FinetuneOptions(**{**options.__dict__, "batch_size": 4})  # a different traced step: not taken
-    base_model = recipe.load_base_model(tiny_base)  # two classes, as the new class set has
-    built, _ = recipe.training_model(base_model, tiny_base, classes is None, 2, (32, 32), other)
-    assert built is not prepared_model and len(recipe.PREPARED_MODELS) == 1
+    base = network.load_base(tiny_base)  # two classes, as the new class set has
+    built = network.training_model(tiny_base, base, classes or base.classes, (32, 32), other).model
+    assert built is not prepared_model and len(network.PREPARED_MODELS) == 1
 
 
 def test_step_schedule_warms_up_then_decays_and_can_be_reset():

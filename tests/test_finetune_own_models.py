@@ -9,7 +9,8 @@ import pytest
 from segdemo.errors import InputError
 from segdemo.finetune.adapt import is_bundled_form, training_form
 from segdemo.finetune.options import FinetuneOptions
-from segdemo.finetune.recipe import run_finetune, save_result
+from segdemo.finetune.recipe import run_finetune
+from segdemo.finetune.result import save_result
 from segdemo.models.cards import ModelCard
 from segdemo.serving.segmenter import Segmenter
 from tests.own_models import OWN_MODELS, square_data

@@ -142,13 +142,14 @@ def describe_round(event, elapsed):
             f"mean Dice {logs.get('val_mdice') or 0:.3f} · {elapsed:.0f}s")
 
 
-def start_job(key, pairs, options, card, skipped_pairs=(), in_process=False):
+def start_job(key, pairs, options, card, skipped_pairs=(), in_process=False, too_few=""):
     """Start fine-tuning `pairs` [(name, image, class-index mask)] for session `key`; returns its Job.
-    `in_process`: on a thread here instead of the worker process (tests)."""
+    `in_process`: on a thread here instead of the worker process (tests); `too_few`: what to do when the
+    pairs are too few or too many, added to the message."""
     if key in RUNNING_JOBS:
         raise InputError("A training is already running in this session: wait for it to finish, or press Stop.")
     options.check()
-    check_pair_count(len(pairs))
+    check_pair_count(len(pairs), too_few)
     job_dir = session_folder(key) / f"finetune_{uuid.uuid4().hex[:12]}"
     job_dir.mkdir()
     worker_job = finetune_worker.start(job_dir, pairs, options, class_colors(card), in_process=in_process)
@@ -162,11 +163,8 @@ def start_finetune(key, loaded, options, card, skipped_pairs=()):
     (which the upload joins, replacing the previous upload's pairs). `options.base` names the base model."""
     base, _ = base_for(options.base, key)
     pairs = list(loaded) + join_training_set(key, loaded, card)
-    try:
-        check_pair_count(len(pairs))
-    except InputError as error:
-        raise InputError(f"{error}: see 'Check pairs' for what was skipped") from None
-    return start_job(key, pairs, dataclasses.replace(options, base=str(base)), card, skipped_pairs)
+    return start_job(key, pairs, dataclasses.replace(options, base=str(base)), card, skipped_pairs,
+                     too_few=": see 'Check pairs' for what was skipped")
 
 
 def start_retrain(key, model_name="", steps=RETRAIN_STEPS, learning_rate=None, batch_size=None):
@@ -178,15 +176,11 @@ def start_retrain(key, model_name="", steps=RETRAIN_STEPS, learning_rate=None, b
     if other and not pairs:
         raise InputError(f"None of the {len(other)} pairs in your training set has the classes of this model "
                          f"({', '.join(card.classes)}): correct predictions of this model, or pick another.")
-    try:
-        check_pair_count(len(pairs))
-    except InputError as error:
-        raise InputError(f"{error} in your training set: add corrected pairs (Segment tab) or upload pairs") \
-            from None
     options = FinetuneOptions(base=str(base), steps=int(steps),
                               learning_rate=float(learning_rate or defaults.learning_rate),
                               batch_size=int(batch_size or defaults.batch_size))
-    return start_job(key, pairs, options, card)
+    return start_job(key, pairs, options, card,
+                     too_few=" in your training set: add corrected pairs (Segment tab) or upload pairs")
 
 
 def join_training_set(key, loaded, card):

@@ -10,9 +10,11 @@ import json
 import threading
 import time
 
+from segdemo.finetune.data import load_training_pairs
 from segdemo.finetune.events import RoundDone
 from segdemo.finetune.options import FinetuneOptions
-from segdemo.finetune.recipe import load_training_pairs, run_finetune, save_result
+from segdemo.finetune.recipe import run_finetune
+from segdemo.finetune.result import save_result
 from segdemo.models import cards
 from segdemo.training.losses import LOSSES
 

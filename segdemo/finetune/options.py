@@ -21,6 +21,7 @@ from segdemo.models import cards
 from segdemo.training.losses import LOSSES
 
 BINARY_CLASSES = ("background", "object")
+RECIPES = ("cached", "full")  # cached: the frozen part runs once per view (finetune/features.py); full: every step
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FinetuneOptions:
     flip_tta: bool = True  # served (and validated) as the mean of the image's and its mirror's prediction
     classes: list = None  # None: keep the base model's classes
     seed: int = 0
+    recipe: str = "cached"
 
     def check(self):
         """Raise InputError for values outside the stated limits."""
@@ -54,15 +56,18 @@ class FinetuneOptions:
             raise InputError(f"validation share must be between 0 and 1 (got {self.val_share})")
         if self.loss not in LOSSES:
             raise InputError(f"loss must be one of {', '.join(LOSSES)} (got {self.loss})")
+        if self.recipe not in RECIPES:
+            raise InputError(f"recipe must be one of {', '.join(RECIPES)} (got {self.recipe})")
         if self.classes is not None and len(self.classes) < 2:
             raise InputError("a new class set needs at least two class names")
 
 
-def check_pair_count(count):
+def check_pair_count(count, advice=""):
+    """InputError for fewer than MIN_PAIRS or more than MAX_PAIRS pairs; `advice` ends the message."""
     if count < MIN_PAIRS:
-        raise InputError(f"need at least {MIN_PAIRS} good pairs (one to train on, one held out); got {count}")
+        raise InputError(f"need at least {MIN_PAIRS} good pairs (one to train on, one held out); got {count}{advice}")
     if count > MAX_PAIRS:
-        raise InputError(f"at most {MAX_PAIRS} pairs per fine-tune; got {count}")
+        raise InputError(f"at most {MAX_PAIRS} pairs per fine-tune; got {count}{advice}")
 
 
 def target_card(base_card, classes=None):

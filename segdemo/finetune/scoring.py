@@ -30,17 +30,32 @@ def base_class_mapping(base_model, images, masks, num_classes, card=None):
     return overlap.argmax(0)
 
 
-def score_base(base, size, val_full, train_arrays, classes, same_classes, bundled_form=True):
-    """The base model's metrics on the held-out pairs at `size` ("before"), and a note: for a new class set its
-    classes are mapped to the new ones by overlap on the training pairs."""
+def score_base(base, size, data, classes):
+    """The base model's (a Segmenter's) metrics on the held-out pairs of `data` (a `data.TrainingData`) at `size`
+    ("before"), and a note: for a new class set its classes are mapped to the new ones by overlap on the
+    training pairs."""
+    from segdemo.finetune.adapt import is_bundled_form
     from segdemo.serving.segmenter import Segmenter
     from segdemo.training.evaluation import evaluate_arrays
 
+    val_full, same_classes = data.val_full, list(classes) == list(base.classes)
     scorer = base if size == base.size else Segmenter(base.model, base.card.replace(input_size=size_value(size)),
                                                       freeze=False)
     if same_classes:
         return evaluate_arrays(scorer, val_full), ""
-    mapping = base_class_mapping(base.model, *train_arrays, len(classes), None if bundled_form else scorer.card)
+    bundled = is_bundled_form(base.model, base.card)
+    mapping = base_class_mapping(base.model, data.train_images, data.train_masks, len(classes),
+                                 None if bundled else scorer.card)
     note = "base classes mapped to the new ones by overlap on the training pairs: " + ", ".join(
         f"{name} → {classes[mapping[i]]}" for i, name in enumerate(base.classes))
     return evaluate_arrays(scorer, val_full, classes=classes, label_map=mapping), note
+
+
+def score_finetuned(model, card, data):
+    """The fine-tuned model's metrics on the held-out pairs of `data` as `card` serves it ("after")."""
+    from segdemo.models.architectures import set_encoder_trainable
+    from segdemo.serving.segmenter import Segmenter
+    from segdemo.training.evaluation import evaluate_arrays
+
+    set_encoder_trainable(model, True)  # as saved: a teach-loop round may train it again
+    return evaluate_arrays(Segmenter(model, card, freeze=False), data.val_full)

@@ -48,7 +48,8 @@ def run_recipe(pairs, options, on_event, stop_event, out_dir):
     """The one call into the fine-tune recipe: train on `pairs` with `options` (`on_event(event, model)` gets its
     StepDone and RoundDone events; `stop_event` ends it after a step); returns its FinetuneSummary, the model and
     its card saved in `out_dir` (`summary.model_path`)."""
-    from segdemo.finetune.recipe import run_finetune, save_result
+    from segdemo.finetune.recipe import run_finetune
+    from segdemo.finetune.result import save_result
 
     model, summary = run_finetune(pairs, options, on_event=on_event, stop_event=stop_event)
     save_result(model, summary, Path(out_dir) / f"{summary.card.name}.keras")

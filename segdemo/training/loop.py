@@ -126,19 +126,20 @@ class ValidationIoU(keras.callbacks.Callback):
     fine-tunes (bench/finetune_stall.py). `flip_tta`: the prediction is the mean of the image's and its
     mirror's probabilities, as `Segmenter(tta=True)` serves it (the loss reads their log as logits)."""
 
-    def __init__(self, images, masks, num_classes, batch_size=8, loss=None, flip_tta=False):
+    def __init__(self, images, masks, num_classes, batch_size=8, loss=None, flip_tta=False, model=None):
         super().__init__()
         self.images, self.masks, self.num_classes, self.batch_size = images, masks, num_classes, batch_size
-        self.loss, self.flip_tta = loss, flip_tta
+        self.loss, self.flip_tta, self.served = loss, flip_tta, model  # `model`: the one scored (default: fit's)
 
     def predict_logits(self, batch):
         """Logits of a (n, h, w, 3) batch in inference mode; with `flip_tta`, the log of the mean of the
         image's and its mirror's probabilities (one model call on both)."""
         from segdemo.serving.segmenter import mirror_mean_probabilities
 
+        model = self.served or self.model
         if not self.flip_tta:
-            return self.model(batch, training=False)
-        return tf.math.log(mirror_mean_probabilities(self.model, tf.constant(batch)) + 1e-7)
+            return model(batch, training=False)
+        return tf.math.log(mirror_mean_probabilities(model, tf.constant(batch)) + 1e-7)
 
     def on_epoch_end(self, epoch, logs=None):
         from segdemo.training.metrics import confusion_matrix, metrics_from_confusion

@@ -33,8 +33,8 @@ def prepare(huey, preload=True):
     import segdemo.serving.segmenter  # noqa: F401 - the heavy imports happen before a job arrives
     if not preload:
         return
+    from segdemo.finetune.network import preload_bases, prepare_training_model
     from segdemo.finetune.options import BINARY_CLASSES
-    from segdemo.finetune.recipe import preload_bases, prepare_training_model
     from segdemo.serving.registry import DEFAULT_MODEL, MODEL_SUFFIX, current_config
 
     def job_waiting():
