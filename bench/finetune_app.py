@@ -1,6 +1,7 @@
-"""A fine-tune through the app, as a user runs it: 20 pairs of a new domain as one ZIP, the tab's defaults.
+"""A fine-tune through the app, as a user runs it: 20 pairs (or `--pairs N`, the first N by name) of a new
+domain as one ZIP, the tab's defaults.
 
-    python bench/finetune_app.py [--domain pets-binary-from-pets] [--shared ../shared]
+    python bench/finetune_app.py [--domain pets-binary-from-pets] [--pairs 20] [--shared ../shared]
 
 Prints: seconds from Train to the first round's figures and to the finished model, and another user's
 `segment` latency while the training runs against the same calls with the server idle (ratio); the same
@@ -26,11 +27,14 @@ SEGMENT_IMAGE = ROOT / "examples" / "chelsea_cat.png"
 IDLE_CALLS = 20
 
 
-def pairs_zip(folder, path):
+def pairs_zip(folder, path, pairs):
+    """The domain's first `pairs` training pairs (by name) as one ZIP of images/ and masks/."""
+    names = sorted(file.stem for file in (folder / "train" / "images").iterdir())[:pairs]
     with zipfile.ZipFile(path, "w") as archive:
         for sub in ("images", "masks"):
             for file in sorted((folder / "train" / sub).iterdir()):
-                archive.write(file, f"{sub}/{file.name}")
+                if file.stem in names:
+                    archive.write(file, f"{sub}/{file.name}")
     return path
 
 
@@ -49,17 +53,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", default="pets-binary-from-pets", choices=list(DOMAINS))
     parser.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    parser.add_argument("--pairs", type=int, default=20, help="the first N of the domain's 20 pairs")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
 
     base, classes = DOMAINS[args.domain]
-    archive = pairs_zip(build_domain(args.domain, args.shared), Path(tempfile.mkdtemp()) / "pairs.zip")
+    archive = pairs_zip(build_domain(args.domain, args.shared), Path(tempfile.mkdtemp()) / "pairs.zip", args.pairs)
     process, url, _ = start_server(Path(tempfile.mkdtemp()) / "server.log")
     try:
         trainer, visitor = Client(url, verbose=False), Client(url, verbose=False)
         count = iter(range(IDLE_CALLS + 3))
         idle = segment_latencies(visitor, lambda: next(count, None) is None, handle_file)[3:]
-        time.sleep(20)  # the spare worker has imported and traced, as it has long done when a real user arrives
+        time.sleep(20)  # the fine-tune worker has imported and traced, as it has long done when a real user arrives
         mode = "define new classes" if classes else "keep the base model's classes"
         started = time.perf_counter()
         job = trainer.submit([handle_file(str(archive))], base, mode, ", ".join(classes or []),
@@ -76,7 +81,7 @@ def main():
         result = job.result()
         finished = time.perf_counter() - started
         visitor_thread.join()
-        time.sleep(20)  # the next spare worker starts when a job ends; a person takes longer than this to go on
+        time.sleep(20)  # the worker prepares the next job's model when one ends; a person takes longer to go on
         started = time.perf_counter()  # the same fine-tune with nobody else using the server
         alone = trainer.submit([handle_file(str(archive))], base, mode, ", ".join(classes or []),
                                api_name="/finetune").result()

@@ -12,7 +12,7 @@ import time
 
 from segdemo.finetune.data import load_training_pairs
 from segdemo.finetune.events import RoundDone
-from segdemo.finetune.options import FinetuneOptions
+from segdemo.finetune.options import RECIPES, FinetuneOptions
 from segdemo.finetune.recipe import run_finetune
 from segdemo.finetune.result import save_result
 from segdemo.models import cards
@@ -34,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--loss", default=defaults.loss, choices=LOSSES)
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--unfreeze-encoder", action="store_true")
+    parser.add_argument("--recipe", default=defaults.recipe, choices=RECIPES,
+                        help="cached: the frozen encoder runs once per training view; full: every step through the "
+                             "whole network (as before)")
     parser.add_argument("--no-flip-tta", action="store_true", help="serve without averaging with the mirror image")
     parser.add_argument("--classes", nargs="+", default=None,
                         help="new class names (a new head); black/white masks: black -> 'background', white -> "
@@ -51,7 +54,7 @@ def main(argv=None):
     options = FinetuneOptions(base=args.base, steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size,
                               input_size=args.input_size, val_share=args.val_share, augment=not args.no_augment,
                               loss=args.loss, freeze_encoder=not args.unfreeze_encoder, flip_tta=not args.no_flip_tta,
-                              classes=args.classes, seed=args.seed)
+                              classes=args.classes, seed=args.seed, recipe=args.recipe)
     base_card = cards.ModelCard.load(resolve_model_path(args.base))
     pairs_data, problems = load_training_pairs(args.data, base_card, args.classes, args.split, args.limit)
     for problem in problems:

@@ -33,7 +33,8 @@ def preload_bases(paths, job_waiting=lambda: False):
     for path in paths:
         if job_waiting():
             return
-        PRELOADED_BASES[str(Path(path).resolve())] = load_model_file(path)
+        if str(Path(path).resolve()) not in PRELOADED_BASES:
+            PRELOADED_BASES[str(Path(path).resolve())] = load_model_file(path)
 
 
 def load_base_model(path):
@@ -146,7 +147,8 @@ def build_training_model(base_model, card, classes, size, options):
 def prepare_training_model(base_path, classes=None, options=None):
     """Build the model a job on the base at `base_path` with `classes` (None: the base's) and `options` (the
     tab's defaults) would train, trace its training step by one step on blank images, then reset its weights
-    and optimizer: a job that matches starts ~6 s sooner (the fine-tune worker does this while it waits)."""
+    and optimizer: a job that matches starts ~6 s sooner (the fine-tune worker does this while it waits). One
+    already prepared for the same key is kept."""
     import keras
 
     options = options or FinetuneOptions()
@@ -155,6 +157,9 @@ def prepare_training_model(base_path, classes=None, options=None):
     base_model = PRELOADED_BASES.get(str(Path(base_path).resolve()))  # left for the job, which takes it
     base_model = base_model if base_model is not None else load_base_model(base_path)
     size = training_size(options, card.size, base_model, card)
+    key = training_key(base_path, classes, size, options)
+    if key in PREPARED_MODELS:
+        return
     training = build_training_model(base_model, card, classes, size, options)
     weights = training.model.get_weights()
     count = 2 * options.batch_size  # whole batches, as a job's 16 training pairs give
@@ -163,7 +168,7 @@ def prepare_training_model(base_path, classes=None, options=None):
     training.model.set_weights(weights)
     for variable in training.fitted.optimizer.variables:  # a fresh Adam: step 0, no moments
         variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-    PREPARED_MODELS[training_key(base_path, classes, size, options)] = training
+    PREPARED_MODELS[key] = training
 
 
 def training_model(base_path, base, classes, size, options):

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from huey.signals import SIGNAL_COMPLETE, SIGNAL_ERROR
+
 from segdemo.config import QUEUE_ENV, AppConfig
 from segdemo.errors import InputError
 from segdemo.finetune.worker import WORKER_THREADS, finetune_queue, worker_identity
@@ -26,7 +28,8 @@ log = logging.getLogger("segdemo.worker")
 
 def prepare(huey, preload=True):
     """Import TensorFlow, load the bundled bases and trace the default base's usual jobs (`preload`), stopping
-    early when a job waits (it waits for one step of this at most)."""
+    early when a job waits (it waits for one step of this at most). Again after each job: what is still
+    loaded or prepared is kept."""
     from segdemo.training.loop import limit_threads
 
     limit_threads(WORKER_THREADS)
@@ -67,6 +70,8 @@ def main(argv=None):
     except InputError as error:
         parser.exit(2, f"segdemo.worker: {error}\n")
     prepare(huey, preload=not args.no_preload)
+    if not args.no_preload:  # a job used up a prepared model: the next job finds one again
+        huey.signal(SIGNAL_COMPLETE, SIGNAL_ERROR)(lambda *_, **__: prepare(huey))
     worker, device = worker_identity()
     log.info("fine-tune worker %s (process %s, %s) takes jobs from %s", worker["host"], worker["pid"], device,
              shown_url(config.queue_url))
