@@ -77,6 +77,17 @@ def square_pairs(count, size, rng):
     return images, masks
 
 
+def add_square_pairs(archive, count, seed):
+    """`count` square pairs (`square_pairs` at 64 px) written into an open ZipFile as images/pN.jpg and
+    masks/pN.png in the pets base's class indices (square = pet 0, the rest = background 1). Returns
+    (images, masks)."""
+    images, masks = square_pairs(count, 64, np.random.default_rng(seed))
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        archive.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
+        archive.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
+    return images, masks
+
+
 def write_dataset(root, images, masks):
     """images/pairN.jpg + masks/pairN_mask.png (black/white) under `root`."""
     (root / "images").mkdir(parents=True)

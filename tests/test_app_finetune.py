@@ -4,12 +4,11 @@ that lowers the loss, session isolation between two clients, and Stop."""
 import time
 import zipfile
 
-import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
 from segdemo.app.sessions import FINETUNED_CHOICE
-from tests.helpers import encoded, square_pairs
+from tests.helpers import add_square_pairs, encoded
 
 KEEP = "keep the base model's classes"
 NEW = "define new classes"
@@ -21,12 +20,9 @@ FAST = dict(steps=24, learning_rate=1e-3, batch_size=4, input_size=64, val_share
 def pairs_zip(tmp_path_factory):
     """8 good pairs (pets class indices: square = pet 0, rest = background 1), one size mismatch, one
     image without a mask, one text file posing as an image."""
-    images, masks = square_pairs(8, 64, np.random.default_rng(3))
     path = tmp_path_factory.mktemp("upload") / "pairs.zip"
     with zipfile.ZipFile(path, "w") as archive:
-        for index, (image, mask) in enumerate(zip(images, masks)):
-            archive.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
-            archive.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
+        images, masks = add_square_pairs(archive, 8, seed=3)
         archive.writestr("images/wrong_size.jpg", encoded(images[0], "JPEG"))
         archive.writestr("masks/wrong_size.png", encoded(masks[0][:32, :32]))
         archive.writestr("images/alone.jpg", encoded(images[1], "JPEG"))

@@ -108,16 +108,11 @@ FINETUNE_STEPS_IN_ORDER = ("#finetune-files", "#check-button", "#train-button", 
 def test_finetune_tab_follows_its_steps_upload_check_train_result(page, tmp_path):
     import zipfile
 
-    import numpy as np
+    from tests.helpers import add_square_pairs
 
-    from tests.helpers import encoded, square_pairs
-
-    images, masks = square_pairs(6, 64, np.random.default_rng(5))
     archive = tmp_path / "pairs.zip"
     with zipfile.ZipFile(archive, "w") as handle:
-        for index, (image, mask) in enumerate(zip(images, masks)):
-            handle.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
-            handle.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
+        add_square_pairs(handle, 6, seed=5)
     page.get_by_role("tab", name="Fine-tune").click()
     tops = [page.locator(selector).first.bounding_box()["y"] for selector in FINETUNE_STEPS_IN_ORDER]
     assert tops == sorted(tops), dict(zip(FINETUNE_STEPS_IN_ORDER, tops))  # the page reads in step order

@@ -11,7 +11,6 @@ import sys
 import time
 import zipfile
 
-import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
@@ -23,7 +22,7 @@ from segdemo.deploy.cluster import (
     haproxy_config,
     missing_commands,
 )
-from tests.helpers import ROOT, encoded, square_pairs
+from tests.helpers import ROOT, add_square_pairs
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     bool(missing_commands()) and not os.environ.get("SEGDEMO_REQUIRE_BROWSER"),
@@ -49,12 +48,9 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pairs_zip(tmp_path_factory):
-    images, masks = square_pairs(6, 64, np.random.default_rng(7))
     path = tmp_path_factory.mktemp("pairs") / "pairs.zip"
     with zipfile.ZipFile(path, "w") as archive:
-        for index, (image, mask) in enumerate(zip(images, masks)):
-            archive.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
-            archive.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))  # pets: 0 pet, 1 bg
+        add_square_pairs(archive, 6, seed=7)
     return str(path)
 
 
@@ -155,12 +151,9 @@ def test_a_browser_through_the_balancer_trains_and_uses_its_model(cluster, tmp_p
 
     if not os.path.exists(CHROMIUM) and not os.environ.get("SEGDEMO_REQUIRE_BROWSER"):
         pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
-    images, masks = square_pairs(6, 64, np.random.default_rng(5))
     archive = tmp_path / "pairs.zip"
     with zipfile.ZipFile(archive, "w") as handle:
-        for index, (image, mask) in enumerate(zip(images, masks)):
-            handle.writestr(f"images/p{index}.jpg", encoded(image, "JPEG"))
-            handle.writestr(f"masks/p{index}.png", encoded((1 - mask).astype(np.uint8)))
+        add_square_pairs(handle, 6, seed=5)
     with browser_page(cluster.url) as page:
         page.get_by_role("tab", name="Fine-tune").click()
         page.locator("#finetune-files input[type=file]").set_input_files(str(archive))
