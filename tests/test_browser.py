@@ -4,6 +4,7 @@ Set SEGDEMO_SCREENSHOT=path to also save a screenshot of the page (README's scre
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -105,6 +106,15 @@ FINETUNE_STEPS_IN_ORDER = ("#finetune-files", "#check-button", "#train-button", 
                            "#retrain-button")  # upload, check, train, result, then the teach loop's section
 
 
+def quick_training_options(page, steps):
+    """Open the Fine-tune tab's Training options and ask for a quick run: `steps` steps at 64 px, no augmentation
+    (the plumbing is what these tests check; docs/finetune.md measures the defaults)."""
+    page.get_by_text("Training options").click()
+    page.get_by_label("Training steps").last.fill(str(steps))
+    page.get_by_label("Input size").last.fill("64")
+    page.get_by_label("Augmentation").uncheck()
+
+
 def test_finetune_tab_follows_its_steps_upload_check_train_result(page, tmp_path):
     import zipfile
 
@@ -123,8 +133,10 @@ def test_finetune_tab_follows_its_steps_upload_check_train_result(page, tmp_path
     page.locator("#pairs-report").get_by_text("6 pairs ready").wait_for(timeout=60_000)
     page.locator("#pairs-table span", has_text="p0.jpg").first.wait_for()
     page.locator("#set-summary").get_by_text("6 pairs").wait_for(timeout=30_000)  # the upload joined the set
+    quick_training_options(page, 20)
     page.locator("#train-button").click()  # 3. train
-    page.locator("#finetune-status").get_by_text("Round").first.wait_for(timeout=120_000)
+    page.locator("#finetune-status").get_by_text(re.compile(r"Round \d+/\d+ \(step \d+/20\)")).first.wait_for(
+        timeout=120_000)  # the options reached the job
     page.locator("#loss-curve canvas, #loss-curve svg").first.wait_for(timeout=60_000)
     page.wait_for_function("document.querySelector('#sample-prediction img')?.naturalWidth > 0", timeout=60_000)
     page.locator("#metrics-table").get_by_text("mean IoU").wait_for(timeout=240_000)  # 4. the result
@@ -135,8 +147,6 @@ def test_finetune_tab_follows_its_steps_upload_check_train_result(page, tmp_path
 
 
 def test_model_selector_switches_legend_classes_and_examples(page):
-    import re
-
     titles = {name: ModelCard.load(path).title for name, path in served_models().items()}
     other = next(name for name in titles if name != "pets")
     page.reload()
@@ -174,7 +184,7 @@ def paint_background_band(page):
     page.mouse.move(x - 120, y - 40)
     page.mouse.down()
     for step in range(1, 30):
-        page.mouse.move(x - 120 + 8 * step, y - 40 + (step % 2) * 40, steps=2)
+        page.mouse.move(x - 120 + 8 * step, y - 40 + (step % 2) * 40)  # one event each (~0.4 s in chromium)
     page.mouse.up()
     page.wait_for_timeout(2000)  # the editor sends its layers to the server a moment after the stroke
 
@@ -193,8 +203,10 @@ def test_teach_loop_paint_add_retrain_changes_the_prediction_where_painted(page)
     assert "corrected" in page.locator("#correct-status").inner_text()
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#set-summary").get_by_text("2 pairs").wait_for(timeout=10_000)
+    page.get_by_label("Retrain steps").last.fill("30")  # not RETRAIN_STEPS (100): 30 already learn the band
     page.locator("#retrain-button").click()
-    page.locator("#finetune-status").get_by_text("Round").first.wait_for(timeout=120_000)
+    page.locator("#finetune-status").get_by_text(re.compile(r"Round \d+/\d+ \(step \d+/30\)")).first.wait_for(
+        timeout=120_000)
     page.locator("#finetune-status").get_by_text("Done").wait_for(timeout=240_000)
     page.get_by_role("tab", name="Segment").click()
     page.locator("#segment-info").get_by_text("fine-tuned").first.wait_for(timeout=60_000)  # redrawn with it

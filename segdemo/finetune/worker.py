@@ -35,7 +35,8 @@ from segdemo.serving.registry import current_config
 
 WORKER_THREADS = 2  # at the lowest CPU priority, so a serving request preempts it
 TASK_NAME = "segdemo.finetune"
-WORKER_SILENT_SECONDS = 20  # a worker whose heartbeat stood still this long is gone (killed, cut off)
+# a worker whose heartbeat stood still this long is gone (killed, cut off); the cluster tests set it lower
+WORKER_SILENT_SECONDS = float(os.environ.get("SEGDEMO_WORKER_SILENT_SECONDS") or 20)
 LOCAL_WORKER = LocalWorker()  # the embedded queue's worker process
 
 
