@@ -3,6 +3,7 @@ masks without loading the Keras model, a stale key is another entry, a corrupt o
 the start-up order: the spare fine-tune worker waits for the first answer."""
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -67,9 +68,19 @@ def test_a_stale_entry_is_not_read(tiny_base, tmp_path, monkeypatch):
     assert len(entries(tmp_path)) == 4  # the old entry beside the new one
 
 
+@pytest.fixture(scope="module")
+def stored_entry(tiny_base, tmp_path_factory):
+    """(a cache folder holding tiny_base's entry, the labels it gives a fixed image): built once, copied by each
+    test that damages it."""
+    folder = tmp_path_factory.mktemp("graphs")
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    return folder, image, load_segmenter(tiny_base, cache_dir=folder).predict(image).labels
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "meta"])
-def test_a_corrupt_entry_is_rebuilt_not_fatal(tiny_base, tmp_path, image, damage):
-    expected = load_segmenter(tiny_base, cache_dir=tmp_path).predict(image).labels
+def test_a_corrupt_entry_is_rebuilt_not_fatal(tiny_base, tmp_path, stored_entry, damage):
+    folder, image, expected = stored_entry
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
     graph = next(tmp_path.glob("*-single.graphdef"))
     meta = graph.with_suffix(".json")
     if damage == "garbage":

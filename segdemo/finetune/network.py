@@ -119,6 +119,14 @@ class TrainingModel:
         return feature_batches(cached_features(self.forward, images), masks, options.batch_size, options.seed)
 
 
+    def scored(self):
+        """What the validation rounds call on the held-out images: `model`, or with the cached recipe (after
+        `batches`) the frozen part once per image batch and the trained part each round (`features.FrozenOnce`)."""
+        from segdemo.finetune.features import FrozenOnce
+
+        return self.model if self.frozen is None or self.forward is None else FrozenOnce(self.forward, self.fitted)
+
+
 def view_count(pairs):
     """Views cached per training pair: about CACHED_VIEWS in all, at least the image and its mirror."""
     return max(2, min(MAX_VIEWS_PER_PAIR, CACHED_VIEWS // max(1, pairs)))

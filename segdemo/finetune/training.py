@@ -42,7 +42,7 @@ def train(training, data, num_classes, options, on_event=None, stop_event=None):
     training.schedule.set(options.learning_rate, steps)
     batches = training.batches(data.train_images, data.train_masks, options)
     validation = ValidationIoU(data.val_images, data.val_masks, num_classes, loss=training.fitted.loss,
-                               flip_tta=options.flip_tta, model=training.model)
+                               flip_tta=options.flip_tta, model=training.scored())
     progress = progress_callback(on_event, steps, rounds, stop_event, validation)
     history = training.fitted.fit(batches, epochs=rounds, steps_per_epoch=round_steps,
                                   callbacks=[validation, progress], verbose=0)  # validation's logs first
