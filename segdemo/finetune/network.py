@@ -149,6 +149,7 @@ def build_training_model(base_model, card, classes, size, options):
     schedule = StepSchedule(warmup_share=WARMUP_SHARE, final_share=FINAL_LR_SHARE)
     frozen, fitted = (split_at_frozen(model) if options.recipe == "cached" else None) or (None, model)
     compile_model(fitted, schedule, options.loss)
+    fitted.optimizer.build(fitted.trainable_variables)  # its slots made eagerly: inside fit's trace they cost more
     return TrainingModel(model, schedule, fitted, frozen, new_head=not same_classes)
 
 
