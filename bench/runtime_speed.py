@@ -8,8 +8,8 @@ post-training quantisation calibrated on the model's own training images), on on
 
 What is converted is the Segmenter's whole probabilities function (the card's pixel scaling, the model, its
 output decoding), from its traced TensorFlow function, so every runtime computes what the app serves.
-Post-processing (the image's part of the grid resized back to the image, argmax) is the same NumPy/OpenCV code
-for every runtime and is not timed. Each row is checked on --test images against float32 TensorFlow: pixel
+Post-processing (the image's part of the grid resized back to the image, argmax) is the Segmenter's own for
+every runtime and is not timed. Each row is checked on --test images against float32 TensorFlow: pixel
 agreement of the served labels at the images' own size, and mean IoU against the masks.
 
 int8 rows: "int8" quantises every layer NNCF's mixed preset quantises; "int8, checked" is NNCF's accuracy
@@ -60,19 +60,10 @@ def data_pairs(args):
     return find_pairs(args.data, args.calibration_split).pairs, find_pairs(args.data, args.test_split).pairs
 
 
-def served_labels(probs, segmenter, image_shape):
-    """What the app shows for one image: its part of the grid, resized to the image, argmax."""
-    import cv2
-    import numpy as np
-
-    from segdemo.models.resizing import grid_box
-
-    height, width = image_shape[:2]
-    _, box = segmenter.io.resize_image(np.zeros((height, width, 3), np.uint8), segmenter.size)
-    left, top, right, bottom = grid_box(box, segmenter.size, segmenter.grid)
-    part = np.ascontiguousarray(probs[top:bottom, left:right])
-    full = cv2.resize(part, (width, height), interpolation=cv2.INTER_LINEAR)
-    return (full[..., None] if full.ndim == 2 else full).argmax(-1).astype(np.uint8)
+def served_labels(probs, segmenter, box, image_shape):
+    """What the app shows for one image: the Segmenter's own post-processing (its part of the grid, resized to
+    the image, argmax) of a runtime's probabilities."""
+    return segmenter._labels(probs, box, image_shape[:2])[1].numpy()
 
 
 def compiled_openvino(core, model, size, batch, hint):
@@ -113,13 +104,15 @@ def main():
                         replace=False)
 
     def model_input(pair):
-        return segmenter.io.resize_image(load_image(pair.image), segmenter.size)[0].astype(np.float32)[None]
+        return segmenter._prepare(load_image(pair.image))[0].astype(np.float32)[None]
 
     calibration = [model_input(calibration_pairs[i]) for i in picked[:args.calibration]]
     validation = [model_input(calibration_pairs[i]) for i in picked[args.calibration:]] or calibration[-8:]
     binary = binary_mask_classes(segmenter.card)
     tests = [load_pair(pair, len(segmenter.classes), binary=binary) for pair in test_pairs[:args.test]]
-    test_inputs = [segmenter.io.resize_image(image, segmenter.size)[0].astype(np.float32)[None] for image, _ in tests]
+    prepared = [segmenter._prepare(image) for image, _ in tests]  # (pixels at the model's size, grid box)
+    test_inputs = [pixels.astype(np.float32)[None] for pixels, _ in prepared]
+    boxes = [box for _, box in prepared]
 
     def frozen(count):
         spec = tf.TensorSpec([count, height, width, 3], tf.float32)
@@ -194,14 +187,16 @@ def main():
     rows, result = [], {"model": args.model, "input": f"{width}x{height}", "test_images": len(tests), "paths": {}}
     base_single = np.median(single_times[tensorflow_name])
     base_batch = args.batch / np.median(batch_times[tensorflow_name])
-    float32_matrix = sum(confusion_matrix(mask, served_labels(probs, segmenter, image.shape), len(segmenter.classes))
-                         for (image, mask), probs in zip(tests, reference))
+    float32_labels = [served_labels(probs, segmenter, box, image.shape)
+                      for (image, _), probs, box in zip(tests, reference, boxes)]
+    float32_matrix = sum(confusion_matrix(mask, labels, len(segmenter.classes))
+                         for (_, mask), labels in zip(tests, float32_labels))
     float32_miou = metrics_from_confusion(float32_matrix, segmenter.classes)["miou"]
     for name, (single, _) in paths.items():
         matrix, agree, pixels = 0, 0, 0
-        for (image, mask), x, probs in zip(tests, test_inputs, reference):
-            labels = served_labels(single(x)[0], segmenter, image.shape)
-            agree += int((labels == served_labels(probs, segmenter, image.shape)).sum())
+        for (image, mask), x, box, reference_labels in zip(tests, test_inputs, boxes, float32_labels):
+            labels = served_labels(single(x)[0], segmenter, box, image.shape)
+            agree += int((labels == reference_labels).sum())
             pixels += labels.size
             matrix = matrix + confusion_matrix(mask, labels, len(segmenter.classes))
         miou = metrics_from_confusion(matrix, segmenter.classes)["miou"]

@@ -56,6 +56,21 @@ def tiny_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def mobile_base(tmp_path_factory):
+    """A small MobileNetV2-encoder U-Net (the bundled models' architecture) with a card, at 32x32."""
+    import keras
+
+    from segdemo.models.architectures import build_mobilenet_unet
+
+    path = tmp_path_factory.mktemp("mobile") / "mobile.keras"
+    keras.utils.set_random_seed(0)
+    build_mobilenet_unet(2, input_size=32, decoder_filters=(8, 8, 8, 8)).save(path)
+    ModelCard.from_dict({"name": "mobile", "classes": ["background", "square"], "input_size": 32,
+                         "architecture": "mobilenet_unet"}).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
 def squares():
     images, masks = square_pairs(12, 32, np.random.default_rng(1))
     return [(f"pair{i}", image, mask) for i, (image, mask) in enumerate(zip(images, masks))]

@@ -272,21 +272,16 @@ def test_flip_validation_scores_what_the_served_model_predicts(rng):
     assert logs["val_loss"] == pytest.approx(expected, rel=1e-3)  # cross-entropy of the averaged probabilities
 
 
-def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(tmp_path):
+def test_an_unfrozen_encoder_keeps_its_batchnorm_frozen(mobile_base):
     """What `fit` trains with the encoder unfrozen: the encoder's convolutions, never a BatchNorm's weights (its
     statistics neither: the layers run in inference mode). Checked on the network a job builds, not by training
     it: the trainable weights are what the traced step updates."""
     import keras
 
-    from segdemo.models.architectures import ENCODER_NAME, build_mobilenet_unet
+    from segdemo.models.architectures import ENCODER_NAME
 
-    path = tmp_path / "mobile.keras"
-    keras.utils.set_random_seed(0)
-    build_mobilenet_unet(2, input_size=32, decoder_filters=(8, 8, 8, 8)).save(path)
-    ModelCard.from_dict({"name": "mobile", "classes": ["background", "square"], "input_size": 32,
-                         "architecture": "mobilenet_unet"}).save(path)
-    base = network.load_base(str(path))
-    options = FinetuneOptions(base=str(path), steps=2, freeze_encoder=False, val_share=0.25)
+    base = network.load_base(mobile_base)
+    options = FinetuneOptions(base=mobile_base, steps=2, freeze_encoder=False, val_share=0.25)
     training = network.build_training_model(base.model, base.card, base.classes, (32, 32), options)
     trained = {id(weight) for weight in training.fitted.trainable_weights}
     encoder = training.model.get_layer(ENCODER_NAME)

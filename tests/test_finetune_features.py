@@ -2,26 +2,10 @@
 model's output, and the validation rounds run the frozen part once per held-out batch."""
 
 import numpy as np
-import pytest
 
 from segdemo.finetune import network
 from segdemo.finetune.features import FrozenOnce, cached_features, split_at_frozen, traced_forward
 from segdemo.finetune.options import FinetuneOptions
-from segdemo.models.cards import ModelCard
-
-
-@pytest.fixture(scope="module")
-def mobile_base(tmp_path_factory):
-    import keras
-
-    from segdemo.models.architectures import build_mobilenet_unet
-
-    path = tmp_path_factory.mktemp("mobile") / "mobile.keras"
-    keras.utils.set_random_seed(0)
-    build_mobilenet_unet(2, input_size=32, decoder_filters=(8, 8, 8, 8)).save(path)
-    ModelCard.from_dict({"name": "mobile", "classes": ["background", "square"], "input_size": 32,
-                         "architecture": "mobilenet_unet"}).save(path)
-    return str(path)
 
 
 def test_the_frozen_then_the_trained_part_is_the_whole_model(mobile_base, rng):

@@ -118,7 +118,6 @@ class TrainingModel:
         self.forward = self.forward or traced_forward(self.frozen)
         return feature_batches(cached_features(self.forward, images), masks, options.batch_size, options.seed)
 
-
     def scored(self):
         """What the validation rounds call on the held-out images: `model`, or with the cached recipe (after
         `batches`) the frozen part once per image batch and the trained part each round (`features.FrozenOnce`)."""
